@@ -1,0 +1,1 @@
+"""SQLite storage: schema migrations, the writer thread, and read queries."""

