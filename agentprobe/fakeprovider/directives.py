@@ -1,0 +1,130 @@
+"""Scripting the fake provider: `x-fake` header and `[fake ...]` prompt directives.
+
+Both forms exist because an SDK can add a header while a bare agent can only
+change its prompt. Unknown keys and bad values are rejected (the server answers
+400) so that a typo in a test never silently turns into a normal reply.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+
+HEADER = "x-fake"
+# At least one key=value, so prose like "[fake news]" stays prose.
+_IN_TEXT = re.compile(r"\[fake((?:[\s;]+[\w-]+=[^\s;\]]+)+)[\s;]*\]", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[;\s]+")
+ENCODINGS = ("gzip", "br", "deflate", "zstd", "identity")
+
+
+class DirectiveError(ValueError):
+    pass
+
+
+@dataclass
+class Directives:
+    status: int | None = None
+    retry_after: float | None = None
+    fail_times: int | None = None
+    delay: float = 0.0
+    chunk_delay: float = 0.0
+    cut_after: int | None = None
+    encoding: str | None = None
+    words: int | None = None
+    reply: str | None = None
+    tool_calls: int = 0
+    no_usage: bool = False
+    error_in_200: bool = False
+    code: str | None = None
+    body_kb: float | None = None
+
+    @property
+    def faulty(self) -> bool:
+        """Whether any directive that `fail_times` limits is present."""
+        return self.status is not None or self.error_in_200 or self.cut_after is not None
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+def _non_negative(kind):
+    def convert(value: str):
+        number = kind(value)
+        if number < 0:
+            raise ValueError(value)
+        return number
+
+    return convert
+
+
+def _status(value: str) -> int:
+    number = int(value)
+    if not 400 <= number <= 599:
+        raise ValueError(value)
+    return number
+
+
+def _encoding(value: str) -> str:
+    if value.lower() not in ENCODINGS:
+        raise ValueError(value)
+    return value.lower()
+
+
+_CONVERTERS = {
+    "status": _status,
+    "retry_after": _non_negative(float),
+    "fail_times": _non_negative(int),
+    "delay": _non_negative(float),
+    "chunk_delay": _non_negative(float),
+    "cut_after": _non_negative(int),
+    "encoding": _encoding,
+    "words": _non_negative(int),
+    "reply": lambda value: value.replace("_", " "),
+    "tool_calls": _non_negative(int),
+    "no_usage": _flag,
+    "error_in_200": _flag,
+    "code": str,
+    "body_kb": _non_negative(float),
+}
+assert set(_CONVERTERS) == {f.name for f in fields(Directives)}
+
+
+def _pairs(spec: str) -> dict[str, str]:
+    pairs = {}
+    for item in _SEPARATORS.split(spec.strip()):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not value:
+            raise DirectiveError(f"fake directive {item!r} is not key=value")
+        pairs[key.strip().lower().replace("-", "_")] = value.strip()
+    return pairs
+
+
+def strip(text: str) -> str:
+    """The prompt as the "model" should read it: without `[fake ...]` blocks."""
+    return _IN_TEXT.sub(" ", text)
+
+
+def parse(header: str | None, prompt: str) -> Directives:
+    """Directives from the last user text and the header; the header wins."""
+    pairs: dict[str, str] = {}
+    for match in _IN_TEXT.finditer(prompt or ""):
+        pairs.update(_pairs(match.group(1)))
+    if header:
+        pairs.update(_pairs(header))
+    values = {}
+    for key, raw in pairs.items():
+        convert = _CONVERTERS.get(key)
+        if convert is None:
+            raise DirectiveError(f"unknown fake directive {key!r}; known: {', '.join(_CONVERTERS)}")
+        try:
+            values[key] = convert(raw)
+        except ValueError:
+            raise DirectiveError(f"bad value for fake directive {key}={raw!r}") from None
+    return Directives(**values)
