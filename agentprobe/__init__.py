@@ -1,0 +1,3 @@
+"""agentprobe: a recording proxy for LLM agents."""
+
+__version__ = "0.1.0"

@@ -1,3 +1,5 @@
+pytest_plugins = ["proxy_fixtures"]
+
 import ssl
 
 import pytest

@@ -82,6 +82,15 @@ class Writer:
             pass
         self._conn.close()
 
+    def discard(self) -> None:
+        """Undo start() when the proxy never came up: no traffic, so no run to keep."""
+        self.queue.put(_STOP)
+        self._thread.join()
+        assert self._conn is not None
+        self._conn.execute("DELETE FROM runs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM calls WHERE run_id = ?)",
+                           (self.run["id"], self.run["id"]))
+        self._conn.close()
+
     # -- the thread -------------------------------------------------------------------
     def _loop(self) -> None:
         stopping = False

@@ -1,0 +1,195 @@
+"""The recording addon: observe every HTTP exchange, alter none.
+
+Each hook does constant, cheap work and never touches the disk. LLM responses
+are always streamed through a tee (SSE or not), so the agent gets the
+provider's bytes as they arrive and the proxy never holds a whole response
+just to record it. Anything else passes through streamed and is recorded by
+status and timing only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from mitmproxy import ctx, http
+
+from ..capture import Capture
+from ..decoders import decoder_for
+from ..providers import detect
+
+log = logging.getLogger("agentprobe.recorder")
+
+PARSE_LIMIT = 64 * 1024 * 1024  # decoded bytes kept for parsing a non-SSE body
+
+
+class StreamTee:
+    """mitmproxy stream callback: forwards every chunk unchanged, reads a decoded copy."""
+
+    def __init__(self, flow: http.HTTPFlow, parser, keep_limit: int) -> None:
+        self.flow = flow
+        self.parser = parser  # dialect stream parser, or None to just keep the body
+        self.keep_limit = keep_limit
+        self.kept = bytearray()
+        self.truncated = False
+        self.first_chunk_at: float | None = None
+        self.decoder = decoder_for(flow.response.headers.get("content-encoding"))
+        self.decode_error: str | None = None
+        self.ended = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        try:
+            self._read(chunk)
+        except Exception as e:  # the tee must never break the stream
+            if self.decode_error is None:
+                self.decode_error = f"{type(e).__name__}: {e}"
+            self.decoder = None
+        return chunk
+
+    def _read(self, chunk: bytes) -> None:
+        if chunk and self.first_chunk_at is None:
+            self.first_chunk_at = time.time()
+        if not chunk:
+            self.ended = True
+        if self.decoder is None:
+            if self.decode_error is None:
+                self.decode_error = "unsupported content-encoding"
+            return
+        data = self.decoder.decompress(chunk) if chunk else self.decoder.flush()
+        if not data:
+            return
+        if self.parser is not None:
+            self.parser.feed(data)
+        room = self.keep_limit - len(self.kept)
+        if room > 0:
+            self.kept += data[:room]
+        if len(data) > max(room, 0):
+            self.truncated = True
+
+
+def _is_event_stream(flow: http.HTTPFlow) -> bool:
+    ctype = flow.response.headers.get("content-type", "")
+    if ctype.startswith("text/event-stream"):
+        return True
+    # Gemini's streamGenerateContent without alt=sse streams a JSON array.
+    return ":streamGenerateContent" in flow.request.path
+
+
+class Recorder:
+    """Hands one Capture per finished exchange to `sink` (the writer's submit)."""
+
+    def __init__(self, sink: Callable[[Capture], None], *, body_limit: int = 2 * 1024 * 1024) -> None:
+        self.sink = sink
+        self.body_limit = body_limit
+        self.dispatched = 0
+        self.completed = 0
+        self.errors = 0
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "agentprobe_body_limit",
+            int,
+            self.body_limit,
+            "Bytes of each LLM response body kept for the database.",
+        )
+
+    def configure(self, updated) -> None:
+        if "agentprobe_body_limit" in updated:
+            self.body_limit = ctx.options.agentprobe_body_limit
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self.dispatched += 1
+        flow.metadata["agentprobe.seq"] = self.dispatched
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if "agentprobe.seq" not in flow.metadata:  # requestheaders skipped (e.g. replayed flows)
+            self.requestheaders(flow)
+        try:
+            dialect = detect(flow.request.method, flow.request.host, flow.request.path, flow.request.raw_content)
+        except Exception:
+            dialect = None
+        flow.metadata["agentprobe.dialect"] = dialect
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        flow.metadata["agentprobe.first_byte_at"] = time.time()
+        dialect = flow.metadata.get("agentprobe.dialect")
+        if dialect is None:
+            flow.response.stream = True  # not ours: pass through without buffering
+            return
+        parser = None
+        if _is_event_stream(flow):
+            try:
+                parser = dialect.stream_parser()
+            except Exception:
+                parser = None
+            keep = self.body_limit
+        else:
+            keep = PARSE_LIMIT
+        tee = StreamTee(flow, parser, keep)
+        flow.metadata["agentprobe.tee"] = tee
+        flow.response.stream = tee
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        # mitmproxy keeps every message of a WebSocket flow; we record none of them.
+        if flow.websocket is not None and len(flow.websocket.messages) > 1:
+            del flow.websocket.messages[:-1]
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get("agentprobe.done") or "agentprobe.seq" not in flow.metadata:
+            return
+        flow.metadata["agentprobe.done"] = True
+        try:
+            self.completed += 1
+            self.sink(self._capture(flow, self.completed))
+        except Exception:
+            self.errors += 1
+            log.exception("agentprobe could not capture a flow")
+
+    def _capture(self, flow: http.HTTPFlow, completion_seq: int) -> Capture:
+        req = flow.request
+        resp = flow.response
+        tee: StreamTee | None = flow.metadata.get("agentprobe.tee")
+        err = flow.error.msg if flow.error else None
+        cap = Capture(
+            seq=flow.metadata["agentprobe.seq"],
+            completion_seq=completion_seq,
+            started_at=req.timestamp_start,
+            ended_at=(resp.timestamp_end if resp and resp.timestamp_end and not err else None) or time.time(),
+            method=req.method,
+            scheme=req.scheme,
+            host=req.pretty_host,
+            port=req.port,
+            path=req.path,
+            request_headers=list(req.headers.items(multi=True)),
+            request_body=req.raw_content if flow.metadata.get("agentprobe.dialect") else None,
+            dialect=flow.metadata.get("agentprobe.dialect"),
+            first_byte_at=flow.metadata.get("agentprobe.first_byte_at"),
+            error=err,
+            client_disconnected=bool(err and "client disconnected" in err.lower()),
+        )
+        if req.raw_content and cap.request_body is not None:
+            encoding = req.headers.get("content-encoding")
+            if encoding:
+                try:
+                    cap.request_body = req.get_content(strict=True)
+                except Exception:
+                    cap.decode_error = f"request content-encoding {encoding}"
+        if resp is not None:
+            cap.status = resp.status_code
+            cap.response_headers = list(resp.headers.items(multi=True))
+        if tee is not None:
+            cap.first_chunk_at = tee.first_chunk_at
+            cap.response_body = bytes(tee.kept)
+            cap.response_truncated = tee.truncated
+            cap.decode_error = cap.decode_error or tee.decode_error
+            if tee.parser is not None:
+                cap.streamed = True
+                cap.stream_result = tee.parser.result()
+        return cap

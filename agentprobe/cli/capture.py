@@ -1,0 +1,192 @@
+"""`trace`, `record` and `ca`: put the proxy in front of an agent."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from ..proxy.ca import bundle_path, child_env, default_confdir, ensure_ca, shell_exports
+from ..proxy.runner import ProxyConfig
+from ..recording import Recording
+from ..store.db import open_db
+from ..store.queries import summarize
+from .common import confdir_option, db_option
+from .errors import UserError
+
+STATE_FILE = "record.json"
+
+
+def proxy_options(fn):
+    fn = click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                      help="Also trust this CA for upstream servers (a corporate gateway, a local test server).")(fn)
+    fn = click.option("--ssl-insecure", is_flag=True, help="Do not verify upstream certificates.")(fn)
+    fn = click.option("--label", help="Tag the run, e.g. dev or prod (cross-run checks compare labels).")(fn)
+    fn = confdir_option(fn)
+    fn = db_option(fn)
+    return fn
+
+
+def _check_host(host: str, allow_remote: bool) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not allow_remote:
+        raise UserError(
+            f"refusing to listen on {host}: the proxied traffic carries API keys; pass --allow-remote to do it anyway"
+        )
+    if not loopback:
+        click.echo(f"agentprobe: warning: listening on {host}; anyone who can reach it can use your API keys", err=True)
+
+
+def print_summary(db: Path | None, run_id: str, as_json: bool = False) -> dict:
+    summary = summarize(open_db(db), run_id)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return summary
+    errors = ", ".join(f"{n}x {s}" for s, n in summary["errors_by_status"].items()) or "none"
+    lines = [f"agentprobe: run {summary['run_id']}" + (f" [{summary['label']}]" if summary["label"] else "")]
+    lines.append(
+        f"  calls {summary['calls']} (LLM {summary['llm_calls']}, conversations {summary['conversations']},"
+        f" retries {summary['retries']}, streams cut {summary['streams_cut']})"
+    )
+    lines.append(f"  errors {summary['errors']} (by status: {errors})")
+    lines.append(f"  tokens in {summary['input_tokens']:,} / out {summary['output_tokens']:,}")
+    if summary["models"]:
+        lines.append(f"  models {', '.join(summary['models'])}")
+    if summary["wall_time_s"] is not None:
+        lines.append(f"  wall time {summary['wall_time_s']:.2f}s")
+    if summary["calls_lost"]:
+        lines.append(f"  WARNING: {summary['calls_lost']} call(s) could not be recorded")
+    click.echo("\n".join(lines), err=True)
+    return summary
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@proxy_options
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def trace(db, confdir, label, ssl_insecure, upstream_ca, as_json, command):
+    """Run COMMAND behind the proxy and record every LLM call it makes.
+
+    \b
+    agentprobe trace -- python my_agent.py
+    agentprobe trace --label prod -- npm run agent
+    """
+    if not command:
+        raise UserError("no command to run: put it after --, e.g. agentprobe trace -- python my_agent.py")
+    config = ProxyConfig(
+        confdir=confdir or default_confdir(), upstream_ca=upstream_ca, ssl_insecure=ssl_insecure
+    )
+    recording = Recording(db, config, label=label, command=shlex.join(command)).start()
+    exit_code = 127
+    status = "completed"
+    try:
+        exit_code = _run_child(list(command), recording.env())
+    except FileNotFoundError:
+        status = "failed"
+        click.echo(f"agentprobe: error: command not found: {command[0]}", err=True)
+    finally:
+        recording.stop(status=status if exit_code != 127 else "failed", exit_code=exit_code)
+    print_summary(db, recording.run_id, as_json)
+    return exit_code
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> int:
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum, _frame):
+        # Ctrl-C reaches the child through the terminal; SIGTERM sent to us is passed on.
+        if signum != signal.SIGINT:
+            child.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return 128 - code if code < 0 else code
+
+
+@click.command()
+@proxy_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0 = any free port).")
+@click.option("--upstream", help="Reverse mode: forward everything to this URL (then point the SDK's base URL here).")
+@click.option("--allow-remote", is_flag=True, help="Allow listening on a non-loopback address.")
+def record(db, confdir, label, ssl_insecure, upstream_ca, host, port, upstream, allow_remote):
+    """Run the proxy until Ctrl-C, recording one run.
+
+    \b
+    agentprobe record --port 8080        # then: eval "$(agentprobe ca --env)"
+    agentprobe record --upstream https://api.openai.com
+                                         # then: OPENAI_BASE_URL=http://127.0.0.1:8080/v1
+    """
+    _check_host(host, allow_remote)
+    if upstream and not upstream.startswith(("http://", "https://")):
+        raise UserError(f"--upstream must be an http:// or https:// URL, not {upstream!r}")
+    confdir = confdir or default_confdir()
+    config = ProxyConfig(host=host, port=port, confdir=confdir, upstream=upstream,
+                         upstream_ca=upstream_ca, ssl_insecure=ssl_insecure)
+    recording = Recording(db, config, label=label, command="agentprobe record").start()
+    state = confdir / STATE_FILE
+    state.write_text(json.dumps({"url": recording.url, "pid": os.getpid(), "run_id": recording.run_id}))
+    stop = threading.Event()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *_: stop.set())
+    if upstream:
+        hint = f"point your SDK's base URL at {recording.url} (e.g. OPENAI_BASE_URL={recording.url}/v1)"
+    else:
+        hint = 'in another shell: eval "$(agentprobe ca --env)"'
+    click.echo(f"agentprobe: recording run {recording.run_id} on {recording.url}; {hint}; Ctrl-C to stop", err=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        recording.stop()
+        try:
+            if json.loads(state.read_text()).get("pid") == os.getpid():
+                state.unlink()
+        except (OSError, ValueError):
+            pass
+    print_summary(db, recording.run_id)
+
+
+@click.command()
+@confdir_option
+@click.option("--env", "show_env", is_flag=True, help="Print shell exports that send a shell's traffic through the proxy.")
+@click.option("--bundle", "show_bundle", is_flag=True, help="Print the path of the trust bundle (public roots + proxy CA).")
+@click.option("--proxy", "proxy_url", help="Proxy URL for --env (default: the running `record`, else http://127.0.0.1:8080).")
+def ca(confdir, show_env, show_bundle, proxy_url):
+    """Show the proxy's CA certificate, trust bundle, or shell exports."""
+    confdir = confdir or default_confdir()
+    if show_env:
+        url = proxy_url or _running_proxy(confdir) or "http://127.0.0.1:8080"
+        env = child_env(url, bundle_path(confdir), base={})
+        click.echo(shell_exports(env))
+    elif show_bundle:
+        click.echo(str(bundle_path(confdir)))
+    else:
+        click.echo(str(ensure_ca(confdir)))
+
+
+def _running_proxy(confdir: Path) -> str | None:
+    try:
+        state = json.loads((confdir / STATE_FILE).read_text())
+        os.kill(int(state["pid"]), 0)
+        return state["url"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+COMMANDS = [trace, record, ca]

@@ -1,0 +1,20 @@
+"""Options several commands share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+db_option = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="AGENTPROBE_DB",
+    help="SQLite database (default: $AGENTPROBE_DB, else .agentprobe/agentprobe.db).",
+)
+confdir_option = click.option(
+    "--confdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="AGENTPROBE_CONFDIR",
+    help="Where the proxy CA lives (default: ~/.agentprobe).",
+)

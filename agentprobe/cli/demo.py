@@ -1,0 +1,31 @@
+"""`demo`: see agentprobe work with nothing but this package."""
+
+from __future__ import annotations
+
+import click
+
+from ..store.db import open_db
+from ..store.queries import decode_json_columns, iter_calls
+from .browse import CALL_COLUMNS
+from .capture import print_summary
+from .common import confdir_option, db_option
+from .output import emit
+
+
+@click.command()
+@db_option
+@confdir_option
+def demo(db, confdir):
+    """Record the bundled example agent against a local fake provider (offline)."""
+    from ..demo.run import run_demo
+
+    run_id, code = run_demo(db, confdir)
+    database = open_db(db)
+    emit((decode_json_columns(r) for r in iter_calls(database, run_id)), "table", CALL_COLUMNS,
+         title=f"calls of run {run_id}")
+    print_summary(db, run_id)
+    click.echo("next: agentprobe calls --json | agentprobe runs", err=True)
+    return code
+
+
+COMMANDS = [demo]

@@ -1,0 +1,90 @@
+"""Small, defensive readers shared by the dialect parsers.
+
+Request bodies come from arbitrary agents and gateways: a field of the wrong type
+is treated as absent rather than trusted or crashed on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .base import ParseError
+
+
+def load_json(body: bytes | str | None) -> Any:
+    if body is None or body == b"" or body == "":
+        raise ParseError("empty body")
+    try:
+        if isinstance(body, bytes):
+            body = body.decode("utf-8")
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ParseError(f"not JSON: {e}") from None
+
+
+def as_dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def as_list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def string(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def parts_text(content: Any) -> str:
+    """Text of a content field that is a string or a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        content = [content]
+    out = []
+    for part in as_list(content):
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        part = as_dict(part)
+        text = part.get("text")
+        if isinstance(text, str):
+            out.append(text)
+        elif isinstance(part.get("type"), str):
+            out.append(f"[{part['type']}]")
+    return "".join(out)
+
+
+def json_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def require_dict(body: Any) -> dict:
+    if not isinstance(body, dict):
+        raise ParseError("request body is not a JSON object")
+    return body

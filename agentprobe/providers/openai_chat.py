@@ -1,0 +1,169 @@
+"""OpenAI chat completions, and every server that copies its wire format."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import ParsedRequest, ParsedResponse
+from .common import as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string
+from .sse import SSEReader
+
+name = "chat.completions"
+
+FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
+          "content_filter": "content_filter"}
+
+
+def _tool_calls(raw: Any) -> list[dict]:
+    out = []
+    for tc in as_list(raw):
+        tc = as_dict(tc)
+        fn = as_dict(tc.get("function"))
+        out.append({"id": string(tc.get("id")), "name": string(fn.get("name")) or "",
+                    "arguments": json_text(fn.get("arguments", ""))})
+    return out
+
+
+def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
+    from . import provider_for
+
+    body = require_dict(body)
+    system, messages = [], []
+    for m in as_list(body.get("messages")):
+        m = as_dict(m)
+        role = string(m.get("role")) or "unknown"
+        text = parts_text(m.get("content"))
+        if role in ("system", "developer"):
+            system.append(text)
+            continue
+        msg: dict[str, Any] = {"role": role, "content": text}
+        if m.get("tool_calls"):
+            msg["tool_calls"] = _tool_calls(m.get("tool_calls"))
+        if role == "tool":
+            msg["tool_call_id"] = string(m.get("tool_call_id"))
+        messages.append(msg)
+    trailing = []
+    for msg in reversed(messages):
+        if msg["role"] != "tool":
+            break
+        trailing.append(msg.get("tool_call_id") or "")
+    stream_options = as_dict(body.get("stream_options"))
+    model = string(body.get("model"))
+    if model is None and "/deployments/" in path:  # Azure names the deployment in the path
+        model = path.split("/deployments/", 1)[1].split("/", 1)[0] or None
+    return ParsedRequest(
+        provider=provider_for(host, "chat.completions"),
+        api=name,
+        model=model,
+        stream=flag(body.get("stream")) is True,
+        temperature=num(body.get("temperature")),
+        top_p=num(body.get("top_p")),
+        max_tokens=integer(body.get("max_completion_tokens", body.get("max_tokens"))),
+        seed=integer(body.get("seed")),
+        parallel_tool_calls=flag(body.get("parallel_tool_calls")),
+        include_usage=flag(stream_options.get("include_usage")),
+        system_prompt="\n\n".join(system) if system else None,
+        messages=messages,
+        tools=as_list(body.get("tools")) or (as_list(body.get("functions")) or None),
+        tool_result_ids=list(reversed(trailing)),
+    )
+
+
+def error_fields(resp: ParsedResponse, body: dict) -> bool:
+    err = body.get("error")
+    if not isinstance(err, (dict, str)):
+        return False
+    if isinstance(err, str):
+        resp.error_type, resp.error_message = "error", err
+    else:
+        resp.error_type = string(err.get("code")) or string(err.get("type")) or "error"
+        resp.error_message = string(err.get("message"))
+    resp.finish_reason = "error"
+    return True
+
+
+def _usage(resp: ParsedResponse, usage: Any) -> None:
+    usage = as_dict(usage)
+    if not usage:
+        return
+    resp.input_tokens = integer(usage.get("prompt_tokens"))
+    resp.output_tokens = integer(usage.get("completion_tokens"))
+    resp.cached_input_tokens = integer(as_dict(usage.get("prompt_tokens_details")).get("cached_tokens"))
+    resp.reasoning_tokens = integer(as_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
+    resp.usage_source = "provider"
+
+
+def parse_response(status: int, body: Any) -> ParsedResponse:
+    resp = ParsedResponse()
+    body = as_dict(body)
+    if error_fields(resp, body):
+        return resp
+    resp.response_model = string(body.get("model"))
+    resp.response_id = string(body.get("id"))
+    choice = as_dict(as_list(body.get("choices"))[0]) if as_list(body.get("choices")) else {}
+    message = as_dict(choice.get("message"))
+    resp.output_text = parts_text(message.get("content")) if message.get("content") is not None else ""
+    resp.tool_calls = _tool_calls(message.get("tool_calls"))
+    raw = string(choice.get("finish_reason"))
+    resp.raw_finish_reason = raw
+    resp.finish_reason = FINISH.get(raw or "", raw and "stop")
+    _usage(resp, body.get("usage"))
+    return resp
+
+
+class StreamParser:
+    def __init__(self) -> None:
+        self.sse = SSEReader()
+        self.resp = ParsedResponse(complete=False)
+        self.text: list[str] = []
+        self.calls: dict[int, dict] = {}
+
+    def feed(self, data: bytes) -> None:
+        for _event, payload in self.sse.feed(data):
+            self._event(payload)
+
+    def _event(self, payload: str) -> None:
+        if payload.strip() == "[DONE]":
+            self.resp.complete = True
+            return
+        try:
+            import json
+
+            chunk = json.loads(payload)
+        except ValueError:
+            self.sse.errors += 1
+            return
+        chunk = as_dict(chunk)
+        if error_fields(self.resp, chunk):
+            return
+        self.resp.response_model = string(chunk.get("model")) or self.resp.response_model
+        self.resp.response_id = string(chunk.get("id")) or self.resp.response_id
+        if chunk.get("usage"):
+            _usage(self.resp, chunk.get("usage"))
+        for choice in as_list(chunk.get("choices")):
+            choice = as_dict(choice)
+            if integer(choice.get("index")) not in (0, None):
+                continue
+            delta = as_dict(choice.get("delta"))
+            if isinstance(delta.get("content"), str):
+                self.text.append(delta["content"])
+            for tc in as_list(delta.get("tool_calls")):
+                tc = as_dict(tc)
+                slot = self.calls.setdefault(integer(tc.get("index")) or 0, {"id": None, "name": "", "arguments": ""})
+                slot["id"] = string(tc.get("id")) or slot["id"]
+                fn = as_dict(tc.get("function"))
+                slot["name"] += string(fn.get("name")) or ""
+                slot["arguments"] += string(fn.get("arguments")) or ""
+            raw = string(choice.get("finish_reason"))
+            if raw:
+                self.resp.raw_finish_reason = raw
+                self.resp.finish_reason = FINISH.get(raw, "stop")
+
+    def result(self) -> ParsedResponse:
+        self.resp.output_text = "".join(self.text)
+        self.resp.tool_calls = [self.calls[i] for i in sorted(self.calls)]
+        return self.resp
+
+
+def stream_parser() -> StreamParser:
+    return StreamParser()

@@ -1,0 +1,114 @@
+"""Run mitmproxy inside this process, on its own thread and event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("agentprobe.proxy")
+
+
+class ProxyStartError(Exception):
+    pass
+
+
+def _quiet_cancellation(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    # Connections still open at shutdown are cancelled; that is expected, not an error to print.
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
+@dataclass
+class ProxyConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    confdir: Path = field(default_factory=lambda: Path.home() / ".agentprobe")
+    upstream: str | None = None  # reverse mode target, e.g. https://api.openai.com
+    upstream_ca: Path | None = None  # extra CA to trust for upstream servers (tests, corporate CAs)
+    ssl_insecure: bool = False
+
+
+class ProxyThread:
+    """start() blocks until the proxy listens (or failed); stop() shuts it down cleanly."""
+
+    def __init__(self, config: ProxyConfig, addons: list) -> None:
+        self.config = config
+        self.addons = addons
+        self.master = None
+        self.address: tuple[str, int] | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="agentprobe-proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        assert self.address
+        return f"http://{self.address[0]}:{self.address[1]}"
+
+    def start(self, timeout: float = 15) -> tuple[str, int]:
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise ProxyStartError("the proxy did not start within %ss" % timeout)
+        if self._error is not None:
+            raise ProxyStartError(str(self._error))
+        assert self.address
+        return self.address
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.master is not None:
+            self.master.shutdown()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:  # noqa: BLE001 - reported to start()
+            if not self._ready.is_set():
+                self._error = e
+            else:
+                log.exception("proxy stopped with an error")
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        from mitmproxy import options
+        from mitmproxy.addons import default_addons
+        from mitmproxy.master import Master
+
+        asyncio.get_running_loop().set_exception_handler(_quiet_cancellation)
+        cfg = self.config
+        mode = f"reverse:{cfg.upstream}" if cfg.upstream else "regular"
+        opts = options.Options(
+            listen_host=cfg.host, listen_port=cfg.port, mode=[mode], confdir=str(cfg.confdir)
+        )
+        master = Master(opts)
+        master.addons.add(*default_addons())
+        master.addons.add(*self.addons)
+        updates = {
+            # Pass the agent's own Accept-Encoding and bodies through untouched.
+            "anticomp": False,
+            "connection_strategy": "lazy",
+            "ssl_insecure": cfg.ssl_insecure,
+        }
+        if cfg.upstream_ca:
+            updates["ssl_verify_upstream_trusted_ca"] = str(cfg.upstream_ca)
+        if cfg.upstream:
+            updates["keep_host_header"] = False
+        opts.update(**updates)
+        self.master = master
+
+        ps = master.addons.get("proxyserver")
+        ok = await ps.setup_servers()
+        addrs = ps.listen_addrs()
+        if not ok or not addrs:
+            raise ProxyStartError(
+                f"could not listen on {cfg.host}:{cfg.port} (address in use or not permitted)"
+            )
+        self.address = (cfg.host, addrs[0][1])
+        run = asyncio.ensure_future(master.run())
+        self._ready.set()
+        await run

@@ -1,0 +1,77 @@
+"""One recorded run: the writer thread and the proxy thread, started and stopped together."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from . import __version__
+from .addons.recorder import Recorder
+from .clock import new_id, now_iso
+from .proxy.ca import bundle_path, child_env
+from .proxy.runner import ProxyConfig, ProxyThread
+from .rows import RowBuilder
+from .store.db import resolve_path
+from .store.writer import Writer
+
+log = logging.getLogger("agentprobe")
+
+
+class Recording:
+    def __init__(
+        self,
+        db: str | Path | None,
+        proxy: ProxyConfig,
+        *,
+        label: str | None = None,
+        command: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> None:
+        self.db_path = resolve_path(db)
+        self.proxy_config = proxy
+        self.run_id = new_id()
+        run = {
+            "id": self.run_id,
+            "started_at": now_iso(),
+            "label": label,
+            "command": command,
+            "mode": f"reverse:{proxy.upstream}" if proxy.upstream else "regular",
+            "parent_run_id": parent_run_id,
+            "agentprobe_version": __version__,
+        }
+        self.writer = Writer(self.db_path, run, RowBuilder(self.run_id).build)
+        self.recorder = Recorder(self.writer.submit)
+        self.proxy = ProxyThread(proxy, [self.recorder])
+        self._started = False
+
+    def start(self) -> "Recording":
+        # The bundle is written up front so containers sharing the confdir can trust the proxy.
+        self._bundle = bundle_path(self.proxy_config.confdir)
+        self.writer.start()  # raises StoreError before any traffic is accepted
+        try:
+            self.proxy.start()
+        except BaseException:
+            self.writer.discard()
+            raise
+        self._started = True
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+        return child_env(self.url, self._bundle, base)
+
+    def stop(self, *, status: str = "completed", exit_code: int | None = None) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self.proxy.stop()
+        self.writer.close(status=status, exit_code=exit_code, ended_at=now_iso())
+
+    def __enter__(self) -> "Recording":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop(status="failed" if exc[0] else "completed")

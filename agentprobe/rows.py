@@ -1,0 +1,328 @@
+"""Turn Captures into `calls`, `bodies` and `prompts` rows.
+
+Runs in the writer thread, in completion order. That order is what makes retry
+and conversation linking simple: a retry is only sent after its failed attempt
+finished, and a follow-up turn only after the turn it extends.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import redact, tokens
+from .capture import Capture
+from .clock import iso, new_id
+from .hashing import canonical_json, sha256_json, sha256_text
+from .providers import load_json, provider_for
+from .providers.base import ParsedRequest, ParsedResponse, ParseError
+
+STORED_BODY_LIMIT = 2 * 1024 * 1024
+
+
+@dataclass
+class Rows:
+    call: dict[str, Any]
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Seen:
+    call_id: str
+    failed: bool
+    attempt: int
+    original: str
+    conversation_id: str | None
+    turn: int | None
+
+
+class RunTracker:
+    """Per-run memory of earlier calls, to link retries and conversation turns."""
+
+    def __init__(self) -> None:
+        self.by_request: dict[str, _Seen] = {}
+        # chained hash of a message-list prefix -> (conversation_id, turn)
+        self.by_prefix: dict[str, tuple[str, int]] = {}
+
+    @staticmethod
+    def chain(system: str | None, messages: list[dict]) -> list[str]:
+        h = sha256_text(system or "") or ""
+        out = [h]
+        for m in messages:
+            h = sha256_text(h + canonical_json(m)) or ""
+            out.append(h)
+        return out
+
+    def link(self, call: dict, parsed: ParsedRequest | None, failed: bool) -> None:
+        req = call["request_sha256"]
+        prev = self.by_request.get(req) if req else None
+        if prev and prev.failed:
+            call["attempt"] = prev.attempt + 1
+            call["retry_of"] = prev.original
+            call["conversation_id"] = prev.conversation_id
+            call["turn"] = prev.turn
+        elif parsed is not None and parsed.messages:
+            chain = self.chain(parsed.system_prompt, parsed.messages)
+            n = len(parsed.messages)
+            conversation, turn = None, 1
+            for k in range(n - 1, 0, -1):
+                hit = self.by_prefix.get(chain[k])
+                if hit:
+                    conversation, turn = hit[0], hit[1] + 1
+                    break
+            call["conversation_id"] = conversation or new_id()
+            call["turn"] = turn
+            self.by_prefix.setdefault(chain[n], (call["conversation_id"], turn))
+        if req:
+            self.by_request[req] = _Seen(
+                call_id=call["id"],
+                failed=failed,
+                attempt=call["attempt"],
+                original=call.get("retry_of") or call["id"],
+                conversation_id=call.get("conversation_id"),
+                turn=call.get("turn"),
+            )
+
+
+def _body_row(content: bytes | None, content_type: str | None, truncated: bool) -> dict | None:
+    if not content:
+        return None
+    cut = len(content) > STORED_BODY_LIMIT
+    stored = content[:STORED_BODY_LIMIT]
+    try:
+        value: str | bytes = stored.decode("utf-8")
+    except UnicodeDecodeError:
+        value = stored
+    return {
+        "id": sha256_text(stored),
+        "content": value,
+        "size": len(content),
+        "content_type": content_type,
+        "truncated": int(cut or truncated),
+    }
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None
+
+
+def _retry_after(headers: list[tuple[str, str]]) -> float | None:
+    ms = _header(headers, "retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = _header(headers, "retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        import email.utils
+        import time
+
+        try:
+            when = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, round(when - time.time(), 3))
+
+
+def _ratelimit(headers: list[tuple[str, str]]) -> str | None:
+    limits = {
+        k.lower(): v
+        for k, v in headers
+        if k.lower().startswith(("x-ratelimit-", "anthropic-ratelimit-"))
+    }
+    return json.dumps(limits, sort_keys=True) if limits else None
+
+
+def _ms(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None:
+        return None
+    return round((b - a) * 1000, 3)
+
+
+def _error_type(cap: Capture, resp: ParsedResponse | None) -> str | None:
+    if cap.client_disconnected:
+        return "client_disconnected"
+    if resp is not None and resp.error_type:
+        return resp.error_type
+    if cap.error:
+        msg = cap.error.lower()
+        if cap.status is not None:
+            return "stream_cut"
+        if "timeout" in msg or "timed out" in msg:
+            return "timeout"
+        if "refused" in msg or "connect" in msg:
+            return "connection_error"
+        return "upstream_error"
+    if cap.streamed and resp is not None and not resp.complete:
+        return "stream_cut"
+    if cap.status is not None and cap.status >= 400:
+        return f"http_{cap.status}"
+    return None
+
+
+class RowBuilder:
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.tracker = RunTracker()
+
+    def build(self, cap: Capture) -> Rows:
+        secrets = redact.secrets_in(cap.request_headers, cap.path)
+        content_type = _header(cap.request_headers, "content-type")
+        resp_type = _header(cap.response_headers, "content-type")
+        call: dict[str, Any] = {
+            "id": new_id(),
+            "run_id": self.run_id,
+            "seq": cap.seq,
+            "completion_seq": cap.completion_seq,
+            "started_at": iso(cap.started_at),
+            "first_byte_at": iso(cap.first_byte_at),
+            "ended_at": iso(cap.ended_at),
+            "latency_ms": _ms(cap.started_at, cap.ended_at),
+            "ttft_ms": _ms(cap.started_at, cap.first_chunk_at or cap.first_byte_at),
+            "method": cap.method,
+            "scheme": cap.scheme,
+            "host": cap.host,
+            "port": cap.port,
+            "path": redact.safe_path(cap.path),
+            "provider": "unknown",
+            "status": cap.status,
+            "attempt": 1,
+            "retry_after_s": _retry_after(cap.response_headers),
+            "ratelimit": _ratelimit(cap.response_headers),
+            "request_headers": json.dumps(redact.safe_headers(cap.request_headers)),
+            "response_headers": json.dumps(redact.safe_headers(cap.response_headers)),
+            "error_message": redact.scrub_text(cap.error, secrets) if cap.error else None,
+        }
+        rows = Rows(call)
+        if cap.dialect is None:
+            call["error_type"] = _error_type(cap, None)
+            return rows
+
+        parsed: ParsedRequest | None = None
+        errors: list[str] = []
+        body_json = None
+        try:
+            body_json = redact.scrub_json(load_json(cap.request_body or b""), secrets)
+            parsed = cap.dialect.parse_request(body_json, cap.path, cap.host)
+        except ParseError as e:
+            errors.append(f"request: {e}")
+        except Exception as e:  # a parser bug must not lose the call
+            errors.append(f"request: {type(e).__name__}: {e}")
+
+        if body_json is not None:
+            stored_request = canonical_json(body_json).encode()
+            call["request_sha256"] = sha256_text(
+                f"{cap.method} {redact.safe_path(cap.path).split('?')[0]}\n".encode() + stored_request
+            )
+        else:
+            stored_request = redact.scrub_text(
+                (cap.request_body or b"").decode("utf-8", "replace"), secrets
+            ).encode()
+        body = _body_row(stored_request, content_type, False)
+        if body:
+            rows.bodies.append(body)
+            call["request_body"] = body["id"]
+
+        resp = self._response(cap, errors)
+        if cap.response_body:
+            text = redact.scrub_text(cap.response_body.decode("utf-8", "replace"), secrets)
+            body = _body_row(text.encode(), resp_type, cap.response_truncated)
+            if body:
+                rows.bodies.append(body)
+                call["response_body"] = body["id"]
+
+        if parsed is not None:
+            self._request_fields(call, rows, parsed)
+        else:
+            call["provider"] = provider_for(cap.host, cap.dialect)
+            call["api"] = getattr(cap.dialect, "name", None)
+        if resp is not None:
+            self._response_fields(call, rows, resp)
+        call["error_type"] = _error_type(cap, resp)
+        if call["error_type"] and not call.get("finish_reason"):
+            call["finish_reason"] = "error"
+        if cap.streamed:
+            call["stream_complete"] = int(bool(resp and resp.complete and not cap.error))
+        if errors:
+            call["parse_error"] = "; ".join(errors)[:500]
+        failed = bool(call["error_type"]) or cap.status is None or cap.status >= 400
+        self.tracker.link(call, parsed, failed)
+        return rows
+
+    def _response(self, cap: Capture, errors: list[str]) -> ParsedResponse | None:
+        if cap.streamed:
+            return cap.stream_result
+        if cap.status is None:
+            return None
+        if not cap.response_body:
+            return ParsedResponse(complete=cap.status < 400)
+        try:
+            return cap.dialect.parse_response(cap.status, load_json(cap.response_body))
+        except ParseError as e:
+            errors.append(f"response: {e}")
+        except Exception as e:
+            errors.append(f"response: {type(e).__name__}: {e}")
+        return None
+
+    def _request_fields(self, call: dict, rows: Rows, p: ParsedRequest) -> None:
+        call.update(
+            provider=p.provider,
+            api=p.api,
+            model=p.model,
+            stream=int(p.stream),
+            include_usage=None if p.include_usage is None else int(p.include_usage),
+            temperature=p.temperature,
+            top_p=p.top_p,
+            max_tokens=p.max_tokens,
+            seed=p.seed,
+            parallel_tool_calls=None if p.parallel_tool_calls is None else int(p.parallel_tool_calls),
+            message_count=len(p.messages),
+            system_prompt_sha256=sha256_text(p.system_prompt),
+            prompt_sha256=sha256_json(p.messages),
+            tools_sha256=sha256_json(p.tools) if p.tools else None,
+            tool_result_ids=json.dumps(p.tool_result_ids) if p.tool_result_ids else None,
+        )
+        if p.system_prompt is not None:
+            rows.prompts.append(
+                {"sha256": call["system_prompt_sha256"], "kind": "system", "text": p.system_prompt}
+            )
+        if p.tools:
+            rows.prompts.append(
+                {"sha256": call["tools_sha256"], "kind": "tools", "text": canonical_json(p.tools)}
+            )
+        input_text = "\n".join(
+            [p.system_prompt or ""]
+            + [str(m.get("content") or "") + canonical_json(m.get("tool_calls") or "") for m in p.messages]
+            + ([canonical_json(p.tools)] if p.tools else [])
+        )
+        call["counted_input_tokens"], call["tokenizer"] = tokens.count(input_text, p.model)
+
+    def _response_fields(self, call: dict, rows: Rows, r: ParsedResponse) -> None:
+        call.update(
+            response_model=r.response_model,
+            response_id=r.response_id,
+            finish_reason=r.finish_reason,
+            raw_finish_reason=r.raw_finish_reason,
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            cached_input_tokens=r.cached_input_tokens,
+            reasoning_tokens=r.reasoning_tokens,
+            usage_source=r.usage_source,
+            tool_calls=json.dumps(r.tool_calls) if r.tool_calls else None,
+        )
+        if r.error_message:
+            call["error_message"] = r.error_message[:2000]
+        if r.output_text or r.tool_calls:
+            output = r.output_text + (canonical_json(r.tool_calls) if r.tool_calls else "")
+            call["output_sha256"] = sha256_text(output)
+            rows.prompts.append({"sha256": call["output_sha256"], "kind": "output", "text": output})

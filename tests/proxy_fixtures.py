@@ -1,0 +1,84 @@
+"""Fixtures that put the real proxy between the real SDKs and the fake provider."""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from agentprobe.proxy.ca import bundle_path
+from agentprobe.proxy.runner import ProxyConfig
+from agentprobe.recording import Recording
+
+PLANTED_OPENAI_KEY = "sk-proj-PLANTEDopenaiKEY0123456789abcdef"
+PLANTED_ANTHROPIC_KEY = "sk-ant-api03-PLANTEDanthropicKEY0123456789"
+
+
+class Recorded:
+    """A started Recording plus what a test needs to talk through it and read it back."""
+
+    def __init__(self, tmp_path: Path, upstream_ca: Path, upstream: str | None = None) -> None:
+        self.db_path = tmp_path / "agentprobe.db"
+        self.confdir = tmp_path / "conf"
+        self.recording = Recording(
+            self.db_path,
+            ProxyConfig(confdir=self.confdir, upstream_ca=upstream_ca, upstream=upstream),
+            label="test",
+        ).start()
+        self.url = self.recording.url
+        self.bundle = bundle_path(self.confdir)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.bundle))
+
+    def http_client(self, module):
+        """The SDK's own httpx client class, routed through the proxy, trusting its CA."""
+        return module.DefaultHttpxClient(proxy=self.url, verify=self.ssl_context(), trust_env=False)
+
+    def openai(self, provider, **kwargs):
+        import openai
+
+        kwargs.setdefault("api_key", PLANTED_OPENAI_KEY)
+        return openai.OpenAI(base_url=f"{provider.url}/v1", http_client=self.http_client(openai), **kwargs)
+
+    def anthropic(self, provider, **kwargs):
+        import anthropic
+
+        kwargs.setdefault("api_key", PLANTED_ANTHROPIC_KEY)
+        return anthropic.Anthropic(base_url=provider.url, http_client=self.http_client(anthropic), **kwargs)
+
+    def stop(self) -> None:
+        self.recording.stop()
+
+    def calls(self) -> list[dict]:
+        self.stop()
+        db = sqlite_utils.Database(self.db_path)
+        return list(db.query("SELECT * FROM calls ORDER BY seq"))
+
+    def db(self) -> sqlite_utils.Database:
+        self.stop()
+        return sqlite_utils.Database(self.db_path)
+
+
+@pytest.fixture
+def recorded(tmp_path, tls_ca_bundle):
+    rec = Recorded(tmp_path, Path(tls_ca_bundle))
+    yield rec
+    rec.stop()
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd=None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    return subprocess.run(
+        [sys.executable, "-m", "agentprobe", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**base, **(env or {})},
+        cwd=cwd,
+    )

@@ -1,0 +1,167 @@
+"""`trace`, `record`, `ca`, `runs`, `calls` as a user runs them: real processes, real proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from proxy_fixtures import run_cli
+
+AGENT = textwrap.dedent(
+    """
+    import os, sys, openai
+    client = openai.OpenAI(base_url=os.environ["FAKE_URL"] + "/v1", api_key="sk-proj-TRACEDkeyTRACEDkey0123456789")
+    for i in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{i}"}])
+    try:
+        client.with_options(max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "boom"}], extra_headers={"x-fake": "status=503"})
+    except openai.APIStatusError:
+        pass
+    sys.exit(int(os.environ.get("EXIT_WITH", "0")))
+    """
+)
+
+
+@pytest.fixture
+def workdir(tmp_path, tls_ca_bundle, fake_provider_tls):
+    (tmp_path / "agent.py").write_text(AGENT)
+    env = {"FAKE_URL": fake_provider_tls.url, "AGENTPROBE_CONFDIR": str(tmp_path / "conf"),
+           "AGENTPROBE_DB": str(tmp_path / "ap.db")}
+    return tmp_path, env, str(tls_ca_bundle)
+
+
+def test_trace_records_the_child_and_passes_its_exit_code(workdir):
+    tmp, env, ca = workdir
+    r = run_cli("trace", "--label", "dev", "--upstream-ca", ca, "--", sys.executable, str(tmp / "agent.py"),
+                env={**env, "EXIT_WITH": "3"})
+    assert r.returncode == 3, r.stderr
+    assert "calls 4" in r.stderr and "503" in r.stderr and "tokens in" in r.stderr
+    runs = json.loads(run_cli("runs", "--json", env=env).stdout)
+    assert len(runs) == 1 and runs[0]["label"] == "dev" and runs[0]["exit_code"] == 3
+    assert runs[0]["calls"] == 4 and runs[0]["errors"] == 1
+    calls = json.loads(run_cli("calls", "--run", "latest", "--json", env=env).stdout)
+    assert [c["status"] for c in calls] == [200, 200, 200, 503]
+    nl = run_cli("calls", "--nl", env=env).stdout.strip().splitlines()
+    assert len(nl) == 4 and json.loads(nl[0])["seq"] == 1
+    csv_out = run_cli("calls", "--csv", env=env).stdout.splitlines()
+    assert csv_out[0].startswith("id,run_id,seq") and len(csv_out) == 5
+    table = run_cli("calls", env=env)
+    assert table.returncode == 0 and "gpt-4o-mini" in table.stdout
+    assert b"TRACEDkey" not in open(env["AGENTPROBE_DB"], "rb").read()
+
+
+def test_trace_json_summary(workdir):
+    tmp, env, ca = workdir
+    r = run_cli("trace", "--json", "--upstream-ca", ca, "--", sys.executable, str(tmp / "agent.py"), env=env)
+    summary = json.loads(r.stdout)
+    assert summary["calls"] == 4 and summary["errors_by_status"] == {"503": 1}
+    assert summary["input_tokens"] > 0 and summary["calls_lost"] == 0
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["trace"], "no command to run"),
+        (["trace", "--"], "no command to run"),
+        (["calls", "--run", "NOSUCHRUN"], "no run"),
+        (["calls", "--bogus-flag"], "No such option"),
+        (["record", "--host", "0.0.0.0"], "refusing to listen"),
+        (["record", "--upstream", "ftp://x"], "--upstream must be"),
+    ],
+)
+def test_bad_input_one_line_exit_2(workdir, args, needle):
+    tmp, env, _ = workdir
+    run_cli("trace", "--", sys.executable, "-c", "pass", env=env)  # a DB with one run
+    before = open(env["AGENTPROBE_DB"], "rb").read()
+    r = run_cli(*args, env=env)
+    assert r.returncode == 2, r.stderr
+    assert needle in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert open(env["AGENTPROBE_DB"], "rb").read() == before
+
+
+def test_missing_db_is_one_line(tmp_path):
+    r = run_cli("runs", "--db", str(tmp_path / "missing.db"))
+    assert r.returncode == 2 and "no agentprobe database" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_command_not_found(workdir):
+    tmp, env, _ = workdir
+    r = run_cli("trace", "--", "definitely-not-a-command-xyz", env=env)
+    assert r.returncode == 127 and "command not found" in r.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_record(args, env):
+    base = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    proc = subprocess.Popen([sys.executable, "-m", "agentprobe", "record", *args], env={**base, **env},
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()
+    assert "recording run" in line, line
+    return proc
+
+
+def test_record_ca_env_and_ctrl_c_flushes(workdir):
+    tmp, env, ca = workdir
+    port = _free_port()
+    proc = _start_record(["--port", str(port), "--upstream-ca", ca], env)
+    try:
+        exports = run_cli("ca", "--env", env=env).stdout
+        assert f"HTTPS_PROXY=http://127.0.0.1:{port}" in exports and "SSL_CERT_FILE=" in exports
+        bundle = run_cli("ca", "--bundle", env=env).stdout.strip()
+        assert f"SSL_CERT_FILE={bundle}" in exports
+        shell = f'{exports}\n"{sys.executable}" "{tmp / "agent.py"}"'
+        out = subprocess.run(["bash", "-c", shell], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        second = run_cli("record", "--port", str(port), env=env)  # port in use
+        assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1
+        assert "could not listen" in second.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "calls 4" in err
+    calls = json.loads(run_cli("calls", "--json", env=env).stdout)
+    assert len(calls) == 4
+
+
+def test_record_reverse_mode_needs_no_ca(tmp_path):
+    from agentprobe.fakeprovider import FakeProvider
+
+    with FakeProvider() as provider:  # plain HTTP upstream, as a local vLLM or Ollama would be
+        env = {"AGENTPROBE_CONFDIR": str(tmp_path / "conf"), "AGENTPROBE_DB": str(tmp_path / "ap.db")}
+        port = _free_port()
+        proc = _start_record(["--port", str(port), "--upstream", provider.url], env)
+        try:
+            import openai
+
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-reverse-0123456789abcdef",
+                                   http_client=openai.DefaultHttpxClient(trust_env=False))
+            reply = client.chat.completions.create(model="llama3.1", messages=[{"role": "user", "content": "hi"}])
+            assert reply.choices[0].message.content
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        [call] = json.loads(run_cli("calls", "--json", env=env).stdout)
+        assert call["model"] == "llama3.1" and call["provider"] == "openai_compatible"
+        assert call["status"] == 200 and call["output_tokens"] > 0
+        runs = json.loads(run_cli("runs", "--json", env=env).stdout)
+        assert runs[0]["mode"].startswith("reverse:")
