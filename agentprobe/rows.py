@@ -176,10 +176,27 @@ class RowBuilder:
         self.tracker = RunTracker()
 
     def build(self, cap: Capture) -> Rows:
+        try:
+            return self._build(cap)
+        except Exception as e:  # a bug here must cost the details of one call, not the call
+            rows = self._build_minimal(cap)
+            rows.call["parse_error"] = f"recorder: {type(e).__name__}: {e}"[:500]
+            return rows
+
+    def _build_minimal(self, cap: Capture) -> Rows:
+        return Rows(self._base_call(cap, redact.secrets_in(cap.request_headers, cap.path)))
+
+    def _build(self, cap: Capture) -> Rows:
         secrets = redact.secrets_in(cap.request_headers, cap.path)
         content_type = _header(cap.request_headers, "content-type")
         resp_type = _header(cap.response_headers, "content-type")
-        call: dict[str, Any] = {
+        rows = Rows(self._base_call(cap, secrets))
+        if cap.dialect is None:
+            return rows
+        return self._llm(cap, rows, secrets, content_type, resp_type)
+
+    def _base_call(self, cap: Capture, secrets: list[str]) -> dict[str, Any]:
+        return {
             "id": new_id(),
             "run_id": self.run_id,
             "seq": cap.seq,
@@ -201,13 +218,12 @@ class RowBuilder:
             "ratelimit": _ratelimit(cap.response_headers),
             "request_headers": json.dumps(redact.safe_headers(cap.request_headers)),
             "response_headers": json.dumps(redact.safe_headers(cap.response_headers)),
+            "error_type": _error_type(cap, None),
             "error_message": redact.scrub_text(cap.error, secrets) if cap.error else None,
         }
-        rows = Rows(call)
-        if cap.dialect is None:
-            call["error_type"] = _error_type(cap, None)
-            return rows
 
+    def _llm(self, cap: Capture, rows: Rows, secrets: list[str], content_type, resp_type) -> Rows:
+        call = rows.call
         parsed: ParsedRequest | None = None
         errors: list[str] = []
         body_json = None
@@ -221,13 +237,13 @@ class RowBuilder:
 
         if body_json is not None:
             stored_request = canonical_json(body_json).encode()
-            call["request_sha256"] = sha256_text(
-                f"{cap.method} {redact.safe_path(cap.path).split('?')[0]}\n".encode() + stored_request
-            )
         else:
             stored_request = redact.scrub_text(
                 (cap.request_body or b"").decode("utf-8", "replace"), secrets
             ).encode()
+        call["request_sha256"] = sha256_text(
+            f"{cap.method} {redact.safe_path(cap.path).split('?')[0]}\n".encode() + stored_request
+        )
         body = _body_row(stored_request, content_type, False)
         if body:
             rows.bodies.append(body)

@@ -1,0 +1,84 @@
+"""Any bytes in: a record or a ParseError out, never an exception that reaches the proxy."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agentprobe.providers import anthropic, gemini, load_json, openai_chat, openai_responses
+from agentprobe.providers.base import ParseError
+from agentprobe.providers.sse import SSEReader
+
+DIALECTS = [openai_chat, openai_responses, anthropic, gemini]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    max_leaves=40,
+)
+# Bodies that look like real requests, so the fuzzer reaches past the first isinstance check.
+keys = st.sampled_from(["model", "messages", "input", "contents", "system", "tools", "temperature", "max_tokens",
+                        "stream", "tool_choice", "generationConfig", "instructions", "content", "role", "parts",
+                        "choices", "delta", "usage", "candidates", "error", "type", "output", "stream_options"])
+shaped = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=6),
+    max_leaves=60,
+)
+FUZZ = settings(max_examples=150, deadline=None)
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_load_json_only_raises_parse_error(data):
+    try:
+        load_json(data)
+    except ParseError:
+        pass
+
+
+@FUZZ
+@given(json_values | shaped, st.text(max_size=40))
+def test_request_parsers_only_raise_parse_error(body, path):
+    for dialect in DIALECTS:
+        try:
+            dialect.parse_request(body, path, "h")
+        except ParseError:
+            pass
+
+
+@FUZZ
+@given(json_values | shaped, st.integers(100, 599))
+def test_response_parsers_never_raise(body, status):
+    for dialect in DIALECTS:
+        dialect.parse_response(status, body)
+
+
+events = st.lists(st.tuples(st.sampled_from([None, "message_start", "content_block_delta", "error", "x"]),
+                            json_values | shaped | st.just("[DONE]")), max_size=8)
+
+
+@FUZZ
+@given(events, st.lists(st.integers(0, 400), max_size=6), st.binary(max_size=80))
+def test_stream_parsers_never_raise_on_any_chunking(evs, cuts, junk):
+    data = b"".join(
+        (f"event: {e}\n".encode() if e else b"") + b"data: " + (p.encode() if isinstance(p, str) else json.dumps(p).encode())
+        + b"\n\n" for e, p in evs
+    ) + junk
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    for dialect in DIALECTS:
+        parser = dialect.stream_parser()
+        for a, b in zip(bounds, bounds[1:]):
+            parser.feed(data[a:b])
+        parser.feed(b"")
+        parser.result()
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=60), max_size=10))
+def test_sse_reader_never_raises(chunks):
+    reader = SSEReader(max_line=64)
+    for chunk in chunks:
+        reader.feed(chunk)
+    reader.feed(b"")
