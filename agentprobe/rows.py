@@ -265,6 +265,8 @@ class RowBuilder:
         if resp is not None:
             self._response_fields(call, rows, resp)
         call["error_type"] = _error_type(cap, resp)
+        if call["error_type"] is None and cap.status and cap.status < 300 and not cap.response_body and not cap.error:
+            call["error_type"] = "empty_response"  # the agent got a success status and nothing to read
         if call["error_type"] and not call.get("finish_reason"):
             call["finish_reason"] = "error"
         if cap.streamed:

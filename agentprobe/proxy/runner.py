@@ -32,8 +32,16 @@ class ProxyConfig:
     ssl_insecure: bool = False
 
 
+_active_lock = threading.Lock()
+_active: "ProxyThread | None" = None
+
+
 class ProxyThread:
-    """start() blocks until the proxy listens (or failed); stop() shuts it down cleanly."""
+    """start() blocks until the proxy listens (or failed); stop() shuts it down cleanly.
+
+    One per process: mitmproxy keeps its master in a module-global context, so a
+    second master in the same process would receive the first one's flows.
+    """
 
     def __init__(self, config: ProxyConfig, addons: list) -> None:
         self.config = config
@@ -50,6 +58,11 @@ class ProxyThread:
         return f"http://{self.address[0]}:{self.address[1]}"
 
     def start(self, timeout: float = 15) -> tuple[str, int]:
+        global _active
+        with _active_lock:
+            if _active is not None and _active._thread.is_alive():
+                raise ProxyStartError("a proxy is already running in this process; run another agentprobe process")
+            _active = self
         self._thread.start()
         if not self._ready.wait(timeout):
             raise ProxyStartError("the proxy did not start within %ss" % timeout)

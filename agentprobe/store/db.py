@@ -51,6 +51,8 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
                 raise StoreError(f"{path} is not an agentprobe database (no calls table)")
     except SchemaTooNew as e:
         raise StoreError(f"{path}: {e}") from None
+    except sqlite3.OperationalError as e:  # locked, read-only, disk full: the file itself is fine
+        raise StoreError(f"cannot use {path}: {e}") from None
     except sqlite3.DatabaseError as e:
         raise StoreError(f"{path} is not a readable SQLite database ({e})") from None
     return conn

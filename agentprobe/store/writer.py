@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .db import connect
+from .db import StoreError, connect
 
 log = logging.getLogger("agentprobe.writer")
 
@@ -32,11 +32,13 @@ class Writer:
         *,
         max_queue: int = 50_000,
         max_batch: int = 500,
+        busy_timeout_ms: int = 5000,
     ) -> None:
         self.path = path
         self.run = run
         self.build = build
         self.max_batch = max_batch
+        self.busy_timeout_ms = busy_timeout_ms
         self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self.calls_written = 0
         self.calls_lost = 0
@@ -55,6 +57,16 @@ class Writer:
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         self._conn = connect(self.path, create=True)
+        try:
+            self._insert_run()
+        except sqlite3.DatabaseError as e:
+            self._conn.close()
+            raise StoreError(f"cannot record into {self.path}: {e}") from None
+        self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        self._thread.start()
+
+    def _insert_run(self) -> None:
+        assert self._conn is not None
         self._conn.execute(
             "INSERT INTO runs (id, started_at, label, command, config_sha256, status, calls_lost, mode,"
             " parent_run_id, agentprobe_version) VALUES (:id, :started_at, :label, :command,"
@@ -69,7 +81,6 @@ class Writer:
                 **self.run,
             },
         )
-        self._thread.start()
 
     def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str) -> None:
         self.queue.put(_STOP)

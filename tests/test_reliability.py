@@ -1,0 +1,265 @@
+"""Under provider faults, client faults and proxy faults: traffic flows, nothing is lost silently."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx2
+import openai
+import pytest
+
+from proxy_fixtures import Recorded, run_cli
+
+
+class RawServer:
+    """A one-shot-per-connection TCP server that writes exactly the bytes a test scripts."""
+
+    def __init__(self, respond) -> None:
+        self.respond = respond
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length")), 0)
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.respond(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _reset(conn: socket.socket) -> None:
+    # SO_LINGER 0 turns close() into a TCP RST: a reset, not a clean end.
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+
+def _json_head(length: int, ctype: bytes = b"application/json") -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-type: " + ctype + b"\r\ncontent-length: " + str(length).encode() + b"\r\n\r\n"
+
+
+FAULTS = {
+    "reset_mid_body": lambda c: (c.sendall(_json_head(500) + b'{"id": "x", "choi'), _reset(c)),
+    "invalid_json": lambda c: c.sendall(_json_head(9) + b"{not json"),
+    "empty_200": lambda c: c.sendall(_json_head(0)),
+    "malformed_sse": lambda c: c.sendall(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        b"data: {broken\n\ndata: [DONE]\n\n"),
+}
+
+
+def _post(client: httpx2.Client, url: str):
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        r = client.post(f"{url}/v1/chat/completions", json=body)
+        return ("ok", r.status_code, r.content)
+    except httpx2.HTTPError as e:
+        return ("error", type(e).__name__, None)
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_provider_faults_reach_the_agent_as_they_would_directly(fault, recorded):
+    server = RawServer(FAULTS[fault])
+    try:
+        with httpx2.Client(trust_env=False, timeout=10) as direct:
+            expected = _post(direct, server.url)
+        with httpx2.Client(proxy=recorded.url, trust_env=False, timeout=10) as via:
+            got = _post(via, server.url)
+    finally:
+        server.close()
+    assert got[0] == expected[0], (got, expected)
+    if expected[0] == "ok":
+        assert got[1:] == expected[1:]  # same status, same bytes
+    [call] = recorded.calls()
+    assert call["api"] == "chat.completions"
+    kinds = {
+        "reset_mid_body": lambda c: c["error_type"] == "stream_cut",
+        "invalid_json": lambda c: c["status"] == 200 and c["parse_error"],
+        "empty_200": lambda c: c["status"] == 200 and c["error_type"] == "empty_response",
+        "malformed_sse": lambda c: c["stream_complete"] == 1 and c["status"] == 200,
+    }
+    assert kinds[fault](call), call
+
+
+def test_error_object_inside_a_200(recorded, fake_provider_tls):
+    client = recorded.openai(fake_provider_tls, max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                   extra_headers={"x-fake": "error_in_200=1"})
+    [call] = recorded.calls()
+    assert call["status"] == 200 and call["error_type"] and call["finish_reason"] == "error"
+
+
+def test_huge_response_and_request_bodies_pass_and_are_capped(recorded, fake_provider_tls):
+    client = recorded.openai(fake_provider_tls)
+    big_prompt = "lorem ipsum " * 400_000  # ~4.8 MB request
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": big_prompt}],
+                                           extra_headers={"x-fake": "body_kb=8000"})
+    assert len(reply.choices[0].message.content) > 7_000_000
+    [call] = recorded.calls()
+    assert call["output_tokens"] > 0 and call["status"] == 200
+    sizes = recorded.db().execute("SELECT size, length(content), truncated FROM bodies").fetchall()
+    assert all(stored <= 2 * 1024 * 1024 for _, stored, _ in sizes)
+    assert all(t == 1 for size, _, t in sizes if size > 2 * 1024 * 1024)
+
+
+def test_slow_drip_stream_is_forwarded_as_it_drips(recorded, fake_provider_tls):
+    client = recorded.openai(fake_provider_tls)
+    arrivals = []
+    stream = client.chat.completions.create(model="m", stream=True, messages=[{"role": "user", "content": "x"}],
+                                            extra_headers={"x-fake": "words=8; chunk_delay=0.15"})
+    start = time.monotonic()
+    for chunk in stream:
+        arrivals.append(time.monotonic() - start)
+    # Not buffered: the first event arrives long before the last one.
+    assert arrivals[-1] - arrivals[0] > 0.8
+    assert arrivals[1] < 0.6
+    [call] = recorded.calls()
+    assert call["stream_complete"] == 1 and call["ttft_ms"] < call["latency_ms"] - 500
+
+
+def test_db_locked_traffic_flows_and_loss_is_counted(tmp_path, tls_ca_bundle, fake_provider_tls):
+    rec = Recorded(tmp_path, Path(tls_ca_bundle))
+    rec.recording.writer.busy_timeout_ms = 100
+    locker = sqlite3.connect(rec.db_path, isolation_level=None)
+    rec.recording.writer._conn.execute("PRAGMA busy_timeout = 100")
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        client = rec.openai(fake_provider_tls)
+        started = time.monotonic()
+        for i in range(3):
+            reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"q{i}"}])
+            assert reply.choices[0].message.content  # the agent is not held up by our lock
+        assert time.monotonic() - started < 5
+        deadline = time.monotonic() + 10
+        while rec.recording.writer.calls_lost < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    rec.stop()
+    run = sqlite3.connect(rec.db_path).execute("SELECT calls_lost FROM runs").fetchone()
+    assert run[0] == 3
+    out = run_cli("runs", "--json", "--db", str(rec.db_path))
+    assert json.loads(out.stdout)[0]["calls_lost"] == 3
+
+
+def test_disk_full_traffic_flows_and_loss_is_counted(tmp_path, tls_ca_bundle, fake_provider_tls):
+    rec = Recorded(tmp_path, Path(tls_ca_bundle))
+    conn = rec.recording.writer._conn
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite now answers SQLITE_FULL, as on a full disk
+    client = rec.openai(fake_provider_tls)
+    for i in range(2):
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x" * 20000 + str(i)}])
+    rec.stop()
+    assert rec.recording.writer.calls_lost == 2
+    db = sqlite3.connect(rec.db_path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("SELECT calls_lost, status FROM runs").fetchone() == (2, "completed")
+
+
+def test_two_record_processes_share_one_db(tmp_path, tls_ca_bundle, fake_provider_tls):
+    import re
+    import ssl
+
+    from agentprobe.proxy.ca import bundle_path
+
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(AGENTPROBE_DB=str(tmp_path / "shared.db"), AGENTPROBE_CONFDIR=str(tmp_path / "conf"))
+    procs, urls = [], []
+    for _ in range(2):
+        proc = subprocess.Popen([sys.executable, "-m", "agentprobe", "record", "--port", "0", "--upstream-ca",
+                                 tls_ca_bundle], env=env, stderr=subprocess.PIPE, text=True)
+        urls.append(re.search(r"on (http://[\d.:]+)", proc.stderr.readline()).group(1))
+        procs.append(proc)
+    trust = ssl.create_default_context(cafile=str(bundle_path(tmp_path / "conf")))
+
+    def agent(url):
+        client = openai.OpenAI(base_url=f"{fake_provider_tls.url}/v1", api_key="sk-x-0123456789abcdef",
+                               http_client=openai.DefaultHttpxClient(proxy=url, verify=trust, trust_env=False))
+        for i in range(20):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": str(i)}])
+
+    try:
+        threads = [threading.Thread(target=agent, args=(u,)) for u in urls]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            proc.communicate(timeout=30)
+    assert [p.returncode for p in procs] == [0, 0]
+    conn = sqlite3.connect(tmp_path / "shared.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    counts = conn.execute("SELECT run_id, count(*) FROM calls GROUP BY run_id").fetchall()
+    assert sorted(n for _, n in counts) == [20, 20]
+    assert conn.execute("SELECT sum(calls_lost) FROM runs").fetchone()[0] == 0
+
+
+KILL_AGENT = """
+import os, sys, threading, time, openai
+client = openai.OpenAI(base_url=os.environ["FAKE_URL"] + "/v1", api_key="sk-kill-0123456789abcdef", max_retries=0)
+def one(i, delay):
+    try:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"c{i}"}],
+                                       extra_headers={"x-fake": f"delay={delay}"})
+        print(f"done {i} {time.time()}", flush=True)
+    except Exception:
+        pass
+# 8 quick calls that finish well before the kill, 8 slow ones still in flight when it comes.
+threads = [threading.Thread(target=one, args=(i, 0.05 if i < 8 else 30)) for i in range(16)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+"""
+
+
+def test_kill_9_during_concurrent_calls_keeps_what_completed(tmp_path, tls_ca_bundle, fake_provider_tls):
+    (tmp_path / "agent.py").write_text(KILL_AGENT)
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(FAKE_URL=fake_provider_tls.url, AGENTPROBE_DB=str(tmp_path / "ap.db"),
+               AGENTPROBE_CONFDIR=str(tmp_path / "conf"))
+    proc = subprocess.Popen([sys.executable, "-m", "agentprobe", "trace", "--upstream-ca", tls_ca_bundle, "--",
+                             sys.executable, str(tmp_path / "agent.py")], env=env, stdout=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    done = []
+    while len(done) < 8:
+        line = proc.stdout.readline()
+        assert line, "agent ended early"
+        done.append(line)
+    time.sleep(1.2)  # every completed call is durable within 1 s
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    conn = sqlite3.connect(tmp_path / "ap.db")
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("SELECT count(*) FROM calls WHERE status = 200").fetchone()[0] == 8
+    # The killed run still reads as a run, just never marked finished.
+    assert conn.execute("SELECT status FROM runs").fetchone()[0] == "running"
+    assert run_cli("calls", "--json", env=env).returncode == 0
