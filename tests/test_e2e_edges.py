@@ -107,3 +107,13 @@ def test_unparseable_request_is_still_recorded(recorded, fake_provider_tls):
     assert call["parse_error"] and call["status"] is not None and call["api"] == "chat.completions"
     run = recorded.db().execute("SELECT calls_lost FROM runs").fetchone()
     assert run[0] == 0
+
+
+def test_http2_client_is_recorded(recorded, fake_provider_tls):
+    body = {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "over h2"}]}
+    with httpx2.Client(proxy=recorded.url, verify=recorded.ssl_context(), trust_env=False, http2=True) as c:
+        r = c.post(f"{fake_provider_tls.url}/v1/chat/completions", json=body)
+        assert r.http_version == "HTTP/2" and r.text.rstrip().endswith("data: [DONE]")
+    [call] = recorded.calls()
+    assert call["stream_complete"] == 1 and call["input_tokens"] > 0
