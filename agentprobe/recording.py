@@ -26,6 +26,7 @@ class Recording:
         label: str | None = None,
         command: str | None = None,
         parent_run_id: str | None = None,
+        addons: list | None = None,
     ) -> None:
         self.db_path = resolve_path(db)
         self.proxy_config = proxy
@@ -41,7 +42,8 @@ class Recording:
         }
         self.writer = Writer(self.db_path, run, RowBuilder(self.run_id).build)
         self.recorder = Recorder(self.writer.submit)
-        self.proxy = ProxyThread(proxy, [self.recorder])
+        # Extra addons (e.g. the serve redirect) run before the recorder sees the flow.
+        self.proxy = ProxyThread(proxy, [*(addons or []), self.recorder])
         self._started = False
 
     def start(self) -> "Recording":

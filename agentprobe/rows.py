@@ -86,6 +86,17 @@ class RunTracker:
             )
 
 
+def request_digest(method: str, path: str, stored_body: bytes) -> str:
+    """Identity of a request: an SDK retry of it, or a replay of it, has the same digest."""
+    route = redact.safe_path(path).split("?")[0]
+    return sha256_text(f"{method} {route}\n".encode() + stored_body) or ""
+
+
+def stored_request_body(body_json) -> bytes:
+    """The form a JSON request body is stored in (and hashed in): canonical and redacted."""
+    return canonical_json(body_json).encode()
+
+
 def _body_row(content: bytes | None, content_type: str | None, truncated: bool) -> dict | None:
     if not content:
         return None
@@ -236,14 +247,12 @@ class RowBuilder:
             errors.append(f"request: {type(e).__name__}: {e}")
 
         if body_json is not None:
-            stored_request = canonical_json(body_json).encode()
+            stored_request = stored_request_body(body_json)
         else:
             stored_request = redact.scrub_text(
                 (cap.request_body or b"").decode("utf-8", "replace"), secrets
             ).encode()
-        call["request_sha256"] = sha256_text(
-            f"{cap.method} {redact.safe_path(cap.path).split('?')[0]}\n".encode() + stored_request
-        )
+        call["request_sha256"] = request_digest(cap.method, cap.path, stored_request)
         body = _body_row(stored_request, content_type, False)
         if body:
             rows.bodies.append(body)

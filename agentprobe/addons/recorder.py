@@ -164,7 +164,8 @@ class Recorder:
             ended_at=(resp.timestamp_end if resp and resp.timestamp_end and not err else None) or time.time(),
             method=req.method,
             scheme=req.scheme,
-            host=req.pretty_host,
+            # Under `trace --serve` the request was redirected; record where the agent sent it.
+            host=flow.metadata.get("agentprobe.redirected_from") or req.pretty_host,
             port=req.port,
             path=req.path,
             request_headers=list(req.headers.items(multi=True)),

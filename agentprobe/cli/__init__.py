@@ -16,11 +16,15 @@ def cli() -> None:
     """Record every LLM call your agent makes, then find what breaks in production."""
 
 
-def _register() -> None:
-    from . import browse, capture, demo
+# Each module under agentprobe/cli/ that defines commands, in help order.
+COMMAND_MODULES = ["capture", "browse", "serve", "demo"]
 
-    for module in (capture, browse, demo):
-        for command in module.COMMANDS:
+
+def _register() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        for command in importlib.import_module(f"{__name__}.{name}").COMMANDS:
             cli.add_command(command)
 
 

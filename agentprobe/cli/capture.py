@@ -74,8 +74,10 @@ def print_summary(db: Path | None, run_id: str, as_json: bool = False) -> dict:
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @proxy_options
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@click.option("--serve", "serve_run", metavar="RUN", help="Answer the command's LLM calls from recorded RUN, offline.")
+@click.option("--realtime", is_flag=True, help="With --serve: reproduce the recorded timing.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def trace(db, confdir, label, ssl_insecure, upstream_ca, as_json, command):
+def trace(db, confdir, label, ssl_insecure, upstream_ca, as_json, serve_run, realtime, command):
     """Run COMMAND behind the proxy and record every LLM call it makes.
 
     \b
@@ -87,17 +89,36 @@ def trace(db, confdir, label, ssl_insecure, upstream_ca, as_json, command):
     config = ProxyConfig(
         confdir=confdir or default_confdir(), upstream_ca=upstream_ca, ssl_insecure=ssl_insecure
     )
-    recording = Recording(db, config, label=label, command=shlex.join(command)).start()
+    backend = parent = None
+    addons = []
+    if serve_run:
+        from ..addons.redirect import Redirect
+        from .serve import start_serve_backend
+
+        backend, parent = start_serve_backend(db, serve_run, realtime)
+        addons.append(Redirect("127.0.0.1", backend.port))
+        label = label or "serve"
+    try:
+        recording = Recording(db, config, label=label, command=shlex.join(command), parent_run_id=parent,
+                              addons=addons).start()
+    except BaseException:
+        if backend:
+            backend.stop()
+        raise
     exit_code = 127
-    status = "completed"
     try:
         exit_code = _run_child(list(command), recording.env())
     except FileNotFoundError:
-        status = "failed"
         click.echo(f"agentprobe: error: command not found: {command[0]}", err=True)
     finally:
-        recording.stop(status=status if exit_code != 127 else "failed", exit_code=exit_code)
+        recording.stop(status="failed" if exit_code == 127 else "completed", exit_code=exit_code)
+        if backend:
+            backend.stop()
     print_summary(db, recording.run_id, as_json)
+    if backend:
+        from .serve import print_serve_summary
+
+        print_serve_summary(backend)
     return exit_code
 
 

@@ -1,0 +1,276 @@
+"""`agentprobe serve`: answer an agent's LLM calls from a recorded run, offline.
+
+A request is matched to a recorded call by its canonical, redacted body first
+(the same bytes the recorder hashed), then by its place in a conversation: a
+request that extends one already served (tool call ids or timestamps changed,
+say) gets the recorded next turn of that conversation. A request that matches
+neither gets a provider-shaped 404 naming the divergence, so the user sees
+exactly where the agent left the recorded path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import sqlite_utils
+
+from . import redact
+from .providers import detect, load_json
+from .providers.base import ParseError
+from .rows import RunTracker, stored_request_body
+from .store.queries import body_text
+
+log = logging.getLogger("agentprobe.serve")
+
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+@dataclass
+class Recorded:
+    seq: int
+    api: str | None
+    path: str
+    body_key: str
+    conversation_id: str | None
+    turn: int | None
+    status: int
+    content_type: str
+    body: bytes
+    stream: bool
+    ttft_ms: float | None
+    latency_ms: float | None
+    truncated: bool
+    used: bool = False
+
+
+@dataclass
+class Served:
+    seq: int | None  # recorded seq answered, None when unmatched
+    how: str  # "body" | "conversation" | "unmatched"
+    path: str
+
+
+def _body_key(stored: bytes) -> str:
+    return hashlib.sha256(stored).hexdigest()
+
+
+def load_recorded(db: sqlite_utils.Database, run_id: str) -> list[Recorded]:
+    out = []
+    for row in db.query(
+        "SELECT c.seq, c.api, c.path, c.conversation_id, c.turn, c.status, c.stream, c.ttft_ms, c.latency_ms,"
+        " c.request_body, c.response_body, c.response_headers, rb.truncated AS truncated"
+        " FROM calls c LEFT JOIN bodies rb ON rb.id = c.response_body"
+        " WHERE c.run_id = ? AND c.api IS NOT NULL AND c.status IS NOT NULL ORDER BY c.seq",
+        [run_id],
+    ):
+        request = body_text(db, row["request_body"])
+        if request is None:
+            continue
+        headers = json.loads(row["response_headers"] or "{}")
+        out.append(
+            Recorded(
+                seq=row["seq"],
+                api=row["api"],
+                path=row["path"].split("?")[0],
+                body_key=_body_key(request.encode()),
+                conversation_id=row["conversation_id"],
+                turn=row["turn"],
+                status=row["status"],
+                content_type=headers.get("content-type", "application/json"),
+                body=(body_text(db, row["response_body"]) or "").encode(),
+                stream=bool(row["stream"]),
+                ttft_ms=row["ttft_ms"],
+                latency_ms=row["latency_ms"],
+                truncated=bool(row["truncated"]),
+            )
+        )
+    return out
+
+
+class Matcher:
+    def __init__(self, recorded: list[Recorded]) -> None:
+        self.recorded = recorded
+        self.lock = threading.Lock()
+        self.served: list[Served] = []
+        self.by_prefix: dict[str, Recorded] = {}  # chained hash of a served message list -> its recording
+
+    def match(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> Recorded | None:
+        dialect = detect(method, "", path, body)
+        key, chain = None, []
+        if dialect is not None:
+            try:
+                secrets = redact.secrets_in(headers, path)
+                body_json = redact.scrub_json(load_json(body), secrets)
+                key = _body_key(stored_request_body(body_json))
+                parsed = dialect.parse_request(body_json, path, "")
+                chain = RunTracker.chain(parsed.system_prompt, parsed.messages)
+            except ParseError:
+                pass
+        route = path.split("?")[0]
+        with self.lock:
+            hit, how = self._find(key, getattr(dialect, "name", None), chain)
+            if hit is not None:
+                hit.used = True
+                if chain:
+                    self.by_prefix.setdefault(chain[-1], hit)
+            self.served.append(Served(hit.seq if hit else None, how, route))
+            return hit
+
+    def _find(self, key, api, chain) -> tuple[Recorded | None, str]:
+        if key is not None:
+            same = [r for r in self.recorded if r.body_key == key]
+            unused = [r for r in same if not r.used]
+            if unused or same:  # an identical request asked again gets the last answer again
+                return (unused or same)[0 if unused else -1], "body"
+        for prefix in reversed(chain[1:-1]):
+            earlier = self.by_prefix.get(prefix)
+            if earlier is None or earlier.conversation_id is None:
+                continue
+            for r in self.recorded:
+                if (not r.used and r.api == api and r.conversation_id == earlier.conversation_id
+                        and r.turn == (earlier.turn or 0) + 1):
+                    return r, "conversation"
+            break
+        return None, "unmatched"
+
+
+def unmatched_body(api: str | None, path: str) -> bytes:
+    message = (
+        f"agentprobe serve: no recorded call matches this request to {path}; "
+        "the agent took a different path than in the recording"
+    )
+    if api == "messages":
+        body = {"type": "error", "error": {"type": "not_found_error", "message": message}}
+    elif api in ("generateContent", "streamGenerateContent"):
+        body = {"error": {"code": 404, "message": message, "status": "NOT_FOUND"}}
+    else:
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                          "code": "unmatched_request"}}
+    return json.dumps(body).encode()
+
+
+def events(body: bytes) -> list[bytes]:
+    """Split a recorded SSE body at event boundaries, keeping each separator with its event."""
+    out, start = [], 0
+    for m in _EVENT_END.finditer(body):
+        out.append(body[start : m.end()])
+        start = m.end()
+    if start < len(body):
+        out.append(body[start:])
+    return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: "_Server"
+
+    def log_message(self, *args) -> None:  # quiet: the summary reports what happened
+        pass
+
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self._send(200, "text/plain", b"ok")
+        else:
+            self._send(404, "application/json", unmatched_body(None, self.path))
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        body = self.rfile.read(length) if length else b""
+        hit = self.server.matcher.match("POST", self.path, list(self.headers.items()), body)
+        if hit is None:
+            dialect = detect("POST", "", self.path, body)
+            self._send(404, "application/json", unmatched_body(getattr(dialect, "name", None), self.path))
+            return
+        if hit.content_type.startswith("text/event-stream") and hit.status < 300:
+            self._stream(hit)
+        else:
+            self._delay(hit.latency_ms)
+            self._send(hit.status, hit.content_type, hit.body, served=hit.seq)
+
+    def _delay(self, ms: float | None) -> None:
+        if self.server.realtime and ms:
+            time.sleep(ms / 1000)
+
+    def _send(self, status: int, ctype: str, body: bytes, served: int | None = None) -> None:
+        self.send_response(status)
+        self.send_header("content-type", ctype)
+        self.send_header("content-length", str(len(body)))
+        if served is not None:
+            self.send_header("x-agentprobe-served-seq", str(served))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _stream(self, hit: Recorded) -> None:
+        self._delay(hit.ttft_ms)
+        self.send_response(hit.status)
+        self.send_header("content-type", hit.content_type)
+        self.send_header("transfer-encoding", "chunked")
+        self.send_header("x-agentprobe-served-seq", str(hit.seq))
+        self.end_headers()
+        chunks = events(hit.body)
+        gap = None
+        if self.server.realtime and hit.latency_ms and hit.ttft_ms is not None and len(chunks) > 1:
+            gap = max(0.0, hit.latency_ms - hit.ttft_ms) / 1000 / (len(chunks) - 1)
+        for i, chunk in enumerate(chunks):
+            if gap and i:
+                time.sleep(gap)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def server_bind(self) -> None:
+        import socketserver
+
+        socketserver.TCPServer.server_bind(self)  # skip the reverse DNS lookup HTTPServer does
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+@dataclass
+class ServeServer:
+    recorded: list[Recorded]
+    host: str = "127.0.0.1"
+    port: int = 0
+    realtime: bool = False
+    matcher: Matcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.matcher = Matcher(self.recorded)
+        self._server = _Server((self.host, self.port), _Handler)
+        self._server.matcher = self.matcher
+        self._server.realtime = self.realtime
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, name="agentprobe-serve", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "ServeServer":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def summary(self) -> dict:
+        served = self.matcher.served
+        return {
+            "requests": len(served),
+            "matched_by_body": sum(s.how == "body" for s in served),
+            "matched_by_conversation": sum(s.how == "conversation" for s in served),
+            "unmatched": [{"request": i + 1, "path": s.path} for i, s in enumerate(served) if s.how == "unmatched"],
+            "never_requested": [r.seq for r in self.recorded if not r.used],
+        }
