@@ -1,0 +1,95 @@
+"""`replay` against the fake provider through the real proxy: deterministic, drifting, rate limited."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pytest
+
+from proxy_fixtures import run_cli
+
+AGENT = textwrap.dedent(
+    """
+    import os, openai, anthropic
+    oa = openai.OpenAI(base_url=os.environ["FAKE_URL"] + "/v1", api_key="sk-replay-0123456789abcdef")
+    temperature = float(os.environ.get("TEMP", "0"))
+    extra = os.environ.get("EXTRA", "")
+    oa.chat.completions.create(model="gpt-4o-mini", temperature=temperature,
+                               messages=[{"role": "user", "content": "Summarise the report " + extra}])
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    oa.chat.completions.create(model="gpt-4o-mini", temperature=temperature, tools=tools,
+                               messages=[{"role": "user", "content": "Look it up [fake tool_calls=2]"}])
+    an = anthropic.Anthropic(base_url=os.environ["FAKE_URL"], api_key="sk-ant-replay-0123456789")
+    with an.messages.stream(model="claude-haiku-4-5", max_tokens=100, extra_body={"temperature": temperature},
+                            messages=[{"role": "user", "content": "Stream something"}]) as s:
+        s.get_final_text()
+    """
+)
+
+
+@pytest.fixture
+def record(tmp_path, tls_ca_bundle, fake_provider_tls):
+    (tmp_path / "agent.py").write_text(AGENT)
+    env = {"FAKE_URL": fake_provider_tls.url, "AGENTPROBE_DB": str(tmp_path / "ap.db"),
+           "AGENTPROBE_CONFDIR": str(tmp_path / "conf")}
+
+    def run(**extra_env):
+        r = run_cli("trace", "--upstream-ca", tls_ca_bundle, "--", sys.executable, str(tmp_path / "agent.py"),
+                    env={**env, **extra_env})
+        assert r.returncode == 0, r.stderr
+        return json.loads(run_cli("runs", "--json", env=env).stdout)[0]["id"]
+
+    return run, env, tls_ca_bundle, fake_provider_tls
+
+
+def _replay(env, ca, *args):
+    return run_cli("replay", *args, "--upstream-ca", ca, "--times", "3", "--json", env=env)
+
+
+def test_deterministic_provider_scores_100(record):
+    run, env, ca, _ = record
+    run_id = run()
+    r = _replay(env, ca, run_id)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["calls"] == 3 and result["deterministic"] == 3 and result["deterministic_share"] == 1.0
+    assert all(o["ratios"] == [1.0, 1.0, 1.0] for o in result["outcomes"])
+    runs = json.loads(run_cli("runs", "--json", env=env).stdout)
+    assert runs[0]["label"] == "replay" and runs[0]["parent_run_id"] == run_id and runs[0]["calls"] == 9
+
+
+def test_varying_provider_drops_and_says_why(record):
+    run, env, ca, provider = record
+    run_id = run(TEMP="0.9")
+    provider.vary = True
+    r = _replay(env, ca, run_id)
+    assert r.returncode == 1, r.stderr
+    result = json.loads(r.stdout)
+    assert result["deterministic"] < result["calls"]
+    worst = result["worst"][0]
+    assert worst["score"] < 0.99 and "temperature 0.9" in worst["why"] and "no seed" in worst["why"]
+    table = run_cli("replay", run_id, "--upstream-ca", ca, "--times", "1", env=env)
+    assert table.returncode == 1 and ("drifting" in table.stdout or "divergent" in table.stdout)
+
+
+def test_rate_limits_are_waited_out_not_scored(record):
+    run, env, ca, provider = record
+    run_id = run(EXTRA="[fake status=429 retry_after=0.2 fail_times=1]")
+    provider.clear()  # the replay meets the 429 again
+    r = _replay(env, ca, run_id)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["deterministic"] == 3
+    assert not any(o["errors"] for o in result["outcomes"])
+
+
+def test_only_failed_and_missing_credentials(record, monkeypatch):
+    run, env, ca, _ = record
+    run_id = run()
+    r = run_cli("replay", run_id, "--only-failed", env=env)
+    assert r.returncode == 2 and "no recorded LLM requests to replay" in r.stderr
+    r = run_cli("replay", run_id, "--base-url", "openai=https://api.openai.com/v1", env={**env, "OPENAI_API_KEY": ""})
+    assert r.returncode == 2 and "set OPENAI_API_KEY" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
