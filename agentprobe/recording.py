@@ -27,6 +27,7 @@ class Recording:
         command: str | None = None,
         parent_run_id: str | None = None,
         addons: list | None = None,
+        otlp_endpoint: str | None = None,
     ) -> None:
         self.db_path = resolve_path(db)
         self.proxy_config = proxy
@@ -40,7 +41,13 @@ class Recording:
             "parent_run_id": parent_run_id,
             "agentprobe_version": __version__,
         }
-        self.writer = Writer(self.db_path, run, RowBuilder(self.run_id).build)
+        self.exporter = None
+        if otlp_endpoint:
+            from .otlp import LiveExporter
+
+            self.exporter = LiveExporter(otlp_endpoint)
+        self.writer = Writer(self.db_path, run, RowBuilder(self.run_id).build,
+                             on_written=self.exporter.submit if self.exporter else None)
         self.recorder = Recorder(self.writer.submit)
         # Extra addons (e.g. the serve redirect) run before the recorder sees the flow.
         self.proxy = ProxyThread(proxy, [*(addons or []), self.recorder])
@@ -71,6 +78,8 @@ class Recording:
         self._started = False
         self.proxy.stop()
         self.writer.close(status=status, exit_code=exit_code, ended_at=now_iso())
+        if self.exporter is not None:
+            self.exporter.close()
 
     def __enter__(self) -> "Recording":
         return self.start()

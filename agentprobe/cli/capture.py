@@ -30,6 +30,8 @@ def proxy_options(fn):
                       help="Also trust this CA for upstream servers (a corporate gateway, a local test server).")(fn)
     fn = click.option("--ssl-insecure", is_flag=True, help="Do not verify upstream certificates.")(fn)
     fn = click.option("--label", help="Tag the run, e.g. dev or prod (cross-run checks compare labels).")(fn)
+    fn = click.option("--otlp", "otlp_endpoint", metavar="URL",
+                      help="Also stream each call as an OpenTelemetry span to this OTLP/HTTP endpoint.")(fn)
     fn = confdir_option(fn)
     fn = db_option(fn)
     return fn
@@ -77,7 +79,7 @@ def print_summary(db: Path | None, run_id: str, as_json: bool = False) -> dict:
 @click.option("--serve", "serve_run", metavar="RUN", help="Answer the command's LLM calls from recorded RUN, offline.")
 @click.option("--realtime", is_flag=True, help="With --serve: reproduce the recorded timing.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def trace(db, confdir, label, ssl_insecure, upstream_ca, as_json, serve_run, realtime, command):
+def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, as_json, serve_run, realtime, command):
     """Run COMMAND behind the proxy and record every LLM call it makes.
 
     \b
@@ -100,7 +102,7 @@ def trace(db, confdir, label, ssl_insecure, upstream_ca, as_json, serve_run, rea
         label = label or "serve"
     try:
         recording = Recording(db, config, label=label, command=shlex.join(command), parent_run_id=parent,
-                              addons=addons).start()
+                              addons=addons, otlp_endpoint=otlp_endpoint).start()
     except BaseException:
         if backend:
             backend.stop()
@@ -145,7 +147,7 @@ def _run_child(command: list[str], env: dict[str, str]) -> int:
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0 = any free port).")
 @click.option("--upstream", help="Reverse mode: forward everything to this URL (then point the SDK's base URL here).")
 @click.option("--allow-remote", is_flag=True, help="Allow listening on a non-loopback address.")
-def record(db, confdir, label, ssl_insecure, upstream_ca, host, port, upstream, allow_remote):
+def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, host, port, upstream, allow_remote):
     """Run the proxy until Ctrl-C, recording one run.
 
     \b
@@ -159,7 +161,8 @@ def record(db, confdir, label, ssl_insecure, upstream_ca, host, port, upstream, 
     confdir = confdir or default_confdir()
     config = ProxyConfig(host=host, port=port, confdir=confdir, upstream=upstream,
                          upstream_ca=upstream_ca, ssl_insecure=ssl_insecure)
-    recording = Recording(db, config, label=label, command="agentprobe record").start()
+    recording = Recording(db, config, label=label, command="agentprobe record",
+                          otlp_endpoint=otlp_endpoint).start()
     state = confdir / STATE_FILE
     state.write_text(json.dumps({"url": recording.url, "pid": os.getpid(), "run_id": recording.run_id}))
     stop = threading.Event()

@@ -33,12 +33,14 @@ class Writer:
         max_queue: int = 50_000,
         max_batch: int = 500,
         busy_timeout_ms: int = 5000,
+        on_written: Callable[[list[dict]], None] | None = None,
     ) -> None:
         self.path = path
         self.run = run
         self.build = build
         self.max_batch = max_batch
         self.busy_timeout_ms = busy_timeout_ms
+        self.on_written = on_written  # e.g. the live OTLP exporter; called after each commit
         self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self.calls_written = 0
         self.calls_lost = 0
@@ -136,6 +138,8 @@ class Writer:
             try:
                 self._insert(built)
                 self.calls_written += len(built)
+                if self.on_written is not None:
+                    self.on_written([rows.call for rows in built])
                 return
             except sqlite3.OperationalError as e:
                 # "database is locked" is worth waiting for; disk full usually is not, but

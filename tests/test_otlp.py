@@ -1,0 +1,96 @@
+"""Calls as OpenTelemetry spans, received and decoded by a local OTLP/HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from proxy_fixtures import run_cli
+
+AGENT = textwrap.dedent(
+    """
+    import os, openai
+    c = openai.OpenAI(base_url=os.environ["FAKE_URL"] + "/v1", api_key="sk-otlp-SECRET-0123456789abcdef")
+    c.chat.completions.create(model="gpt-4o-mini", temperature=0.2, max_tokens=40, seed=1,
+                              messages=[{"role": "user", "content": "hello"}],
+                              extra_headers={"x-fake": "status=429; retry_after=0.1; fail_times=1"})
+    """
+)
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.posts.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def spans(self) -> list[dict]:
+        return [s for _, p in self.posts for rs in p["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+
+
+def _attrs(span: dict) -> dict:
+    def value(v):
+        if "arrayValue" in v:
+            return [value(x) for x in v["arrayValue"]["values"]]
+        return next(iter(v.values()))
+
+    return {a["key"]: value(a["value"]) for a in span["attributes"]}
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+def test_trace_streams_spans_live(tmp_path, tls_ca_bundle, fake_provider_tls, receiver):
+    (tmp_path / "agent.py").write_text(AGENT)
+    env = {"FAKE_URL": fake_provider_tls.url, "AGENTPROBE_DB": str(tmp_path / "ap.db"),
+           "AGENTPROBE_CONFDIR": str(tmp_path / "conf")}
+    r = run_cli("trace", "--otlp", receiver.url, "--upstream-ca", tls_ca_bundle, "--", sys.executable,
+                str(tmp_path / "agent.py"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert {path for path, _ in receiver.posts} == {"/v1/traces"}
+    failed, ok = sorted(receiver.spans(), key=lambda s: _attrs(s)["agentprobe.seq"])
+    assert failed["traceId"] == ok["traceId"] and len(ok["traceId"]) == 32 and len(ok["spanId"]) == 16
+    assert ok["name"] == "chat gpt-4o-mini" and ok["kind"] == 3
+    a = _attrs(ok)
+    assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "gpt-4o-mini"
+    assert a["gen_ai.request.temperature"] == 0.2 and a["gen_ai.request.max_tokens"] == "40"
+    assert a["gen_ai.request.seed"] == "1" and a["gen_ai.response.finish_reasons"] == ["stop"]
+    assert int(a["gen_ai.usage.input_tokens"]) > 0 and int(a["gen_ai.usage.output_tokens"]) > 0
+    assert a["gen_ai.conversation.id"] and a["agentprobe.attempt"] == "2"
+    assert a["agentprobe.retry_of"] == _attrs(failed)["agentprobe.call.id"]
+    assert failed["status"]["code"] == 2 and _attrs(failed)["error.type"] == "rate_limit_exceeded"
+    assert int(ok["endTimeUnixNano"]) > int(ok["startTimeUnixNano"]) > 0
+    assert "SECRET" not in json.dumps(receiver.posts)
+
+
+def test_collector_down_does_not_break_recording(tmp_path, tls_ca_bundle, fake_provider_tls):
+    (tmp_path / "agent.py").write_text(AGENT)
+    env = {"FAKE_URL": fake_provider_tls.url, "AGENTPROBE_DB": str(tmp_path / "ap.db"),
+           "AGENTPROBE_CONFDIR": str(tmp_path / "conf")}
+    r = run_cli("trace", "--otlp", "http://127.0.0.1:9", "--upstream-ca", tls_ca_bundle, "--", sys.executable,
+                str(tmp_path / "agent.py"), env=env)
+    assert r.returncode == 0 and "calls 2" in r.stderr
