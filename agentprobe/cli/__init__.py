@@ -17,7 +17,7 @@ def cli() -> None:
 
 
 # Each module under agentprobe/cli/ that defines commands, in help order.
-COMMAND_MODULES = ["capture", "browse", "replay", "serve", "demo"]
+COMMAND_MODULES = ["capture", "browse", "replay", "serve", "datasette", "demo"]
 
 
 def _register() -> None:
