@@ -17,7 +17,7 @@ def cli() -> None:
 
 
 # Each module under agentprobe/cli/ that defines commands, in help order.
-COMMAND_MODULES = ["capture", "browse", "replay", "serve", "datasette", "demo"]
+COMMAND_MODULES = ["capture", "browse", "scan", "replay", "serve", "datasette", "demo"]
 
 
 def _register() -> None:

@@ -24,7 +24,13 @@ def demo(db, confdir):
     emit((decode_json_columns(r) for r in iter_calls(database, run_id)), "table", CALL_COLUMNS,
          title=f"calls of run {run_id}")
     print_summary(db, run_id)
-    click.echo("next: agentprobe calls --json | agentprobe runs", err=True)
+    from ..checks import ScanContext, peers, run_checks
+    from ..report.console import print_findings
+
+    cross, previous = peers(database, [run_id])
+    findings = run_checks(ScanContext(database, [run_id], cross_run_ids=cross, previous_run=previous))
+    print_findings(findings, {"runs": [run_id]})
+    click.echo("next: agentprobe scan --format sarif | agentprobe calls --json | agentprobe replay", err=True)
     return code
 
 

@@ -1,0 +1,52 @@
+"""The checks behind `agentprobe scan`: one module per failure mode, each a list of functions
+from a ScanContext to Findings. SQL does the scanning; Python only sees aggregates and the
+few rows a finding cites, so a million recorded calls scan in seconds."""
+
+from __future__ import annotations
+
+from . import api_latency, config_checks, context_overflow, prompt_drift, race_condition, recording, \
+    temperature_drift, token_limit, usage
+from .base import MODES, SEVERITIES, Finding, ScanContext, Thresholds, severity_rank
+
+ALL_CHECKS = [
+    *temperature_drift.CHECKS,
+    *context_overflow.CHECKS,
+    *token_limit.CHECKS,
+    *prompt_drift.CHECKS,
+    *api_latency.CHECKS,
+    *race_condition.CHECKS,
+    *usage.CHECKS,
+    *recording.CHECKS,
+    config_checks.against_runs,
+]
+
+__all__ = ["ALL_CHECKS", "Finding", "MODES", "SEVERITIES", "ScanContext", "Thresholds", "peers", "run_checks",
+           "severity_rank"]
+
+
+def peers(db, run_ids: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(runs the cross-run rules may compare with, scanned run -> its previous run)."""
+    cross, previous = set(run_ids), {}
+    for run_id in run_ids:
+        label = db.execute("SELECT label FROM runs WHERE id = ?", [run_id]).fetchone()[0]
+        # Order of recording defines "before": the last earlier run with the same label, else any earlier run.
+        row = db.execute(
+            "SELECT id FROM runs WHERE id < ? AND label IS ? AND coalesce(label, '') NOT IN ('replay', 'serve')"
+            " ORDER BY id DESC LIMIT 1", [run_id, label]).fetchone() or db.execute(
+            "SELECT id FROM runs WHERE id < ? AND coalesce(label, '') NOT IN ('replay', 'serve')"
+            " ORDER BY id DESC LIMIT 1", [run_id]).fetchone()
+        if row:
+            previous[run_id] = row[0]
+            cross.add(row[0])
+        for (other,) in db.execute(
+                "SELECT max(id) FROM runs WHERE label IS NOT NULL AND label IS NOT ? GROUP BY label", [label]):
+            cross.add(other)
+    return sorted(cross), previous
+
+
+def run_checks(ctx: ScanContext, extra: list[Finding] = ()) -> list[Finding]:
+    findings = list(extra)
+    if ctx.run_ids:
+        for check in ALL_CHECKS:
+            findings.extend(check(ctx))
+    return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.rule, f.run_id or ""))

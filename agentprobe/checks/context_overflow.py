@@ -1,0 +1,77 @@
+"""context_overflow: conversations growing toward (or past) the model's context window."""
+
+from __future__ import annotations
+
+from .base import Finding, ScanContext
+from .models import context_window
+
+_EXCEEDED_ERRORS = ("context_length_exceeded", "string_above_max_length", "request_too_large")
+
+
+def near_limit(ctx: ScanContext) -> list[Finding]:
+    where, params = ctx.runs_sql()
+    # The largest input of each conversation, and the call where it happened.
+    rows = list(ctx.db.query(
+        "SELECT run_id, conversation_id, model, id, seq, turn, tokens, max_turn FROM ("
+        " SELECT run_id, conversation_id, model, id, seq, turn,"
+        " coalesce(input_tokens, counted_input_tokens) AS tokens,"
+        " max(turn) OVER (PARTITION BY conversation_id) AS max_turn,"
+        " row_number() OVER (PARTITION BY conversation_id ORDER BY coalesce(input_tokens, counted_input_tokens) DESC,"
+        " seq) AS rank"
+        f" FROM calls WHERE {where} AND conversation_id IS NOT NULL) WHERE rank = 1", params))
+    out, unknown = [], {}
+    for row in rows:
+        window = context_window(row["model"], ctx.context_windows)
+        if window is None:
+            unknown.setdefault((row["run_id"], row["model"]), []).append(row)
+            continue
+        if not row["tokens"]:
+            continue
+        share = row["tokens"] / window
+        if share < ctx.thresholds.context:
+            continue
+        exceeded = share >= 1
+        out.append(Finding(
+            rule="context_overflow/exceeded" if exceeded else "context_overflow/near_limit",
+            severity="critical" if exceeded else ("high" if share >= 0.9 else "medium"),
+            title=f"conversation reached {share:.0%} of {row['model']}'s context window",
+            evidence=f"conversation {row['conversation_id'][-8:]} in run {row['run_id']} reached {row['tokens']:,} of"
+                     f" {window:,} tokens ({share:.0%}) at turn {row['turn']} (call {row['seq']}); the threshold is"
+                     f" {ctx.thresholds.context:.0%}.",
+            fix="Budget tokens per turn and per conversation: summarise older turns into a short state block, drop"
+                " stale tool results, or start a fresh context with a recovery prompt before the window fills.",
+            run_id=row["run_id"], calls=[ctx.ref(row)],
+            data={"tokens": row["tokens"], "window": window, "share": round(share, 4), "turn": row["turn"]}))
+    for (run_id, model), convs in unknown.items():
+        out.append(Finding(
+            rule="context_overflow/unknown_window", severity="low",
+            title=f"context window of {model} is unknown",
+            evidence=f"{len(convs)} conversation(s) in run {run_id} use {model}, which is not in the built-in table,"
+                     " so their growth could not be checked.",
+            fix='Add the model to the config: "models": {"' + str(model) + '": <context window in tokens>}.',
+            run_id=run_id, calls=ctx.refs(convs), data={"model": model}))
+    return out
+
+
+def provider_rejections(ctx: ScanContext) -> list[Finding]:
+    where, params = ctx.runs_sql()
+    likes = " OR ".join("error_type LIKE ?" for _ in _EXCEEDED_ERRORS)
+    rows = list(ctx.db.query(
+        f"SELECT id, run_id, seq, model, error_type, error_message FROM calls WHERE {where} AND ({likes}"
+        " OR error_message LIKE '%context length%' OR error_message LIKE '%context window%'"
+        " OR error_message LIKE '%prompt is too long%') ORDER BY seq",
+        params + [f"%{e}%" for e in _EXCEEDED_ERRORS]))
+    if not rows:
+        return []
+    first = rows[0]
+    return [Finding(
+        rule="context_overflow/exceeded", severity="critical",
+        title=f"the provider rejected {len(rows)} call(s) for exceeding the context window",
+        evidence=f"{len(rows)} call(s) failed with {first['error_type']} (first: run {first['run_id']} call"
+                 f" {first['seq']}: {str(first['error_message'] or '')[:160]}).",
+        fix="Trim the conversation before it reaches the window (summarise or drop old turns) and treat this error"
+            " as fatal for the step instead of retrying the same oversized request.",
+        run_id=first["run_id"], calls=ctx.refs(rows), data={"calls": len(rows)})]
+
+
+CHECKS = [near_limit, provider_rejections]

@@ -1,0 +1,99 @@
+"""prompt_drift: the system prompt or tool schemas changed from the previous run or the pinned version."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+
+from .base import Finding, ScanContext
+
+_MAX_DIFF_LINES = 40
+
+
+def _hashes(ctx: ScanContext, run_id: str, column: str) -> dict[str | None, dict[str, dict]]:
+    """model -> {hash: first call using it}"""
+    out: dict[str | None, dict[str, dict]] = {}
+    for row in ctx.db.query(
+        f"SELECT id, run_id, seq, model, {column} AS h FROM calls WHERE run_id = ? AND {column} IS NOT NULL"
+        " AND (retry_of IS NULL) ORDER BY seq", [run_id]):
+        out.setdefault(row["model"], {}).setdefault(row["h"], row)
+    return out
+
+
+def unified(old: str, new: str, old_name: str, new_name: str) -> str:
+    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), old_name, new_name, lineterm="", n=1))
+    if len(lines) > _MAX_DIFF_LINES:
+        lines = lines[:_MAX_DIFF_LINES] + [f"... {len(lines) - _MAX_DIFF_LINES} more diff lines"]
+    return "\n".join(lines)
+
+
+def _changed(ctx: ScanContext, column: str, rule: str, what: str, fix: str) -> list[Finding]:
+    out = []
+    for run_id in ctx.run_ids:
+        previous = ctx.previous_run.get(run_id)
+        if not previous:
+            continue
+        before, after = _hashes(ctx, previous, column), _hashes(ctx, run_id, column)
+        for model, hashes in after.items():
+            old = before.get(model)
+            if not old:
+                continue
+            added = [h for h in hashes if h not in old]
+            removed = [h for h in old if h not in hashes]
+            if not added:
+                continue
+            for h in added:
+                new_text = ctx.text(h)
+                # Show the change against the most similar prompt the previous run used.
+                base = max(removed or list(old), key=lambda o: difflib.SequenceMatcher(
+                    None, ctx.text(o), new_text).quick_ratio())
+                diff = unified(ctx.text(base), new_text, f"{previous} {base[:12]}", f"{run_id} {h[:12]}")
+                first = hashes[h]
+                out.append(Finding(
+                    rule=rule, severity="high",
+                    title=f"{what} for {model} changed since run {previous}",
+                    evidence=f"run {run_id} sent {model} a {what} with sha256 {h[:12]} (first at call {first['seq']});"
+                             f" run {previous} used {base[:12]}.\n{diff}",
+                    fix=fix, run_id=run_id, calls=[ctx.ref(first)],
+                    data={"previous_run": previous, "old_sha256": base, "new_sha256": h, "diff": diff}))
+    return out
+
+
+def system_prompt_changed(ctx: ScanContext) -> list[Finding]:
+    out = _changed(
+        ctx, "system_prompt_sha256", "prompt_drift/system_prompt_changed", "system prompt",
+        "Keep system prompts in version control, pin each one's sha256 in the agent config, and run the same"
+        " benchmark against old and new prompt before shipping; review any change that moves more than 10% of"
+        " outputs.")
+    pinned = (ctx.config or {}).get("_system_prompt_sha256")
+    if pinned:
+        where, params = ctx.runs_sql()
+        rows = list(ctx.db.query(
+            f"SELECT id, run_id, seq, model, system_prompt_sha256 FROM calls WHERE {where}"
+            " AND system_prompt_sha256 IS NOT NULL AND system_prompt_sha256 != ? ORDER BY seq", params + [pinned]))
+        if rows:
+            h = rows[0]["system_prompt_sha256"]
+            pinned_text = (ctx.config or {}).get("_system_prompt_text") or ""
+            diff = unified(pinned_text, ctx.text(h), f"pinned {pinned[:12]}", f"sent {h[:12]}") if pinned_text else ""
+            out.append(Finding(
+                rule="prompt_drift/system_prompt_changed", severity="critical",
+                title="system prompt differs from the pinned canonical version",
+                evidence=f"{len(rows)} call(s) sent a system prompt with sha256 {h[:12]}, not the pinned {pinned[:12]}"
+                         + (f".\n{diff}" if diff else "."),
+                fix="Deploy the reviewed prompt (or update the pinned sha256 in the config after review).",
+                run_id=rows[0]["run_id"], calls=ctx.refs(rows), data={"pinned": pinned, "sent": h}))
+    return out
+
+
+def tools_changed(ctx: ScanContext) -> list[Finding]:
+    return _changed(
+        ctx, "tools_sha256", "prompt_drift/tools_changed", "tool schema set",
+        "Version tool schemas with the prompt: a renamed tool or changed parameter silently changes which tool"
+        " the model picks. Diff the schemas and rerun the benchmark before shipping.")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+CHECKS = [system_prompt_changed, tools_changed]

@@ -1,0 +1,76 @@
+"""race_condition: concurrent calls finishing out of order, tool results sent back reordered."""
+
+from __future__ import annotations
+
+import json
+
+from .base import Finding, ScanContext
+
+
+def completion_inversion(ctx: ScanContext) -> list[Finding]:
+    """Pairs of calls that were in flight together and finished in the opposite order they started.
+
+    A sweep in dispatch order keeps only the calls still open, so it stays linear in practice
+    even over a million calls; calls that did not overlap can never count.
+    """
+    out = []
+    for run_id in ctx.run_ids:
+        open_calls: list[dict] = []
+        pairs: list[tuple[dict, dict]] = []
+        involved: dict[int, dict] = {}
+        for row in ctx.db.query(
+                "SELECT id, run_id, seq, completion_seq, started_at, ended_at, model FROM calls"
+                " WHERE run_id = ? AND api IS NOT NULL ORDER BY seq", [run_id]):
+            open_calls = [a for a in open_calls if a["ended_at"] > row["started_at"]]
+            for a in open_calls:
+                if a["completion_seq"] > row["completion_seq"]:
+                    pairs.append((a, row))
+                    involved[a["seq"]], involved[row["seq"]] = a, row
+            open_calls.append(row)
+        if not pairs:
+            continue
+        example = pairs[0]
+        calls = sorted(involved.values(), key=lambda r: r["seq"])
+        out.append(Finding(
+            rule="race_condition/completion_inversion", severity="medium",
+            title=f"{len(pairs)} pair(s) of concurrent calls completed in reverse dispatch order",
+            evidence=f"in run {run_id}, {len(calls)} overlapping call(s) finished out of order; e.g. call"
+                     f" {example[0]['seq']} was sent before call {example[1]['seq']} but finished after it"
+                     f" (completion {example[0]['completion_seq']} vs {example[1]['completion_seq']}).",
+            fix="Do not let the order answers arrive in drive the agent: tag each parallel call with its index and"
+                " reassemble results by that index, or run order-dependent steps sequentially.",
+            run_id=run_id, calls=ctx.refs(calls), data={"pairs": len(pairs), "calls": len(calls)}))
+    return out
+
+
+def tool_result_order(ctx: ScanContext) -> list[Finding]:
+    """Tool results sent back in a different order than the model issued the tool calls."""
+    where, params = ctx.runs_sql()
+    issued: dict[str, list[str]] = {}  # tool call id -> the ordered ids of the response that issued it
+    out = []
+    for row in ctx.db.query(
+            f"SELECT id, run_id, seq, model, tool_calls, tool_result_ids FROM calls WHERE {where}"
+            " AND (tool_calls IS NOT NULL OR tool_result_ids IS NOT NULL) ORDER BY run_id, seq", params):
+        if row["tool_result_ids"]:
+            results = [i for i in json.loads(row["tool_result_ids"]) if i]
+            asked = issued.get(results[0]) if results else None
+            if asked:
+                expected = [i for i in asked if i in results]
+                got = [i for i in results if i in asked]
+                if expected != got:
+                    out.append(Finding(
+                        rule="race_condition/tool_result_order", severity="medium",
+                        title="tool results were sent back in a different order than the tool calls",
+                        evidence=f"call {row['seq']} in run {row['run_id']} returned results in the order"
+                                 f" {got}, but the model issued the calls as {expected}.",
+                        fix="Collect parallel tool results and send them back in the order of the tool calls"
+                            " (sort by the call's index), so the model pairs each result with the right call.",
+                        run_id=row["run_id"], calls=[ctx.ref(row)], data={"issued": expected, "returned": got}))
+        if row["tool_calls"]:
+            ids = [c.get("id") for c in json.loads(row["tool_calls"]) if c.get("id")]
+            for i in ids:
+                issued[i] = ids
+    return out
+
+
+CHECKS = [completion_inversion, tool_result_order]

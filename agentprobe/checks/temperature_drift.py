@@ -1,0 +1,85 @@
+"""temperature_drift: sampling settings nobody pinned, or pinned differently in dev and prod."""
+
+from __future__ import annotations
+
+from .base import Finding, ScanContext, seqs
+
+
+def implicit_default(ctx: ScanContext) -> list[Finding]:
+    where, params = ctx.runs_sql()
+    out = []
+    groups = ctx.db.execute(
+        f"SELECT run_id, model, provider, count(*) FROM calls WHERE {where} AND api IS NOT NULL"
+        " AND temperature IS NULL GROUP BY run_id, model, provider", params).fetchall()
+    for run_id, model, provider, n in groups:
+        rows = list(ctx.db.query(
+            "SELECT id, run_id, seq, model FROM calls WHERE run_id = ? AND model IS ? AND api IS NOT NULL"
+            " AND temperature IS NULL ORDER BY seq LIMIT ?", [run_id, model, ctx.thresholds.max_call_refs]))
+        out.append(Finding(
+            rule="temperature_drift/implicit_default", severity="medium",
+            title=f"{n} call(s) to {model} sent no temperature",
+            evidence=f"{n} {provider} call(s) to {model} in run {run_id} left temperature unset (calls {seqs(rows)});"
+                     f" the provider then samples at its default, 1.0 for most APIs, and the answers vary run to run.",
+            fix="Set temperature explicitly on every call (0 for steps that must be repeatable) and keep the value"
+                " in the agent's config, not in code defaults.",
+            run_id=run_id, calls=ctx.refs(rows), data={"calls": n, "model": model}))
+    return out
+
+
+def env_mismatch(ctx: ScanContext) -> list[Finding]:
+    """The same prompt sent at different temperatures in runs with different labels."""
+    where, params = ctx.runs_sql("c.run_id", cross=True)
+    rows = ctx.db.execute(
+        "SELECT c.prompt_sha256, r.label, group_concat(DISTINCT coalesce(c.temperature, 'default')),"
+        " min(c.seq), c.run_id, c.model FROM calls c JOIN runs r ON r.id = c.run_id"
+        f" WHERE {where} AND c.api IS NOT NULL AND c.prompt_sha256 IS NOT NULL AND r.label IS NOT NULL"
+        " GROUP BY c.prompt_sha256, r.label", params).fetchall()
+    by_prompt: dict[str, dict[str, tuple]] = {}
+    for prompt, label, temps, seq, run_id, model in rows:
+        by_prompt.setdefault(prompt, {})[label] = (temps, seq, run_id, model)
+    out = []
+    mismatched = {}
+    for prompt, labels in by_prompt.items():
+        temps = {label: ",".join(sorted(v[0].split(","))) for label, v in labels.items()}
+        if len(labels) > 1 and len(set(temps.values())) > 1:
+            key = tuple(sorted(temps.items()))
+            mismatched.setdefault(key, []).append(labels)
+    for key, groups in mismatched.items():
+        described = ", ".join(f"{label}: {t}" for label, t in key)
+        refs = [{"run_id": v[2], "seq": v[1], "model": v[3], "call_id": None}
+                for labels in groups[:5] for v in labels.values()]
+        out.append(Finding(
+            rule="temperature_drift/env_mismatch", severity="high",
+            title=f"the same prompts run at different temperatures by environment ({described})",
+            evidence=f"{len(groups)} identical prompt(s) were sent with temperature {described};"
+                     " outputs that passed in one environment are not what the other one produces.",
+            fix="Pin one temperature per step in a shared config and load it in every environment; if a step needs"
+                " sampling, give it its own setting and test it at the production value.",
+            run_id=None, calls=refs, data={"temperatures": dict(key), "prompts": len(groups)}))
+    return out
+
+
+def nondeterministic_output(ctx: ScanContext) -> list[Finding]:
+    """Identical requests at temperature 0 that came back different."""
+    where, params = ctx.runs_sql(cross=True)
+    rows = ctx.db.execute(
+        f"SELECT request_sha256, count(DISTINCT output_sha256), count(*), group_concat(run_id || ':' || seq),"
+        " min(model) FROM calls"
+        f" WHERE {where} AND api IS NOT NULL AND temperature = 0 AND output_sha256 IS NOT NULL"
+        " AND status < 300 GROUP BY request_sha256 HAVING count(DISTINCT output_sha256) > 1", params).fetchall()
+    out = []
+    for req, distinct, total, places, model in rows:
+        refs = [{"run_id": p.split(":")[0], "seq": int(p.split(":")[1]), "model": model, "call_id": None}
+                for p in places.split(",")[: ctx.thresholds.max_call_refs]]
+        out.append(Finding(
+            rule="temperature_drift/nondeterministic_output", severity="medium",
+            title=f"one request at temperature 0 gave {distinct} different answers",
+            evidence=f"request {req[:12]} to {model} was sent {total} times at temperature 0 and produced {distinct}"
+                     " distinct outputs.",
+            fix="Do not rely on temperature 0 alone for repeatability: send a seed where the API supports it,"
+                " compare outputs by meaning rather than bytes, and measure with `agentprobe replay`.",
+            calls=refs, data={"distinct_outputs": distinct, "sends": total}))
+    return out
+
+
+CHECKS = [implicit_default, env_mismatch, nondeterministic_output]

@@ -1,0 +1,101 @@
+"""`scan`: find the failure modes in recorded runs and agent configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .. import config as agent_config
+from ..checks import SEVERITIES, ScanContext, Thresholds, peers, run_checks, severity_rank
+from ..checks.config_checks import static
+from ..report import render
+from ..store.db import open_db
+from ..store.queries import resolve_run
+from .common import db_option
+from .errors import UserError
+
+
+def select_runs(db, run_refs, all_runs: bool, label: str | None) -> list[str]:
+    if all_runs:
+        return [r[0] for r in db.execute("SELECT id FROM runs ORDER BY id")]
+    if label:
+        ids = [r[0] for r in db.execute("SELECT id FROM runs WHERE label = ? ORDER BY id", [label])]
+        if not ids:
+            raise UserError(f"no runs labelled {label!r}: `agentprobe runs` lists them")
+        return ids
+    return [resolve_run(db, ref) for ref in (run_refs or ["latest"])]
+
+
+@click.command()
+@db_option
+@click.option("--run", "run_refs", multiple=True, help="Run id, prefix or 'latest' (repeatable; default latest).")
+@click.option("--all", "all_runs", is_flag=True, help="Scan every recorded run.")
+@click.option("--label", help="Scan every run with this label.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Agent config (agent_config.json) to check, alone or against the runs.")
+@click.option("--env", "env_name", help="Config environment the runs should match (default: the run's label).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "sarif", "junit", "xml"]), default="table",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here.")
+@click.option("--fail-on", type=click.Choice(SEVERITIES), help="Exit 1 if any finding is at or above this severity.")
+@click.option("--context-threshold", type=click.FloatRange(0, 1, min_open=True), help="Default 0.75.")
+@click.option("--latency-budget-ms", type=click.FloatRange(0, min_open=True), help="Default 30000.")
+@click.option("--usage-tolerance", type=click.FloatRange(0, min_open=True), help="Default 0.10.")
+def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, output, fail_on, context_threshold,
+         latency_budget_ms, usage_tolerance):
+    """Find temperature drift, context overflow, truncation, prompt drift, swallowed API errors and
+    race conditions in recorded runs (default: the latest) and in an agent config.
+
+    \b
+    agentprobe scan                              # the latest run
+    agentprobe scan --config agent_config.json   # a config, before anything runs
+    agentprobe scan --label prod --fail-on high  # CI gate
+    agentprobe scan --format sarif -o agentprobe.sarif
+    """
+    config = None
+    if config_path:
+        try:
+            config = agent_config.load(config_path)
+        except agent_config.ConfigError as e:
+            raise UserError(str(e)) from None
+    thresholds = Thresholds()
+    overrides = (config or {}).get("thresholds") or {}
+    thresholds.context = context_threshold or overrides.get("context", thresholds.context)
+    thresholds.latency_ms = latency_budget_ms or overrides.get("latency_ms", thresholds.latency_ms)
+    thresholds.usage_tolerance = usage_tolerance or overrides.get("usage_tolerance", thresholds.usage_tolerance)
+    windows = dict((config or {}).get("models") or {})
+    if config and config.get("context_window"):
+        windows[config["model"]] = config["context_window"]
+
+    run_ids: list[str] = []
+    database = None
+    if not config or run_refs or all_runs or label:
+        database = open_db(db)
+        run_ids = select_runs(database, run_refs, all_runs, label)
+    extra = static(config, windows) if config else []
+    if database is not None:
+        cross, previous = peers(database, run_ids)
+        ctx = ScanContext(database, run_ids, cross_run_ids=cross, previous_run=previous, thresholds=thresholds,
+                          config=config, env=env_name, context_windows=windows)
+        findings = run_checks(ctx, extra)
+    else:
+        findings = sorted(extra, key=lambda f: -severity_rank(f.severity))
+    meta = {"runs": run_ids, "config": str(config_path) if config_path else None}
+    if fmt == "table" and not output:
+        from ..report.console import print_findings
+
+        print_findings(findings, meta)
+    else:
+        text = render("json" if fmt == "table" else fmt, findings, meta)
+        if output:
+            output.write_text(text + "\n")
+            click.echo(f"agentprobe: wrote {len(findings)} finding(s) to {output}", err=True)
+        else:
+            click.echo(text)
+    if fail_on and any(severity_rank(f.severity) >= severity_rank(fail_on) for f in findings):
+        return 1
+    return 0
+
+
+COMMANDS = [scan]
