@@ -37,10 +37,11 @@ def missing(ctx: ScanContext) -> list[Finding]:
     out = []
     for run_id, api, n in ctx.db.execute(
             f"SELECT run_id, api, count(*) FROM calls WHERE {where} AND stream = 1 AND status < 300"
-            " AND input_tokens IS NULL AND output_tokens IS NULL GROUP BY run_id, api", params).fetchall():
+            " AND stream_complete = 1 AND input_tokens IS NULL AND output_tokens IS NULL GROUP BY run_id, api",
+            params).fetchall():
         rows = list(ctx.db.query(
             "SELECT id, run_id, seq, model FROM calls WHERE run_id = ? AND api = ? AND stream = 1 AND status < 300"
-            " AND input_tokens IS NULL AND output_tokens IS NULL ORDER BY seq LIMIT ?",
+            " AND stream_complete = 1 AND input_tokens IS NULL AND output_tokens IS NULL ORDER BY seq LIMIT ?",
             [run_id, api, ctx.thresholds.max_call_refs]))
         fix = ('Send stream_options={"include_usage": true} with streamed chat completions so the final chunk'
                " reports usage." if api == "chat.completions" else

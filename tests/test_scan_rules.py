@@ -1,0 +1,311 @@
+"""Every scan rule: a scenario that must trigger it and a near miss that must not.
+
+Rules about traffic use runs recorded through the real proxy; rules about numbers
+(context share, labels, hashes) use rows written straight into a real database,
+which is what lets a near miss sit exactly beside the threshold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import threading
+import time
+
+import pytest
+
+from agentprobe.checks import ScanContext, Thresholds, peers, run_checks
+from agentprobe.store.db import open_db
+
+_ids = itertools.count(1)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Scenario:
+    """A real database with runs and calls written directly, for exact numbers."""
+
+    def __init__(self, path):
+        self.db = open_db(path, create=True)
+        self.runs: list[str] = []
+
+    def run(self, label=None, **fields) -> str:
+        run_id = f"01RUN{len(self.runs):04d}"
+        self.db["runs"].insert({"id": run_id, "label": label, "status": "completed", "calls_lost": 0,
+                                "started_at": "2026-01-01T00:00:00+00:00", **fields})
+        self.runs.append(run_id)
+        return run_id
+
+    def call(self, run_id, **fields) -> dict:
+        n = next(_ids)
+        seq = fields.pop("seq", n)
+        row = {"id": f"C{n:06d}", "run_id": run_id, "seq": seq, "completion_seq": seq, "provider": "openai",
+               "api": "chat.completions", "model": "gpt-4o", "status": 200, "temperature": 0.0, "attempt": 1,
+               "started_at": f"2026-01-01T00:00:{seq:02d}.000+00:00",
+               "ended_at": f"2026-01-01T00:00:{seq:02d}.500+00:00", "latency_ms": 500.0,
+               "request_sha256": sha(f"req{n}"), "prompt_sha256": sha(f"prompt{n}"), "output_sha256": sha(f"out{n}"),
+               "finish_reason": "stop", **fields}
+        self.db["calls"].insert(row, alter=False)
+        return row
+
+    def prompt(self, text, kind="system") -> str:
+        self.db["prompts"].insert({"sha256": sha(text), "kind": kind, "text": text}, replace=True)
+        return sha(text)
+
+    def scan(self, run_ids=None, **kw) -> dict[str, list]:
+        run_ids = run_ids or self.runs[-1:]
+        cross, previous = peers(self.db, run_ids)
+        ctx = ScanContext(self.db, run_ids, cross_run_ids=cross, previous_run=previous, **kw)
+        out: dict[str, list] = {}
+        for f in run_checks(ctx):
+            out.setdefault(f.rule, []).append(f)
+        return out
+
+
+@pytest.fixture
+def sc(tmp_path):
+    return Scenario(tmp_path / "scan.db")
+
+
+# -- context_overflow -------------------------------------------------------------------------
+
+def test_context_near_limit_at_76_not_74(sc):
+    run = sc.run()
+    sc.call(run, conversation_id="CONV_A", turn=1, input_tokens=40_000)
+    sc.call(run, conversation_id="CONV_A", turn=14, input_tokens=97_412)  # 76% of 128,000
+    sc.call(run, conversation_id="CONV_B", turn=9, input_tokens=94_720)  # 74%
+    found = sc.scan()["context_overflow/near_limit"]
+    assert len(found) == 1
+    assert "97,412 of 128,000 tokens (76%) at turn 14" in found[0].evidence
+    assert found[0].severity == "medium"
+
+
+def test_context_exceeded_and_provider_rejection(sc):
+    run = sc.run()
+    sc.call(run, conversation_id="C1", turn=3, model="gpt-4", counted_input_tokens=9_000)  # window 8,192
+    sc.call(run, status=400, error_type="context_length_exceeded", error_message="maximum context length is 8192")
+    found = sc.scan()["context_overflow/exceeded"]
+    assert {f.severity for f in found} == {"critical"} and len(found) == 2
+
+
+def test_unknown_model_window_is_reported_not_guessed(sc):
+    run = sc.run()
+    sc.call(run, conversation_id="C1", turn=1, model="house-model-7b", input_tokens=10**9)
+    found = sc.scan()
+    assert "context_overflow/near_limit" not in found and "context_overflow/exceeded" not in found
+    assert found["context_overflow/unknown_window"][0].data["model"] == "house-model-7b"
+    assert "context_overflow/unknown_window" not in sc.scan(context_windows={"house-model-7b": 10**10})
+
+
+# -- temperature_drift ------------------------------------------------------------------------
+
+def test_env_mismatch_between_labels(sc):
+    dev, prod = sc.run("dev"), sc.run("prod")
+    sc.call(dev, prompt_sha256=sha("same"), temperature=0.0)
+    sc.call(prod, prompt_sha256=sha("same"), temperature=0.7)
+    sc.call(prod, prompt_sha256=sha("other"), temperature=0.7)
+    found = sc.scan([prod])["temperature_drift/env_mismatch"]
+    assert len(found) == 1 and found[0].data["temperatures"] == {"dev": "0.0", "prod": "0.7"}
+
+
+def test_env_match_is_quiet(sc):
+    dev, prod = sc.run("dev"), sc.run("prod")
+    sc.call(dev, prompt_sha256=sha("same"), temperature=0.2)
+    sc.call(prod, prompt_sha256=sha("same"), temperature=0.2)
+    assert "temperature_drift/env_mismatch" not in sc.scan([prod])
+
+
+def test_nondeterministic_output_at_temperature_zero_only(sc):
+    run = sc.run()
+    sc.call(run, request_sha256=sha("r"), output_sha256=sha("a"))
+    sc.call(run, request_sha256=sha("r"), output_sha256=sha("b"))
+    sc.call(run, request_sha256=sha("s"), output_sha256=sha("a"), temperature=0.9)
+    sc.call(run, request_sha256=sha("s"), output_sha256=sha("b"), temperature=0.9)
+    found = sc.scan()["temperature_drift/nondeterministic_output"]
+    assert len(found) == 1 and found[0].data == {"distinct_outputs": 2, "sends": 2}
+
+
+# -- prompt_drift -----------------------------------------------------------------------------
+
+def test_system_prompt_changed_shows_a_unified_diff(sc):
+    old = sc.prompt("You are a helpful analyst.\nAnswer in English.")
+    new = sc.prompt("You are a helpful analyst.\nAnswer in French.")
+    a, b = sc.run("prod"), sc.run("prod")
+    sc.call(a, system_prompt_sha256=old)
+    sc.call(b, system_prompt_sha256=new)
+    [f] = sc.scan()["prompt_drift/system_prompt_changed"]
+    assert "-Answer in English." in f.evidence and "+Answer in French." in f.evidence
+    assert f.data["previous_run"] == a
+
+
+def test_same_prompt_next_run_is_quiet_and_tools_change_is_found(sc):
+    p = sc.prompt("Same prompt")
+    t1, t2 = sc.prompt('[{"name":"a"}]', "tools"), sc.prompt('[{"name":"b"}]', "tools")
+    a, b = sc.run(), sc.run()
+    sc.call(a, system_prompt_sha256=p, tools_sha256=t1)
+    sc.call(b, system_prompt_sha256=p, tools_sha256=t2)
+    found = sc.scan()
+    assert "prompt_drift/system_prompt_changed" not in found
+    assert len(found["prompt_drift/tools_changed"]) == 1
+
+
+def test_pinned_hash_from_config(sc):
+    run = sc.run()
+    sc.call(run, system_prompt_sha256=sc.prompt("edited prompt"))
+    config = {"model": "gpt-4o", "_system_prompt_sha256": sha("reviewed prompt"),
+              "_system_prompt_text": "reviewed prompt"}
+    [f] = sc.scan(config=config)["prompt_drift/system_prompt_changed"]
+    assert f.severity == "critical" and "+edited prompt" in f.evidence
+    config["_system_prompt_sha256"] = sha("edited prompt")
+    assert "prompt_drift/system_prompt_changed" not in sc.scan(config=config)
+
+
+# -- api_latency --------------------------------------------------------------------------------
+
+def test_slow_over_budget_only(sc):
+    run = sc.run()
+    sc.call(run, latency_ms=31_000.0)
+    sc.call(run, latency_ms=29_000.0)
+    [f] = sc.scan()["api_latency/slow"]
+    assert f.data["calls"] == 1
+    assert "api_latency/slow" not in sc.scan(thresholds=Thresholds(latency_ms=40_000))
+
+
+def test_calls_lost_is_a_finding(sc):
+    run = sc.run(calls_lost=3)
+    sc.call(run)
+    assert sc.scan()["recording/calls_lost"][0].data["calls_lost"] == 3
+
+
+# -- rules about traffic, recorded through the proxy ----------------------------------------------
+
+def _scan_recorded(recorded) -> dict[str, list]:
+    db = recorded.db()
+    run_id = recorded.recording.run_id
+    cross, previous = peers(db, [run_id])
+    out: dict[str, list] = {}
+    for f in run_checks(ScanContext(db, [run_id], cross_run_ids=cross, previous_run=previous)):
+        out.setdefault(f.rule, []).append(f)
+    return out
+
+
+def test_swallowed_error_vs_recovered_error(recorded, fake_provider_tls):
+    import openai
+
+    client = recorded.openai(fake_provider_tls)
+    # Recovered: a 429 the SDK retried to success.
+    client.chat.completions.create(model="gpt-4o-mini", temperature=0, messages=[{"role": "user", "content": "a"}],
+                                   extra_headers={"x-fake": "status=429; retry_after=0.1; fail_times=1"})
+    # Swallowed: a 500, no retry, and the agent carries on.
+    with pytest.raises(openai.InternalServerError):
+        client.with_options(max_retries=0).chat.completions.create(
+            model="gpt-4o-mini", temperature=0, messages=[{"role": "user", "content": "b"}],
+            extra_headers={"x-fake": "status=500"})
+    client.chat.completions.create(model="gpt-4o-mini", temperature=0, messages=[{"role": "user", "content": "c"}])
+    found = _scan_recorded(recorded)
+    [f] = found["api_latency/swallowed_error"]
+    assert f.severity == "critical" and [c["seq"] for c in f.calls] == [3]
+    assert found["api_latency/rate_limited"][0].data["calls"] == 1
+    assert found["api_latency/retry"][0].data["retries"] == 1
+
+
+def test_failure_at_the_end_is_not_swallowed(recorded, fake_provider_tls):
+    import openai
+
+    client = recorded.openai(fake_provider_tls, max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", temperature=0, messages=[{"role": "user", "content": "a"}])
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="gpt-4o-mini", temperature=0, messages=[{"role": "user", "content": "b"}],
+                                       extra_headers={"x-fake": "status=500"})
+    assert "api_latency/swallowed_error" not in _scan_recorded(recorded)  # the agent stopped
+
+
+def test_truncation_cut_stream_missing_usage_and_implicit_temperature(recorded, fake_provider_tls):
+    client = recorded.openai(fake_provider_tls, max_retries=0)
+    client.chat.completions.create(model="gpt-4o-mini", temperature=0, max_tokens=5,
+                                   messages=[{"role": "user", "content": "long"}], extra_headers={"x-fake": "words=30"})
+    client.chat.completions.create(model="gpt-4o-mini", temperature=0, max_tokens=50,
+                                   messages=[{"role": "user", "content": "short"}])  # near miss: fits
+    stream = client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                            messages=[{"role": "user", "content": "s"}])
+    list(stream)
+    with pytest.raises(Exception):
+        list(client.chat.completions.create(model="gpt-4o-mini", temperature=0, stream=True,
+                                            stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": "cut"}],
+                                            extra_headers={"x-fake": "cut_after=2"}))
+    found = _scan_recorded(recorded)
+    [t] = found["token_limit/truncated"]
+    assert [c["seq"] for c in t.calls] == [1]
+    assert [c["seq"] for c in found["usage/missing"][0].calls] == [3]
+    assert [c["seq"] for c in found["temperature_drift/implicit_default"][0].calls] == [3]
+    assert [c["seq"] for c in found["api_latency/stream_cut"][0].calls] == [4]
+    assert found["usage/wasted"][0].data["tokens"] > 0
+
+
+def test_inversion_needs_overlap(recorded, fake_provider_tls):
+    client = recorded.openai(fake_provider_tls)
+
+    def ask(i, delay):
+        client.chat.completions.create(model="gpt-4o-mini", temperature=0,
+                                       messages=[{"role": "user", "content": f"p{i}"}],
+                                       extra_headers={"x-fake": f"delay={delay}"})
+
+    # Sequential calls, slow then fast: no overlap, so no inversion.
+    ask(0, 0.2)
+    ask(1, 0)
+    assert "race_condition/completion_inversion" not in _scan_recorded(recorded)
+
+
+def test_inversion_of_overlapping_calls(recorded, fake_provider_tls):
+    client = recorded.openai(fake_provider_tls)
+    threads = []
+    for i, delay in enumerate((0.4, 0.05)):
+        t = threading.Thread(target=client.chat.completions.create, kwargs=dict(
+            model="gpt-4o-mini", temperature=0, messages=[{"role": "user", "content": f"q{i}"}],
+            extra_headers={"x-fake": f"delay={delay}"}))
+        t.start()
+        threads.append(t)
+        time.sleep(0.05)
+    [t.join() for t in threads]
+    [f] = _scan_recorded(recorded)["race_condition/completion_inversion"]
+    assert f.data == {"pairs": 1, "calls": 2}
+
+
+def test_tool_result_order(recorded, fake_provider_tls):
+    client = recorded.openai(fake_provider_tls)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    messages = [{"role": "user", "content": "use tools"}]
+    first = client.chat.completions.create(model="gpt-4o-mini", temperature=0, messages=messages, tools=tools,
+                                           extra_headers={"x-fake": "tool_calls=3"})
+    calls = first.choices[0].message.tool_calls
+    base = messages + [first.choices[0].message.model_dump(exclude_none=True)]
+    in_order = base + [{"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in calls]
+    client.chat.completions.create(model="gpt-4o-mini", temperature=0, messages=in_order, tools=tools)
+    assert "race_condition/tool_result_order" not in _scan_recorded(recorded)
+
+
+def test_tool_result_order_reversed(recorded, fake_provider_tls):
+    client = recorded.openai(fake_provider_tls)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    messages = [{"role": "user", "content": "use tools"}]
+    first = client.chat.completions.create(model="gpt-4o-mini", temperature=0, messages=messages, tools=tools,
+                                           extra_headers={"x-fake": "tool_calls=3"})
+    calls = first.choices[0].message.tool_calls
+    base = messages + [first.choices[0].message.model_dump(exclude_none=True)]
+    swapped = base + [{"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in [calls[1], calls[0], calls[2]]]
+    client.chat.completions.create(model="gpt-4o-mini", temperature=0, messages=swapped, tools=tools)
+    [f] = _scan_recorded(recorded)["race_condition/tool_result_order"]
+    assert f.data["issued"] == [c.id for c in calls] and f.data["returned"][:2] == [calls[1].id, calls[0].id]
+
+
+def test_usage_mismatch_tolerance(sc):
+    run = sc.run()
+    sc.call(run, input_tokens=100, counted_input_tokens=130, tokenizer="cl100k_base")  # 23% off
+    sc.call(run, input_tokens=100, counted_input_tokens=105, tokenizer="cl100k_base")  # 5%: fine
+    sc.call(run, input_tokens=100, counted_input_tokens=125, tokenizer="cl100k_base~o200k_base")  # estimate: fine
+    [f] = sc.scan()["usage/mismatch"]
+    assert f.data["calls"] == 1
