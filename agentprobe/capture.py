@@ -2,11 +2,14 @@
 
 The recorder fills a Capture on the event loop with only cheap work (copy
 references, stamp times). Parsing, hashing, token counting and redaction happen
-later, in the writer thread, in `rows.py`.
+later, in the writer process, in `rows.py`; `to_wire`/`from_wire` carry a
+Capture across the process boundary.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from dataclasses import dataclass, field
 
 from .providers.base import ParsedResponse
@@ -33,7 +36,20 @@ class Capture:
     response_body: bytes | None = None  # decoded, possibly cut at the body limit
     response_truncated: bool = False
     streamed: bool = False  # SSE / streamed JSON parsed incrementally
-    stream_result: ParsedResponse | None = None
+    stream_result: ParsedResponse | None = None  # when the stream had to be parsed as it passed
+    stream_deferred: bool = False  # the kept body is the whole stream: parse it when building the row
     error: str | None = None  # mitmproxy's error message when the exchange failed
     client_disconnected: bool = False
     decode_error: str | None = None
+
+
+def to_wire(cap: Capture) -> Capture:
+    """A picklable copy: dialects are modules, so they travel by name."""
+    d = cap.dialect
+    return dataclasses.replace(cap, dialect=d.__name__) if d is not None and not isinstance(d, str) else cap
+
+
+def from_wire(cap: Capture) -> Capture:
+    if isinstance(cap.dialect, str):
+        cap.dialect = importlib.import_module(cap.dialect)
+    return cap

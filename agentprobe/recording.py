@@ -13,6 +13,7 @@ from .proxy.runner import ProxyConfig, ProxyThread
 from .rows import RowBuilder
 from .store.db import resolve_path
 from .store.writer import Writer
+from .store.writer_process import WriterProcess
 
 log = logging.getLogger("agentprobe")
 
@@ -28,6 +29,8 @@ class Recording:
         parent_run_id: str | None = None,
         addons: list | None = None,
         otlp_endpoint: str | None = None,
+        writer: str = "process",
+        busy_timeout_ms: int = 5000,
     ) -> None:
         self.db_path = resolve_path(db)
         self.proxy_config = proxy
@@ -42,12 +45,17 @@ class Recording:
             "agentprobe_version": __version__,
         }
         self.exporter = None
-        if otlp_endpoint:
-            from .otlp import LiveExporter
+        if writer == "thread":
+            # Same process as the proxy: for tests that need to reach into the writer's connection.
+            if otlp_endpoint:
+                from .otlp import LiveExporter
 
-            self.exporter = LiveExporter(otlp_endpoint)
-        self.writer = Writer(self.db_path, run, RowBuilder(self.run_id).build,
-                             on_written=self.exporter.submit if self.exporter else None)
+                self.exporter = LiveExporter(otlp_endpoint)
+            self.writer = Writer(self.db_path, run, RowBuilder(self.run_id).build, busy_timeout_ms=busy_timeout_ms,
+                                 on_written=self.exporter.submit if self.exporter else None)
+        else:
+            self.writer = WriterProcess(self.db_path, run, busy_timeout_ms=busy_timeout_ms,
+                                        otlp_endpoint=otlp_endpoint)
         self.recorder = Recorder(self.writer.submit)
         # Extra addons (e.g. the serve redirect) run before the recorder sees the flow.
         self.proxy = ProxyThread(proxy, [*(addons or []), self.recorder])

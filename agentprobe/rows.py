@@ -288,7 +288,15 @@ class RowBuilder:
 
     def _response(self, cap: Capture, errors: list[str]) -> ParsedResponse | None:
         if cap.streamed:
-            return cap.stream_result
+            if not cap.stream_deferred:
+                return cap.stream_result
+            try:
+                parser = cap.dialect.stream_parser()
+                parser.feed(cap.response_body or b"")
+                return parser.result()
+            except Exception as e:  # a parser bug must not lose the call
+                errors.append(f"response stream: {type(e).__name__}: {e}")
+                return None
         if cap.status is None:
             return None
         if not cap.response_body:

@@ -22,13 +22,14 @@ PLANTED_ANTHROPIC_KEY = "sk-ant-api03-PLANTEDanthropicKEY0123456789"
 class Recorded:
     """A started Recording plus what a test needs to talk through it and read it back."""
 
-    def __init__(self, tmp_path: Path, upstream_ca: Path, upstream: str | None = None) -> None:
+    def __init__(self, tmp_path: Path, upstream_ca: Path, upstream: str | None = None, **recording_options) -> None:
         self.db_path = tmp_path / "agentprobe.db"
         self.confdir = tmp_path / "conf"
         self.recording = Recording(
             self.db_path,
             ProxyConfig(confdir=self.confdir, upstream_ca=upstream_ca, upstream=upstream),
             label="test",
+            **recording_options,
         ).start()
         self.url = self.recording.url
         self.bundle = bundle_path(self.confdir)

@@ -129,6 +129,24 @@ def test_huge_response_and_request_bodies_pass_and_are_capped(recorded, fake_pro
     assert all(t == 1 for size, _, t in sizes if size > 2 * 1024 * 1024)
 
 
+def test_stream_larger_than_the_kept_body_is_still_parsed_whole(recorded, fake_provider_tls):
+    # Past the 2 MB kept for the DB the tee has to parse as bytes pass; the row must not notice.
+    client = recorded.openai(fake_provider_tls)
+    stream = client.chat.completions.create(model="gpt-4o-mini", stream=True,
+                                            stream_options={"include_usage": True},
+                                            messages=[{"role": "user", "content": "long"}],
+                                            extra_headers={"x-fake": "words=15000"})
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    [call] = recorded.calls()
+    body = recorded.db().execute(
+        "SELECT size, truncated FROM bodies WHERE id = ?", [call["response_body"]]).fetchone()
+    assert body[1] == 1  # cut at the limit, so the parse had to happen as the stream passed
+    assert call["stream_complete"] == 1 and call["finish_reason"] == "stop"
+    assert call["output_tokens"] and call["output_tokens"] >= 15000
+    from agentprobe.hashing import sha256_text
+    assert call["output_sha256"] == sha256_text(text)
+
+
 def test_slow_drip_stream_is_forwarded_as_it_drips(recorded, fake_provider_tls):
     client = recorded.openai(fake_provider_tls)
     arrivals = []
@@ -145,10 +163,8 @@ def test_slow_drip_stream_is_forwarded_as_it_drips(recorded, fake_provider_tls):
 
 
 def test_db_locked_traffic_flows_and_loss_is_counted(tmp_path, tls_ca_bundle, fake_provider_tls):
-    rec = Recorded(tmp_path, Path(tls_ca_bundle))
-    rec.recording.writer.busy_timeout_ms = 100
+    rec = Recorded(tmp_path, Path(tls_ca_bundle), busy_timeout_ms=100)
     locker = sqlite3.connect(rec.db_path, isolation_level=None)
-    rec.recording.writer._conn.execute("PRAGMA busy_timeout = 100")
     locker.execute("BEGIN EXCLUSIVE")
     try:
         client = rec.openai(fake_provider_tls)
@@ -171,7 +187,8 @@ def test_db_locked_traffic_flows_and_loss_is_counted(tmp_path, tls_ca_bundle, fa
 
 
 def test_disk_full_traffic_flows_and_loss_is_counted(tmp_path, tls_ca_bundle, fake_provider_tls):
-    rec = Recorded(tmp_path, Path(tls_ca_bundle))
+    # The in-process writer, so the test can shrink its connection's page budget to "disk full".
+    rec = Recorded(tmp_path, Path(tls_ca_bundle), writer="thread")
     conn = rec.recording.writer._conn
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite now answers SQLITE_FULL, as on a full disk

@@ -27,9 +27,12 @@ PARSE_LIMIT = 64 * 1024 * 1024  # decoded bytes kept for parsing a non-SSE body
 class StreamTee:
     """mitmproxy stream callback: forwards every chunk unchanged, reads a decoded copy."""
 
-    def __init__(self, flow: http.HTTPFlow, parser, keep_limit: int) -> None:
+    def __init__(self, flow: http.HTTPFlow, parser_factory, keep_limit: int) -> None:
         self.flow = flow
-        self.parser = parser  # dialect stream parser, or None to just keep the body
+        # Parsing waits for the writer thread, off the event loop the agent's bytes go through,
+        # unless the stream outgrows what we keep: then it has to be read as it passes.
+        self.parser_factory = parser_factory  # dialect stream parser factory, or None to just keep the body
+        self.parser = None
         self.keep_limit = keep_limit
         self.kept = bytearray()
         self.truncated = False
@@ -59,13 +62,18 @@ class StreamTee:
         data = self.decoder.decompress(chunk) if chunk else self.decoder.flush()
         if not data:
             return
+        room = self.keep_limit - len(self.kept)
         if self.parser is not None:
             self.parser.feed(data)
-        room = self.keep_limit - len(self.kept)
+        elif self.parser_factory is not None and len(data) > room:
+            self.parser = self.parser_factory()
+            self.parser.feed(bytes(self.kept))
+            self.parser.feed(data)
         if room > 0:
             self.kept += data[:room]
         if len(data) > max(room, 0):
             self.truncated = True
+
 
 
 def _is_event_stream(flow: http.HTTPFlow) -> bool:
@@ -117,16 +125,13 @@ class Recorder:
         if dialect is None:
             flow.response.stream = True  # not ours: pass through without buffering
             return
-        parser = None
+        factory = None
         if _is_event_stream(flow):
-            try:
-                parser = dialect.stream_parser()
-            except Exception:
-                parser = None
+            factory = dialect.stream_parser
             keep = self.body_limit
         else:
             keep = PARSE_LIMIT
-        tee = StreamTee(flow, parser, keep)
+        tee = StreamTee(flow, factory, keep)
         flow.metadata["agentprobe.tee"] = tee
         flow.response.stream = tee
 
@@ -190,7 +195,10 @@ class Recorder:
             cap.response_body = bytes(tee.kept)
             cap.response_truncated = tee.truncated
             cap.decode_error = cap.decode_error or tee.decode_error
-            if tee.parser is not None:
+            if tee.parser_factory is not None:
                 cap.streamed = True
-                cap.stream_result = tee.parser.result()
+                if tee.parser is not None:
+                    cap.stream_result = tee.parser.result()
+                else:
+                    cap.stream_deferred = True
         return cap

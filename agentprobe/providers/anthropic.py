@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
 from .common import as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string
-from .sse import SSEReader
+from .sse import DONE, NOT_JSON, SSEReader, json_payloads
 
 name = "messages"
 
@@ -119,11 +118,11 @@ class StreamParser:
         self.blocks: dict[int, dict] = {}
 
     def feed(self, data: bytes) -> None:
-        for _event, payload in self.sse.feed(data):
-            try:
-                self._event(as_dict(json.loads(payload)))
-            except ValueError:
+        for _event, _payload, ev in json_payloads(self.sse.feed(data)):
+            if ev is NOT_JSON or ev is DONE:
                 self.sse.errors += 1
+                continue
+            self._event(as_dict(ev))
 
     def _event(self, ev: dict) -> None:
         kind = ev.get("type")

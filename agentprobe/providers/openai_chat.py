@@ -6,7 +6,7 @@ from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
 from .common import as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string
-from .sse import SSEReader
+from .sse import DONE, NOT_JSON, SSEReader, json_payloads
 
 name = "chat.completions"
 
@@ -119,18 +119,14 @@ class StreamParser:
         self.calls: dict[int, dict] = {}
 
     def feed(self, data: bytes) -> None:
-        for _event, payload in self.sse.feed(data):
-            self._event(payload)
+        for _event, payload, chunk in json_payloads(self.sse.feed(data)):
+            self._event(payload, chunk)
 
-    def _event(self, payload: str) -> None:
-        if payload.strip() == "[DONE]":
+    def _event(self, payload: str, chunk) -> None:
+        if chunk is DONE or payload.strip() == "[DONE]":
             self.resp.complete = True
             return
-        try:
-            import json
-
-            chunk = json.loads(payload)
-        except ValueError:
+        if chunk is NOT_JSON:
             self.sse.errors += 1
             return
         chunk = as_dict(chunk)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
 from .common import as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string
 from .openai_chat import error_fields
-from .sse import SSEReader
+from .sse import DONE, NOT_JSON, SSEReader, json_payloads
 
 name = "responses"
 
@@ -124,12 +123,11 @@ class StreamParser:
         self.final = False
 
     def feed(self, data: bytes) -> None:
-        for event, payload in self.sse.feed(data):
-            try:
-                ev = as_dict(json.loads(payload))
-            except ValueError:
+        for event, _payload, ev in json_payloads(self.sse.feed(data)):
+            if ev is NOT_JSON or ev is DONE:
                 self.sse.errors += 1
                 continue
+            ev = as_dict(ev)
             self._event(string(ev.get("type")) or event, ev)
 
     def _event(self, kind: str | None, ev: dict) -> None:

@@ -156,22 +156,23 @@ class Writer:
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # One statement per kind and column set: each sqlite call lets the proxy thread take the
+            # GIL back, so per-row statements starve this thread while traffic is heavy.
+            conn.executemany(
+                "INSERT OR IGNORE INTO bodies (id, content, size, content_type, truncated)"
+                " VALUES (:id, :content, :size, :content_type, :truncated)",
+                [body for rows in built for body in rows.bodies],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO prompts (sha256, kind, text) VALUES (:sha256, :kind, :text)",
+                [prompt for rows in built for prompt in rows.prompts],
+            )
+            by_columns: dict[tuple[str, ...], list[dict]] = {}
             for rows in built:
-                for body in rows.bodies:
-                    conn.execute(
-                        "INSERT OR IGNORE INTO bodies (id, content, size, content_type, truncated)"
-                        " VALUES (:id, :content, :size, :content_type, :truncated)",
-                        body,
-                    )
-                for prompt in rows.prompts:
-                    conn.execute(
-                        "INSERT OR IGNORE INTO prompts (sha256, kind, text) VALUES (:sha256, :kind, :text)",
-                        prompt,
-                    )
-                cols = list(rows.call)
-                conn.execute(
-                    f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})",
-                    rows.call,
+                by_columns.setdefault(tuple(rows.call), []).append(rows.call)
+            for cols, calls in by_columns.items():
+                conn.executemany(
+                    f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})", calls
                 )
             conn.execute("COMMIT")
         except BaseException:

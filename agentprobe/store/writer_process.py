@@ -1,0 +1,220 @@
+"""The writer, run in its own process.
+
+Row building (parsing, hashing, token counting, redaction) and SQLite are most
+of a recorded call's CPU. In the proxy's process they hold the GIL the event
+loop needs, and the agent feels it: measured, the same Writer on a thread costs
+20-70% of mitmdump's throughput. Here the proxy's side only queues the capture;
+a feeder thread pickles batches down a pipe, and the child runs the ordinary
+`Writer` (one connection, batched transactions) over them.
+
+If the proxy dies, the child sees the pipe close, writes everything it was
+sent and marks the run interrupted, so kill -9 loses only what was in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+import queue
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..capture import from_wire, to_wire
+from .db import StoreError
+
+log = logging.getLogger("agentprobe.writer")
+
+_CLOSE = "close"
+_DISCARD = "discard"
+START_TIMEOUT_S = 60
+
+
+class WriterProcess:
+    """Same surface as `Writer` (submit, start, close, discard, the counters), across a process boundary."""
+
+    def __init__(
+        self,
+        path: Path,
+        run: dict[str, Any],
+        *,
+        busy_timeout_ms: int = 5000,
+        otlp_endpoint: str | None = None,
+        max_queue: int = 50_000,
+        max_batch: int = 256,
+    ) -> None:
+        self.path = path
+        self.run = run
+        self.busy_timeout_ms = busy_timeout_ms
+        self.otlp_endpoint = otlp_endpoint
+        self.max_batch = max_batch
+        self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.calls_written = 0
+        self.calls_lost = 0  # what the child reports plus what never reached it
+        self.last_error: str | None = None
+        self._lost_here = 0
+        self._closed = threading.Event()
+        self._proc = None
+        self._send = None
+        self._recv = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        # forkserver: a clean child without the proxy's threads, cheap after the first one.
+        ctx = multiprocessing.get_context("forkserver")
+        child_recv, self._send = ctx.Pipe(duplex=False)
+        self._recv, child_send = ctx.Pipe(duplex=False)
+        self._proc = ctx.Process(
+            target=_child_main,
+            args=(str(self.path), self.run, self.busy_timeout_ms, self.otlp_endpoint, child_recv, child_send),
+            name="agentprobe-writer",
+        )
+        self._proc.start()
+        child_recv.close()
+        child_send.close()
+        if not self._recv.poll(START_TIMEOUT_S):
+            self._proc.kill()
+            raise StoreError(f"cannot record into {self.path}: the writer process did not start")
+        try:
+            kind, detail = self._recv.recv()
+        except EOFError:
+            kind, detail = "error", f"cannot record into {self.path}: the writer process exited"
+        if kind != "started":
+            self._proc.join(10)
+            raise StoreError(detail)
+        threading.Thread(target=self._feed, name="agentprobe-writer-feed", daemon=True).start()
+        threading.Thread(target=self._listen, name="agentprobe-writer-stats", daemon=True).start()
+
+    def submit(self, item: Any) -> None:
+        """Called on the proxy's event loop: never blocks, never raises."""
+        try:
+            self.queue.put_nowait(to_wire(item))
+        except queue.Full:
+            self._lost_here += 1
+            self.calls_lost += 1
+            self.last_error = "writer queue full"
+            log.error("agentprobe lost a call record: writer queue full")
+
+    def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str) -> None:
+        self._finish((_CLOSE, {"status": status, "exit_code": exit_code, "ended_at": ended_at,
+                               "lost_before": self._lost_here}))
+
+    def discard(self) -> None:
+        self._finish((_DISCARD, None))
+
+    def _finish(self, message: tuple) -> None:
+        self.queue.put(message)
+        # Draining a backlog can take a while; the child holds everything, so waiting loses nothing.
+        self._closed.wait()
+        self._proc.join(30)
+        if self._proc.is_alive():
+            self._proc.kill()
+
+    # -- the two threads on the proxy's side ----------------------------------------------
+    def _feed(self) -> None:
+        while True:
+            item = self.queue.get()
+            batch, control = [], None
+            while True:
+                if isinstance(item, tuple):
+                    control = item
+                    break
+                batch.append(item)
+                if len(batch) >= self.max_batch:
+                    break
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            try:
+                if batch:
+                    self._send.send_bytes(pickle.dumps(("calls", batch), protocol=pickle.HIGHEST_PROTOCOL))
+                if control is not None:
+                    self._send.send_bytes(pickle.dumps(control))
+                    return
+            except (OSError, pickle.PicklingError) as e:
+                self.calls_lost += len(batch)
+                self.last_error = f"writer process unreachable: {e}"
+                log.error("agentprobe lost %d call record(s): %s", len(batch), self.last_error)
+                if control is not None or isinstance(e, OSError):
+                    self._closed.set()
+                    return
+
+    def _listen(self) -> None:
+        try:
+            while True:
+                kind, stats = self._recv.recv()
+                self.calls_written = stats["written"]
+                self.calls_lost = stats["lost"] + self._lost_here
+                self.last_error = stats["last_error"] or self.last_error
+                if kind == "closed":
+                    return
+        except (EOFError, OSError):
+            pass
+        finally:
+            self._closed.set()
+
+
+# -- the child ----------------------------------------------------------------------------
+def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str | None, recv, send) -> None:
+    # Ctrl-C reaches the whole process group; the parent decides when the writer stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ..rows import RowBuilder
+    from .writer import Writer
+
+    exporter = None
+    if otlp_endpoint:
+        from ..otlp import LiveExporter
+
+        exporter = LiveExporter(otlp_endpoint)
+    writer = Writer(Path(path), run, RowBuilder(run["id"]).build, busy_timeout_ms=busy_timeout_ms,
+                    on_written=exporter.submit if exporter else None)
+    try:
+        writer.start()
+    except StoreError as e:
+        send.send(("error", str(e)))
+        return
+    except Exception as e:  # noqa: BLE001 - the parent must hear why, not wait
+        send.send(("error", f"cannot record into {path}: {type(e).__name__}: {e}"))
+        return
+    send.send(("started", None))
+
+    def stats() -> dict:
+        return {"written": writer.calls_written, "lost": writer.calls_lost, "last_error": writer.last_error}
+
+    last = None
+    final = ("close", {"status": "interrupted", "exit_code": None, "ended_at": None, "lost_before": 0})
+    while True:
+        if recv.poll(0.2):
+            try:
+                kind, payload = pickle.loads(recv.recv_bytes())
+            except EOFError:
+                break  # the proxy is gone: keep what it sent
+            if kind == "calls":
+                for cap in payload:
+                    writer.submit(from_wire(cap))
+            elif kind in (_CLOSE, _DISCARD):
+                final = (kind, payload)
+                break
+        now = stats()
+        if now != last:
+            send.send(("stats", now))
+            last = now
+    kind, payload = final
+    if kind == _DISCARD:
+        writer.discard()
+    else:
+        writer.calls_lost += payload.pop("lost_before")
+        if payload["ended_at"] is None:
+            from ..clock import now_iso
+
+            payload["ended_at"] = now_iso()
+        writer.close(**payload)
+    if exporter is not None:
+        exporter.close()
+    try:
+        send.send(("closed", stats()))
+    except OSError:
+        pass
