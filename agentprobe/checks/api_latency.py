@@ -14,8 +14,10 @@ def swallowed_error(ctx: ScanContext) -> list[Finding]:
     rows = list(ctx.db.query(
         "SELECT c.id, c.run_id, c.seq, c.model, c.status, c.error_type, c.ended_at, c.request_sha256"
         f" FROM calls c WHERE {where} AND c.api IS NOT NULL AND {FAILED}"
+        # The unary plus keeps SQLite on the request-hash index: without statistics it otherwise walks
+        # every later call of the run for each failure, which is quadratic on large runs.
         " AND NOT EXISTS (SELECT 1 FROM calls s WHERE s.request_sha256 = c.request_sha256"
-        f"   AND s.run_id = c.run_id AND s.seq > c.seq AND {OK})"
+        f"   AND +s.run_id = c.run_id AND +s.seq > c.seq AND {OK})"
         " AND EXISTS (SELECT 1 FROM calls n WHERE n.run_id = c.run_id AND n.seq > c.seq AND n.api IS NOT NULL"
         "   AND n.started_at >= c.ended_at AND n.request_sha256 IS NOT c.request_sha256)"
         " ORDER BY c.run_id, c.seq", params))

@@ -7,7 +7,7 @@ import sys
 import click
 
 from .. import __version__
-from .errors import UserError, USER_ERRORS
+from .errors import USER_ERRORS
 
 
 @click.group()
@@ -16,15 +16,23 @@ def cli() -> None:
     """Record every LLM call your agent makes, then find what breaks in production."""
 
 
-# Each module under agentprobe/cli/ that defines commands, in help order.
-COMMAND_MODULES = ["capture", "browse", "scan", "replay", "serve", "datasette", "demo"]
+# Modules under agentprobe/cli/ that define commands come in this order; any other module
+# with a COMMANDS list is registered after them, so adding a command never means editing here.
+COMMAND_ORDER = ["capture", "browse", "scan", "diff", "traces", "replay", "serve", "analyze", "report", "datasette", "demo"]
+
+
+def command_modules() -> list[str]:
+    import pkgutil
+
+    found = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return [n for n in COMMAND_ORDER if n in found] + sorted(found - set(COMMAND_ORDER))
 
 
 def _register() -> None:
     import importlib
 
-    for name in COMMAND_MODULES:
-        for command in importlib.import_module(f"{__name__}.{name}").COMMANDS:
+    for name in command_modules():
+        for command in getattr(importlib.import_module(f"{__name__}.{name}"), "COMMANDS", []):
             cli.add_command(command)
 
 
