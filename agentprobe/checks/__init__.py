@@ -21,7 +21,7 @@ ALL_CHECKS = [
 ]
 
 __all__ = ["ALL_CHECKS", "Finding", "MODES", "SEVERITIES", "ScanContext", "Thresholds", "peers", "run_checks",
-           "severity_rank"]
+           "scan_runs", "severity_rank", "thresholds_for", "windows_for"]
 
 
 def peers(db, run_ids: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -50,3 +50,34 @@ def run_checks(ctx: ScanContext, extra: list[Finding] = ()) -> list[Finding]:
         for check in ALL_CHECKS:
             findings.extend(check(ctx))
     return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.rule, f.run_id or ""))
+
+
+def thresholds_for(config: dict | None, **flags) -> Thresholds:
+    """Defaults, overridden by the config's `thresholds`, overridden by flags that were given."""
+    thresholds = Thresholds()
+    overrides = (config or {}).get("thresholds") or {}
+    for name in ("context", "latency_ms", "usage_tolerance"):
+        value = flags.get(name) or overrides.get(name)
+        if value:
+            setattr(thresholds, name, value)
+    return thresholds
+
+
+def windows_for(config: dict | None) -> dict[str, int]:
+    """Context windows the config adds to (or overrides in) the built-in table."""
+    windows = dict((config or {}).get("models") or {})
+    if config and config.get("context_window"):
+        windows[config["model"]] = config["context_window"]
+    return windows
+
+
+def scan_runs(db, run_ids: list[str], *, config: dict | None = None, env: str | None = None,
+              thresholds: Thresholds | None = None) -> list[Finding]:
+    """Every finding for these runs, plus the config's own when one is given."""
+    windows = windows_for(config)
+    extra = config_checks.static(config, windows) if config else []
+    cross, previous = peers(db, run_ids)
+    ctx = ScanContext(db, run_ids, cross_run_ids=cross, previous_run=previous,
+                      thresholds=thresholds or thresholds_for(config), config=config, env=env,
+                      context_windows=windows)
+    return run_checks(ctx, extra)

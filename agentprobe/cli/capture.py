@@ -78,19 +78,37 @@ def print_summary(db: Path | None, run_id: str, as_json: bool = False) -> dict:
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 @click.option("--serve", "serve_run", metavar="RUN", help="Answer the command's LLM calls from recorded RUN, offline.")
 @click.option("--realtime", is_flag=True, help="With --serve: reproduce the recorded timing.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --prompt: the agent config that says provider, model, system prompt and settings.")
+@click.option("--prompt", help="Send this one prompt as the config describes, instead of running a command.")
+@click.option("--env", "env_name", help="With --prompt: the config environment whose settings to use (default dev).")
+@click.option("--times", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="With --prompt: send it this many times (shows whether the answer is deterministic).")
+@click.option("--base-url", help="With --prompt: the provider endpoint (default: the SDK's, or *_BASE_URL).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, as_json, serve_run, realtime, command):
+def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, as_json, serve_run, realtime, config_path,
+          prompt, env_name, times, base_url, command):
     """Run COMMAND behind the proxy and record every LLM call it makes.
 
     \b
     agentprobe trace -- python my_agent.py
     agentprobe trace --label prod -- npm run agent
+    agentprobe trace --config agent_config.json --prompt "Summarize..." --env prod --times 5
     """
-    if not command:
-        raise UserError("no command to run: put it after --, e.g. agentprobe trace -- python my_agent.py")
     config = ProxyConfig(
         confdir=confdir or default_confdir(), upstream_ca=upstream_ca, ssl_insecure=ssl_insecure
     )
+    if prompt is not None or config_path is not None:
+        if command or serve_run:
+            raise UserError("--prompt sends one prompt itself: give either --config/--prompt or a command, not both")
+        if prompt is None or config_path is None:
+            raise UserError("a one-shot trace needs both --config FILE and --prompt TEXT")
+        from .oneshot import trace_prompt
+
+        return trace_prompt(db, config, config_path, prompt, env_name, times, base_url, label, otlp_endpoint,
+                            as_json)
+    if not command:
+        raise UserError("no command to run: put it after --, e.g. agentprobe trace -- python my_agent.py")
     backend = parent = None
     addons = []
     if serve_run:

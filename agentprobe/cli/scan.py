@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .. import config as agent_config
-from ..checks import SEVERITIES, ScanContext, Thresholds, peers, run_checks, severity_rank
+from ..checks import SEVERITIES, scan_runs, severity_rank, thresholds_for, windows_for
 from ..checks.config_checks import static
 from ..report import render
 from ..store.db import open_db
@@ -59,28 +59,15 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, output, fail
             config = agent_config.load(config_path)
         except agent_config.ConfigError as e:
             raise UserError(str(e)) from None
-    thresholds = Thresholds()
-    overrides = (config or {}).get("thresholds") or {}
-    thresholds.context = context_threshold or overrides.get("context", thresholds.context)
-    thresholds.latency_ms = latency_budget_ms or overrides.get("latency_ms", thresholds.latency_ms)
-    thresholds.usage_tolerance = usage_tolerance or overrides.get("usage_tolerance", thresholds.usage_tolerance)
-    windows = dict((config or {}).get("models") or {})
-    if config and config.get("context_window"):
-        windows[config["model"]] = config["context_window"]
-
+    thresholds = thresholds_for(config, context=context_threshold, latency_ms=latency_budget_ms,
+                                usage_tolerance=usage_tolerance)
     run_ids: list[str] = []
-    database = None
     if not config or run_refs or all_runs or label:
         database = open_db(db)
         run_ids = select_runs(database, run_refs, all_runs, label)
-    extra = static(config, windows) if config else []
-    if database is not None:
-        cross, previous = peers(database, run_ids)
-        ctx = ScanContext(database, run_ids, cross_run_ids=cross, previous_run=previous, thresholds=thresholds,
-                          config=config, env=env_name, context_windows=windows)
-        findings = run_checks(ctx, extra)
+        findings = scan_runs(database, run_ids, config=config, env=env_name, thresholds=thresholds)
     else:
-        findings = sorted(extra, key=lambda f: -severity_rank(f.severity))
+        findings = sorted(static(config, windows_for(config)), key=lambda f: -severity_rank(f.severity))
     meta = {"runs": run_ids, "config": str(config_path) if config_path else None}
     if fmt == "table" and not output:
         from ..report.console import print_findings
