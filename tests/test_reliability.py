@@ -108,6 +108,27 @@ def test_provider_faults_reach_the_agent_as_they_would_directly(fault, recorded)
     assert kinds[fault](call), call
 
 
+def _stall(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
+                 b'data: {"id": "s", "choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n')
+    time.sleep(4)  # then nothing: the stream stalls past the agent's read timeout
+
+
+def test_stalled_stream_times_out_at_the_agent_as_it_would_directly(recorded):
+    server = RawServer(_stall)
+    try:
+        with httpx2.Client(trust_env=False, timeout=1.5) as direct:
+            expected = _post(direct, server.url)
+        with httpx2.Client(proxy=recorded.url, trust_env=False, timeout=1.5) as via:
+            got = _post(via, server.url)
+    finally:
+        server.close()
+    assert expected == ("error", "ReadTimeout", None) and got == expected
+    [call] = recorded.calls()
+    assert call["stream_complete"] == 0 and call["status"] == 200
+    assert call["error_type"] in ("client_disconnected", "stream_cut"), call
+
+
 def test_error_object_inside_a_200(recorded, fake_provider_tls):
     client = recorded.openai(fake_provider_tls, max_retries=0)
     client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
