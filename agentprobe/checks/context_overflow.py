@@ -43,6 +43,7 @@ def near_limit(ctx: ScanContext) -> list[Finding]:
             run_id=row["run_id"], calls=[ctx.ref(row)],
             data={"tokens": row["tokens"], "window": window, "share": round(share, 4), "turn": row["turn"]}))
     for (run_id, model), convs in unknown.items():
+        model = model or "calls that named no model"
         out.append(Finding(
             rule="context_overflow/unknown_window", severity="low",
             title=f"context window of {model} is unknown",

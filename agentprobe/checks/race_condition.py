@@ -21,9 +21,10 @@ def completion_inversion(ctx: ScanContext) -> list[Finding]:
         for row in ctx.db.query(
                 "SELECT id, run_id, seq, completion_seq, started_at, ended_at, model FROM calls"
                 " WHERE run_id = ? AND api IS NOT NULL ORDER BY seq", [run_id]):
-            open_calls = [a for a in open_calls if a["ended_at"] > row["started_at"]]
+            # A call with no end (a crashed recording) cannot be placed in time, so it never overlaps.
+            open_calls = [a for a in open_calls if a["ended_at"] and a["ended_at"] > row["started_at"]]
             for a in open_calls:
-                if a["completion_seq"] > row["completion_seq"]:
+                if (a["completion_seq"] or 0) > (row["completion_seq"] or 0):
                     pairs.append((a, row))
                     involved[a["seq"]], involved[row["seq"]] = a, row
             open_calls.append(row)
