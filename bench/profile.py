@@ -72,7 +72,7 @@ def main() -> int:
         try:
             target = Target("agentprobe", ("127.0.0.1", port), provider, True)
             cmd = [spy, "record", "--pid", str(ap.pid), "--rate", str(args.rate), "--format", "raw",
-                   "-o", str(out), "--threads", "--duration", str(int(args.seconds + 1))]
+                   "-o", str(out), "--threads", "--subprocesses", "--duration", str(int(args.seconds + 1))]
             if args.idle:
                 cmd.append("--idle")
             if args.gil:

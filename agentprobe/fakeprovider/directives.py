@@ -7,6 +7,8 @@ change its prompt. Unknown keys and bad values are rejected (the server answers
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from dataclasses import dataclass, fields
 
@@ -32,11 +34,18 @@ class Directives:
     encoding: str | None = None
     words: int | None = None
     reply: str | None = None
+    # The same, base64url-encoded: the only way to script a reply holding spaces, ';', ']' or
+    # underscores (an XML answer, say), since `reply` turns "_" into spaces.
+    reply_b64: str | None = None
     tool_calls: int = 0
     no_usage: bool = False
     error_in_200: bool = False
     code: str | None = None
     body_kb: float | None = None
+
+    def __post_init__(self):
+        if self.reply_b64 is not None:
+            self.reply = self.reply_b64
 
     @property
     def faulty(self) -> bool:
@@ -69,6 +78,14 @@ def _status(value: str) -> int:
     return number
 
 
+def _b64(value: str) -> str:
+    try:
+        # validate=True: a typo must fail loudly, not decode to a shorter reply.
+        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError(value) from None
+
+
 def _encoding(value: str) -> str:
     if value.lower() not in ENCODINGS:
         raise ValueError(value)
@@ -85,6 +102,7 @@ _CONVERTERS = {
     "encoding": _encoding,
     "words": _non_negative(int),
     "reply": lambda value: value.replace("_", " "),
+    "reply_b64": _b64,
     "tool_calls": _non_negative(int),
     "no_usage": _flag,
     "error_in_200": _flag,
