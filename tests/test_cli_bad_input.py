@@ -17,6 +17,7 @@ READERS = {
     "export": ["{run}", "-o", "{tmp}/out.json"],
     "replay": ["{run}"],
     "report": ["{run}", "-o", "{tmp}/r.html"],
+    "analyze": ["--architecture", "{tmp}/arch.md", "--scenario", "{tmp}/scenario.md", "--run", "{run}", "--print"],
 }
 COMMANDS = sorted(set(READERS) & set(cli.commands))
 
@@ -51,6 +52,8 @@ MATRIX = [(c, *case) for c in COMMANDS for case in CASES if "{run}" in " ".join(
 def test_bad_database_or_run(tmp_path, command, kind, run, needle):
     path = _db(tmp_path, kind)
     before = path.read_bytes() if path.exists() else None
+    for name in ("arch.md", "scenario.md"):
+        (tmp_path / name).write_text("An agent that answers support tickets.")
     args = [a.format(run=run, tmp=tmp_path) for a in READERS[command]]
     r = run_cli(command, "--db", str(path), *args)
     assert r.returncode == 2, (r.stdout, r.stderr)
