@@ -130,7 +130,7 @@ def _anthropic(p: Plan, prompt: str, proxy_url: str, bundle: Path) -> Answer:
 
 
 def _gemini(p: Plan, prompt: str, proxy_url: str, bundle: Path) -> Answer:
-    import httpx
+    import httpx2 as httpx
 
     generation = {}
     for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("max_tokens", "maxOutputTokens"),
