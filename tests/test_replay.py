@@ -93,3 +93,17 @@ def test_only_failed_and_missing_credentials(record, monkeypatch):
     r = run_cli("replay", run_id, "--base-url", "openai=https://api.openai.com/v1", env={**env, "OPENAI_API_KEY": ""})
     assert r.returncode == 2 and "set OPENAI_API_KEY" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_replay_from_a_trace_file_into_a_fresh_database(record, tmp_path):
+    run, env, ca, _ = record
+    run_id = run()
+    trace = tmp_path / "run.json"
+    assert run_cli("export", run_id, "-o", str(trace), env=env).returncode == 0
+    fresh = {**env, "AGENTPROBE_DB": str(tmp_path / "elsewhere.db")}
+    r = run_cli("replay", "--trace", str(trace), "--upstream-ca", ca, "--times", "1", "--json", env=fresh)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["calls"] == 3 and result["deterministic"] == 3
+    runs = json.loads(run_cli("runs", "--json", env=fresh).stdout)
+    assert {r["id"] for r in runs} >= {run_id} and runs[0]["parent_run_id"] == run_id
