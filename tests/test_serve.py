@@ -73,10 +73,16 @@ def test_trace_serve_reports_where_the_agent_diverged(recorded_run):
     assert "different path" in call["error_message"]
 
 
-def test_serve_command_with_a_base_url(recorded_run):
+@pytest.mark.parametrize("source", ["run", "trace file"])
+def test_serve_command_with_a_base_url(recorded_run, source):
     tmp, env, run_id, _ = recorded_run
     base = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    proc = subprocess.Popen([sys.executable, "-m", "agentprobe", "serve", run_id, "--port", "0"],
+    what = [run_id]
+    if source == "trace file":
+        assert run_cli("export", run_id, "-o", str(tmp / "t.json"), env=env).returncode == 0
+        env = {**env, "AGENTPROBE_DB": str(tmp / "fresh.db")}  # served offline from the file alone
+        what = ["--trace", str(tmp / "t.json")]
+    proc = subprocess.Popen([sys.executable, "-m", "agentprobe", "serve", *what, "--port", "0"],
                             env={**base, **env}, stderr=subprocess.PIPE, text=True)
     try:
         url = re.search(r"on (http://[\d.:]+)", proc.stderr.readline()).group(1)

@@ -54,7 +54,9 @@ def print_serve_summary(server: ServeServer, as_json: bool = False) -> dict:
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--realtime", is_flag=True, help="Reproduce the recorded time to first token and stream pacing.")
 @click.option("--label", default="serve", show_default=True, help="Label of the run that records this session.")
-def serve(run_ref, db, confdir, host, port, realtime, label):
+@click.option("--trace", "trace_file", type=click.Path(dir_okay=False),
+              help="Serve the run in this trace file (from `agentprobe export`) instead of one in the database.")
+def serve(run_ref, db, confdir, host, port, realtime, label, trace_file):
     """Answer LLM calls from recorded run RUN_REF (default: latest), with no network.
 
     \b
@@ -63,6 +65,10 @@ def serve(run_ref, db, confdir, host, port, realtime, label):
     """
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise UserError("serve listens on loopback only")
+    if trace_file:
+        from .traces_bridge import import_trace_for_replay
+
+        db, run_ref = import_trace_for_replay(trace_file, db)
     backend, run_id = start_serve_backend(db, run_ref, realtime)
     config = ProxyConfig(host=host, port=port, confdir=confdir or default_confdir(), upstream=backend.url)
     try:
