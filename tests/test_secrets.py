@@ -1,0 +1,79 @@
+"""Keys planted everywhere an agent can put them never come out anywhere agentprobe writes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+from proxy_fixtures import run_cli
+from test_otlp import Receiver
+
+SECRETS = {
+    "openai": "sk-proj-PLANTEDopenai0123456789abcdefXYZ",
+    "anthropic": "sk-ant-api03-PLANTEDanthropic0123456789xyz",
+    "azure": "azurePLANTEDheaderkey0123456789",
+    "gemini": "AIzaPLANTEDgeminiQUERYkey0123456789abcdef",
+    "gemini_header": "AIzaPLANTEDgeminiHEADERkey0123456789abcd",
+    "body": "bodyPLANTEDapikey0123456789",
+    "refused": "AIzaPLANTEDrefusedQUERYkey0123456789abcd",
+}
+
+AGENT = textwrap.dedent(
+    """
+    import json, os, socket, httpx2, openai, anthropic
+    s = json.loads(os.environ["SECRETS"])
+    url = os.environ["FAKE_URL"]
+    oa = openai.OpenAI(base_url=url + "/v1", api_key=s["openai"], default_headers={"api-key": s["azure"]})
+    oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                               extra_body={"api_key": s["body"]})
+    an = anthropic.Anthropic(base_url=url, api_key=s["anthropic"])
+    an.messages.create(model="claude-haiku-4-5", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    with httpx2.Client() as c:
+        c.post(url + "/v1beta/models/gemini-2.5-flash:generateContent?key=" + s["gemini"],
+               headers={"x-goog-api-key": s["gemini_header"]},
+               json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+        sock = socket.socket(); sock.bind(("127.0.0.1", 0)); port = sock.getsockname()[1]; sock.close()
+        try:
+            c.post(f"http://127.0.0.1:{port}/v1beta/models/gemini-2.5-flash:generateContent?key=" + s["refused"],
+                   json={"contents": []})
+        except httpx2.HTTPError:
+            pass
+    """
+)
+
+
+def test_planted_keys_never_leave_through_any_output(tmp_path, tls_ca_bundle, fake_provider_tls):
+    (tmp_path / "agent.py").write_text(AGENT)
+    env = {"FAKE_URL": fake_provider_tls.url, "SECRETS": json.dumps(SECRETS),
+           "AGENTPROBE_DB": str(tmp_path / "ap.db"), "AGENTPROBE_CONFDIR": str(tmp_path / "conf")}
+    receiver = Receiver()
+    try:
+        traced = run_cli("trace", "--upstream-ca", tls_ca_bundle, "--otlp", receiver.url, "--",
+                         sys.executable, str(tmp_path / "agent.py"), env=env)
+        assert traced.returncode == 0, traced.stderr
+        outputs = {"trace stdout": traced.stdout, "trace stderr": traced.stderr}
+        for fmt in ("json", "har"):
+            out = run_cli("export", "--format", fmt, env=env)
+            assert out.returncode == 0, out.stderr
+            outputs[f"export {fmt}"] = out.stdout
+        out = run_cli("export", "--format", "otlp", "--endpoint", receiver.url, env=env)
+        assert out.returncode == 0, out.stderr
+        for args in (["calls", "--json"], ["runs", "--json"], ["scan", "--format", "json"],
+                     ["scan", "--format", "sarif"], ["report", "-o", "-"]):
+            out = run_cli(*args, env=env)
+            assert out.returncode in (0, 1), (args, out.stderr)
+            outputs[" ".join(args)] = out.stdout + out.stderr
+        outputs["OTLP spans (live and exported)"] = json.dumps(receiver.posts)
+    finally:
+        receiver.server.shutdown()
+    calls = json.loads(outputs["calls --json"])
+    assert len(calls) == 4 and {c["provider"] for c in calls} >= {"anthropic", "gemini", "openai_compatible"}
+    assert len(receiver.posts) >= 2  # both OTLP paths really sent something
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix != ".py":
+            outputs[str(path.relative_to(tmp_path))] = path.read_bytes().decode("latin-1")
+    assert any(name.startswith("ap.db") for name in outputs)
+    for name, text in outputs.items():
+        for kind, secret in SECRETS.items():
+            assert secret not in text, f"the {kind} key leaked into {name}"
