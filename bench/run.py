@@ -77,6 +77,7 @@ MODES = {
         "stream_mb": 50,
         "calls_json": 100_000,
         "scan_calls": (100_000, 1_000_000),
+        "soak_seconds": 180,
     },
 }
 
@@ -542,6 +543,18 @@ def measure_calls_json(tmp: Path, n: int) -> dict:
     return out
 
 
+def measure_soak(seconds: int) -> dict:
+    """The slow soak test: no call lost, no body mixed up between 64 concurrent streams."""
+    t0 = time.perf_counter()
+    p = subprocess.run([PY, "-m", "pytest", "-q", "-m", "slow", "-p", "no:cacheprovider",
+                        str(ROOT / "tests" / "test_load.py")], capture_output=True, text=True, cwd=ROOT,
+                       env={**os.environ, "AGENTPROBE_SOAK_SECONDS": str(seconds)})
+    out = {"seconds": seconds, "wall_seconds": round(time.perf_counter() - t0, 1), "passed": p.returncode == 0,
+           "summary": (p.stdout.strip().splitlines() or [""])[-1]}
+    log(f"soak: {out}")
+    return out
+
+
 def _timed_cli(args: list[str]) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of one `agentprobe` command; a non-zero exit other than 1 (findings) is a crash."""
     t0 = time.perf_counter()
@@ -624,6 +637,10 @@ def goals(results: dict, mode: str) -> list[dict]:
             goal(f"RSS stays flat during a {s['body_mb']:g} MB stream (peak growth <= {GOAL_MEMORY_GROWTH_MB:g} MB)",
                  s["peak_growth_mb"] <= GOAL_MEMORY_GROWTH_MB,
                  f"{s['rss_before_mb']} -> peak {s['rss_peak_mb']} MB ({s['peak_growth_mb']:+.1f})")
+    soak = results.get("soak")
+    if soak:
+        goal(f"64 concurrent streams for {soak['seconds']} s: none lost, none mixed up", soak["passed"],
+             soak["summary"])
     scan = results.get("scan") or {}
     big = scan.get("1000000")
     if big:
@@ -815,6 +832,12 @@ async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None) -> dic
             results["scan"] = measure_scan(tmp, cfg["scan_calls"])
         except Exception as e:  # noqa: BLE001
             failed("scan", e)
+    if want("soak") and cfg.get("soak_seconds"):
+        log(f"-- soak: 64 concurrent streams for {cfg['soak_seconds']} s (tests/test_load.py, marked slow)")
+        try:
+            results["soak"] = measure_soak(cfg["soak_seconds"])
+        except Exception as e:  # noqa: BLE001
+            failed("soak", e)
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     results["goals"] = goals(results, mode)
     return results
@@ -825,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", dest="mode", const="quick", help="under 2 minutes (default)")
     group.add_argument("--full", action="store_const", dest="mode", const="full", help="longer, by hand")
-    parser.add_argument("--only", help="comma-separated phases: matrix,ttft,durability,memory,calls_json,scan")
+    parser.add_argument("--only", help="comma-separated phases: matrix,ttft,durability,memory,calls_json,scan,soak")
     parser.add_argument("--no-save", action="store_true", help="print the table only; write nothing to bench/results")
     args = parser.parse_args(argv)
     mode = args.mode or "quick"
