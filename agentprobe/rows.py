@@ -335,12 +335,10 @@ class RowBuilder:
             rows.prompts.append(
                 {"sha256": call["tools_sha256"], "kind": "tools", "text": canonical_json(p.tools)}
             )
-        input_text = "\n".join(
-            [p.system_prompt or ""]
-            + [str(m.get("content") or "") + canonical_json(m.get("tool_calls") or "") for m in p.messages]
-            + ([canonical_json(p.tools)] if p.tools else [])
-        )
-        call["counted_input_tokens"], call["tokenizer"] = tokens.count(input_text, p.model)
+        parts = ([p.system_prompt or ""]
+                 + [str(m.get("content") or "") + canonical_json(m.get("tool_calls") or "") for m in p.messages]
+                 + ([canonical_json(p.tools)] if p.tools else []))
+        call["counted_input_tokens"], call["tokenizer"] = tokens.count_parts(parts, p.model)
 
     def _response_fields(self, call: dict, rows: Rows, r: ParsedResponse) -> None:
         call.update(

@@ -9,6 +9,7 @@ a labelled estimate.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import os
@@ -78,6 +79,34 @@ def count(text: str, model: str | None = None) -> tuple[int, str]:
     if enc is None:
         return (len(text) + 3) // 4, label
     return len(enc.encode(text, disallowed_special=())), label
+
+
+_PART_CACHE: collections.OrderedDict[tuple, int] = collections.OrderedDict()
+_PART_CACHE_SIZE = 50_000
+
+
+def count_parts(parts: list[str], model: str | None = None) -> tuple[int, str]:
+    """Tokens of the parts joined by newlines, each part counted once per process.
+
+    An agent resends its whole conversation every turn; counting only the messages not seen
+    before keeps the cost per call flat instead of growing with the conversation.
+    """
+    enc, label = encoding_for(model)
+    total = max(len(parts) - 1, 0)  # the newline between parts: one token each in cl100k
+    for part in parts:
+        if not part:
+            continue
+        key = (label, hash(part), len(part))
+        n = _PART_CACHE.get(key)
+        if n is None:
+            n = (len(part) + 3) // 4 if enc is None else len(enc.encode(part, disallowed_special=()))
+            _PART_CACHE[key] = n
+            if len(_PART_CACHE) > _PART_CACHE_SIZE:
+                _PART_CACHE.popitem(last=False)
+        else:
+            _PART_CACHE.move_to_end(key)
+        total += n
+    return total, label
 
 
 def tokenize(text: str, model: str | None = None) -> list[int]:

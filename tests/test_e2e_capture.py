@@ -6,7 +6,6 @@ import json
 import threading
 import time
 
-import anthropic
 import openai
 import pytest
 

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import click
 
-from .. import config as agent_config
 from ..analyze import PROMPT_VERSION, InvalidAnswer, parse_answer, render
 from ..analyze.evidence import fit, gather
 from ..analyze.send import PROVIDERS, SendError, send
 from ..store.db import open_db, resolve_path
 from ..store.queries import resolve_run
-from .common import db_option
+from .common import db_option, load_config
 from .errors import UserError
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -92,12 +91,7 @@ def analyze(db, architecture, scenario, run_refs, config_path, env_name, budget,
     if not architecture or not scenario:
         raise click.UsageError("--architecture and --scenario are required (or --answer to check a saved answer)")
 
-    config = None
-    if config_path:
-        try:
-            config = agent_config.load(config_path)
-        except agent_config.ConfigError as e:
-            raise UserError(str(e)) from None
+    config = load_config(config_path)
     section = None
     if run_refs or config:
         database = open_db(db) if run_refs else None

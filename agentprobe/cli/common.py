@@ -18,3 +18,16 @@ confdir_option = click.option(
     envvar="AGENTPROBE_CONFDIR",
     help="Where the proxy CA lives (default: ~/.agentprobe).",
 )
+
+
+def load_config(path) -> dict | None:
+    """The agent config at path (None when no path was given); a bad one is a one-line user error."""
+    if not path:
+        return None
+    from .. import config as agent_config
+    from .errors import UserError
+
+    try:
+        return agent_config.load(path)
+    except agent_config.ConfigError as e:
+        raise UserError(str(e)) from None

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import click
 
-from .. import config as agent_config
 from ..checks import Thresholds
 from ..report.html import render_report
 from ..store.db import open_db
 from ..store.queries import resolve_run
-from .common import db_option
+from .common import db_option, load_config
 from .errors import UserError
 
 
@@ -36,12 +35,7 @@ def report(db, run, run_b, output, config_path, context_threshold):
     agentprobe report latest -o report.html
     agentprobe report 01J9ABC 01J9XYZ -o compare.html
     """
-    config = None
-    if config_path:
-        try:
-            config = agent_config.load(config_path)
-        except agent_config.ConfigError as e:
-            raise UserError(str(e)) from None
+    config = load_config(config_path)
     # Windows and thresholds are taken from the config exactly as `scan --config` takes them.
     windows = dict((config or {}).get("models") or {})
     if config and config.get("context_window"):

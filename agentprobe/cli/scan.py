@@ -6,13 +6,12 @@ from pathlib import Path
 
 import click
 
-from .. import config as agent_config
 from ..checks import SEVERITIES, scan_runs, severity_rank, thresholds_for, windows_for
 from ..checks.config_checks import static
 from ..report import render
 from ..store.db import open_db
 from ..store.queries import resolve_run
-from .common import db_option
+from .common import db_option, load_config
 from .errors import UserError
 
 
@@ -53,12 +52,7 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, output, fail
     agentprobe scan --label prod --fail-on high  # CI gate
     agentprobe scan --format sarif -o agentprobe.sarif
     """
-    config = None
-    if config_path:
-        try:
-            config = agent_config.load(config_path)
-        except agent_config.ConfigError as e:
-            raise UserError(str(e)) from None
+    config = load_config(config_path)
     thresholds = thresholds_for(config, context=context_threshold, latency_ms=latency_budget_ms,
                                 usage_tolerance=usage_tolerance)
     run_ids: list[str] = []
