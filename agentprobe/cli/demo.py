@@ -24,13 +24,13 @@ def demo(db, confdir):
     emit((decode_json_columns(r) for r in iter_calls(database, run_id)), "table", CALL_COLUMNS,
          title=f"calls of run {run_id}")
     print_summary(db, run_id)
-    from ..checks import ScanContext, peers, run_checks
+    from ..checks import scan_runs
     from ..report.console import print_findings
 
-    cross, previous = peers(database, [run_id])
-    findings = run_checks(ScanContext(database, [run_id], cross_run_ids=cross, previous_run=previous))
-    print_findings(findings, {"runs": [run_id]})
-    click.echo("next: agentprobe scan --format sarif | agentprobe calls --json | agentprobe replay", err=True)
+    print_findings(scan_runs(database, [run_id]), {"runs": [run_id]})
+    click.echo("next (from .venv/bin): agentprobe report latest -o report.html | agentprobe export latest -o run.json"
+               " | run the demo again and `agentprobe diff run.json latest` | agentprobe scan --format sarif",
+               err=True)
     return code
 
 
