@@ -69,7 +69,14 @@ def test_formats_and_fail_on(traced):
     assert data["runs"] == [run_id] and any(f["rule"] == "token_limit/truncated" for f in data["findings"])
     sarif = json.loads(run_cli("scan", "--format", "sarif", env=env).stdout)
     jsonschema.validate(sarif, SARIF_SUBSET)
-    assert "token_limit/truncated" in [r["id"] for r in sarif["runs"][0]["tool"]["driver"]["rules"]]
+    # And the typed SARIF 2.1.0 object model: levels, locations and rule references as the standard defines them.
+    from sarif_pydantic import Sarif
+
+    typed = Sarif.model_validate(sarif)
+    assert typed.version == "2.1.0" and len(typed.runs[0].results) == len(data["findings"])
+    rule_ids = [r.id for r in typed.runs[0].tool.driver.rules]
+    assert all(r.rule_id in rule_ids and r.message.text for r in typed.runs[0].results)
+    assert "token_limit/truncated" in rule_ids
     junit = ET.fromstring(run_cli("scan", "--format", "junit", env=env).stdout)
     suites = {s.get("name"): s for s in junit}
     assert int(suites["token_limit"].get("failures")) == 1 and int(suites["race_condition"].get("failures")) == 0
