@@ -23,6 +23,27 @@ log = logging.getLogger("agentprobe.writer")
 _STOP = object()
 
 
+def take_batch(q: queue.Queue, max_items: int, linger_s: float) -> list:
+    """Block for one item, then gather more until max_items, or until linger_s has passed.
+
+    Anything put after a stop or close marker would be lost, so callers put the marker last
+    and find it at the end of a batch.
+    """
+    items = [q.get()]
+    deadline = time.monotonic() + linger_s
+    while len(items) < max_items and not _is_marker(items[-1]):
+        left = deadline - time.monotonic()
+        try:
+            items.append(q.get(timeout=left) if left > 0 else q.get_nowait())
+        except queue.Empty:
+            break
+    return items
+
+
+def _is_marker(item) -> bool:
+    return item is _STOP or isinstance(item, tuple)
+
+
 class Writer:
     def __init__(
         self,
@@ -32,6 +53,7 @@ class Writer:
         *,
         max_queue: int = 50_000,
         max_batch: int = 500,
+        linger_s: float = 0.02,
         busy_timeout_ms: int = 5000,
         on_written: Callable[[list[dict]], None] | None = None,
     ) -> None:
@@ -39,6 +61,9 @@ class Writer:
         self.run = run
         self.build = build
         self.max_batch = max_batch
+        # Waiting a little for more calls turns a transaction per call into one per batch;
+        # it delays durability by at most this much.
+        self.linger_s = linger_s
         self.busy_timeout_ms = busy_timeout_ms
         self.on_written = on_written  # e.g. the live OTLP exporter; called after each commit
         self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
@@ -108,19 +133,10 @@ class Writer:
     def _loop(self) -> None:
         stopping = False
         while not stopping:
-            item = self.queue.get()
-            batch = []
-            while True:
-                if item is _STOP:
-                    stopping = True
-                else:
-                    batch.append(item)
-                if len(batch) >= self.max_batch:
-                    break
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
+            batch = take_batch(self.queue, self.max_batch, self.linger_s)
+            if batch[-1] is _STOP:
+                stopping = True
+                batch.pop()
             if batch:
                 self._write(batch)
 

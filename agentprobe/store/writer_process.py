@@ -19,17 +19,21 @@ import pickle
 import queue
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from ..capture import from_wire, to_wire
 from .db import StoreError
+from .writer import take_batch
 
 log = logging.getLogger("agentprobe.writer")
 
 _CLOSE = "close"
 _DISCARD = "discard"
 START_TIMEOUT_S = 60
+FEED_LINGER_S = 0.005  # a few ms of calls per pickle and pipe write
+STATS_EVERY_S = 0.25
 
 
 class WriterProcess:
@@ -115,19 +119,8 @@ class WriterProcess:
     # -- the two threads on the proxy's side ----------------------------------------------
     def _feed(self) -> None:
         while True:
-            item = self.queue.get()
-            batch, control = [], None
-            while True:
-                if isinstance(item, tuple):
-                    control = item
-                    break
-                batch.append(item)
-                if len(batch) >= self.max_batch:
-                    break
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
+            batch = take_batch(self.queue, self.max_batch, FEED_LINGER_S)
+            control = batch.pop() if isinstance(batch[-1], tuple) else None
             try:
                 if batch:
                     self._send.send_bytes(pickle.dumps(("calls", batch), protocol=pickle.HIGHEST_PROTOCOL))
@@ -184,10 +177,10 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
     def stats() -> dict:
         return {"written": writer.calls_written, "lost": writer.calls_lost, "last_error": writer.last_error}
 
-    last = None
+    last, last_sent = None, 0.0
     final = ("close", {"status": "interrupted", "exit_code": None, "ended_at": None, "lost_before": 0})
     while True:
-        if recv.poll(0.2):
+        if recv.poll(STATS_EVERY_S):
             try:
                 kind, payload = pickle.loads(recv.recv_bytes())
             except EOFError:
@@ -199,9 +192,9 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
                 final = (kind, payload)
                 break
         now = stats()
-        if now != last:
+        if now != last and time.monotonic() - last_sent >= STATS_EVERY_S:
             send.send(("stats", now))
-            last = now
+            last, last_sent = now, time.monotonic()
     kind, payload = final
     if kind == _DISCARD:
         writer.discard()
