@@ -67,3 +67,17 @@ def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+def write_output(text: str, output, what: str) -> None:
+    """Text to stdout (no path, or "-"), else to the file, saying so on stderr; an unwritable path is one line."""
+    from .errors import UserError
+
+    if output is None or str(output) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {output}: {e.strerror or e}") from None
+    click.echo(f"agentprobe: wrote {what} to {output}", err=True)

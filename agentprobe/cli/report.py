@@ -12,6 +12,7 @@ from ..store.db import open_db
 from ..store.queries import resolve_run
 from .common import db_option, load_config
 from .errors import UserError
+from .output import write_output
 
 
 @click.command()
@@ -50,14 +51,7 @@ def report(db, run, run_b, output, config_path, context_threshold):
             raise UserError(f"RUN and RUN_B are the same run ({second}): give two different runs to compare")
         run_ids.append(second)
     page = render_report(database, run_ids, thresholds=thresholds, context_windows=windows, config=config)
-    if str(output) == "-":
-        click.echo(page, nl=False)
-        return 0
-    try:
-        output.write_text(page, encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot write {output}: {e.strerror or e}") from None
-    click.echo(f"agentprobe: wrote the report of {' vs '.join(run_ids)} to {output}", err=True)
+    write_output(page, output, f"the report of {' vs '.join(run_ids)}")
     return 0
 
 

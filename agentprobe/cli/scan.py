@@ -13,6 +13,7 @@ from ..store.db import open_db
 from ..store.queries import resolve_run
 from .common import db_option, load_config
 from .errors import UserError
+from .output import write_output
 
 
 def select_runs(db, run_refs, all_runs: bool, label: str | None) -> list[str]:
@@ -69,11 +70,7 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, output, fail
         print_findings(findings, meta)
     else:
         text = render("json" if fmt == "table" else fmt, findings, meta)
-        if output:
-            output.write_text(text + "\n")
-            click.echo(f"agentprobe: wrote {len(findings)} finding(s) to {output}", err=True)
-        else:
-            click.echo(text)
+        write_output(text + "\n", output, f"{len(findings)} finding(s)")
     if fail_on and any(severity_rank(f.severity) >= severity_rank(fail_on) for f in findings):
         return 1
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -12,6 +11,7 @@ from ..store.queries import resolve_run
 from ..traces import TraceError, load_file
 from .common import db_option
 from .errors import UserError
+from .output import write_output
 
 
 @click.command("export")
@@ -52,14 +52,7 @@ def export(run_ref, db, output, fmt, endpoint):
         from ..traces.export_json import dumps, trace_dict
 
         text = dumps(trace_dict(database, run_id))
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        try:
-            output.write_text(text, encoding="utf-8")
-        except OSError as e:
-            raise UserError(f"cannot write {output}: {e.strerror}") from None
-        click.echo(f"agentprobe: wrote run {run_id} to {output}", err=True)
+    write_output(text, output, f"run {run_id}")
     return 0
 
 
