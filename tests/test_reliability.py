@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -18,29 +19,18 @@ import openai
 import pytest
 
 from proxy_fixtures import Recorded, run_cli
+from tcp_server import ThreadedTCPServer
 
 
-class RawServer:
+class RawServer(ThreadedTCPServer):
     """A one-shot-per-connection TCP server that writes exactly the bytes a test scripts."""
 
     def __init__(self, respond) -> None:
         self.respond = respond
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}"
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             data = b""
             while b"\r\n\r\n" not in data:
@@ -51,9 +41,6 @@ class RawServer:
             while len(body) < length:
                 body += conn.recv(65536)
             self.respond(conn)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def _reset(conn: socket.socket) -> None:
@@ -225,7 +212,6 @@ def test_disk_full_traffic_flows_and_loss_is_counted(tmp_path, tls_ca_bundle, fa
 
 def test_two_record_processes_share_one_db(tmp_path, tls_ca_bundle, fake_provider_tls):
     import re
-    import ssl
 
     from agentprobe.proxy.ca import bundle_path
 
@@ -301,3 +287,32 @@ def test_kill_9_during_concurrent_calls_keeps_what_completed(tmp_path, tls_ca_bu
     # The killed run still reads as a run, just never marked finished.
     assert conn.execute("SELECT status FROM runs").fetchone()[0] == "running"
     assert run_cli("calls", "--json", env=env).returncode == 0
+
+
+def test_writer_outlives_a_killed_proxy_and_marks_the_run_interrupted(tmp_path, tls_ca_bundle, fake_provider_tls):
+    import re
+
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(AGENTPROBE_DB=str(tmp_path / "ap.db"), AGENTPROBE_CONFDIR=str(tmp_path / "conf"))
+    proc = subprocess.Popen([sys.executable, "-m", "agentprobe", "record", "--port", "0",
+                             "--upstream-ca", tls_ca_bundle], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"on (http://[\d.:]+)", proc.stderr.readline()).group(1)
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "conf" / "agentprobe-ca-bundle.pem"))
+        client = openai.OpenAI(base_url=f"{fake_provider_tls.url}/v1", api_key="sk-kill-0123456789abcdef",
+                               http_client=openai.DefaultHttpxClient(proxy=url, verify=ctx, trust_env=False))
+        for i in range(5):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"q{i}"}])
+        time.sleep(0.2)  # handed to the writer process, not necessarily written
+    finally:
+        proc.kill()  # the proxy alone: SIGKILL leaves no chance to flush or mark the run
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    status = None
+    while time.monotonic() < deadline and status != "interrupted":
+        time.sleep(0.1)
+        status = sqlite3.connect(tmp_path / "ap.db").execute("SELECT status FROM runs").fetchone()[0]
+    conn = sqlite3.connect(tmp_path / "ap.db")
+    assert status == "interrupted"
+    assert conn.execute("SELECT count(*) FROM calls WHERE status = 200").fetchone()[0] == 5
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

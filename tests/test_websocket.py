@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 from pathlib import Path
 
 import sqlite_utils
@@ -12,25 +11,13 @@ from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Requ
 
 from agentprobe.proxy.runner import ProxyConfig
 from agentprobe.recording import Recording
+from tcp_server import ThreadedTCPServer
 
 
-class EchoServer:
-    """A minimal WebSocket echo server on a thread (wsproto over a plain socket)."""
+class EchoServer(ThreadedTCPServer):
+    """A minimal WebSocket echo server (wsproto over a plain socket)."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         ws = WSConnection(ConnectionType.SERVER)
         with conn:
             while True:
@@ -46,9 +33,6 @@ class EchoServer:
                     elif isinstance(event, CloseConnection):
                         conn.sendall(ws.send(event.response()))
                         return
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class FlowKeeper:
