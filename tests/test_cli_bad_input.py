@@ -64,3 +64,16 @@ def test_bad_database_or_run(tmp_path, command, kind, run, needle):
 
 def test_every_reader_is_covered():
     assert {"runs", "calls"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("args", [
+    ["scan", "--format", "sarif", "-o", "{tmp}/no/such/dir/out.sarif"],
+    ["report", "-o", "{tmp}/no/such/dir/r.html"],
+    ["export", "-o", "{tmp}/no/such/dir/t.json"],
+])
+def test_unwritable_output_is_one_line(tmp_path, args):
+    path = _db(tmp_path, "ok")
+    before = path.read_bytes()
+    r = run_cli(*[a.format(tmp=tmp_path) for a in args], "--db", str(path))
+    assert r.returncode == 2 and "cannot write" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and path.read_bytes() == before
