@@ -4,8 +4,8 @@ Row building (parsing, hashing, token counting, redaction) and SQLite are most
 of a recorded call's CPU. In the proxy's process they hold the GIL the event
 loop needs, and the agent feels it: measured, the same Writer on a thread costs
 20-70% of mitmdump's throughput. Here the proxy's side only queues the capture;
-a feeder thread pickles batches down a pipe, and the child runs the ordinary
-`Writer` (one connection, batched transactions) over them.
+a feeder thread pickles batches down a pipe, and the child (a fresh interpreter)
+runs the ordinary `Writer` (one connection, batched transactions) over them.
 
 If the proxy dies, the child sees the pipe close, writes everything it was
 sent and marks the run interrupted, so kill -9 loses only what was in flight.
@@ -14,12 +14,15 @@ sent and marks the run interrupted, so kill -9 loses only what was in flight.
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
 import pickle
 import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -66,18 +69,24 @@ class WriterProcess:
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
-        # forkserver: a clean child without the proxy's threads, cheap after the first one.
-        ctx = multiprocessing.get_context("forkserver")
-        child_recv, self._send = ctx.Pipe(duplex=False)
-        self._recv, child_send = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(
-            target=_child_main,
-            args=(str(self.path), self.run, self.busy_timeout_ms, self.otlp_endpoint, child_recv, child_send),
-            name="agentprobe-writer",
-        )
-        self._proc.start()
-        child_recv.close()
-        child_send.close()
+        # A fresh interpreter, not multiprocessing: spawn and forkserver re-import the caller's
+        # __main__ in the child, which would re-run an unguarded script that embeds a Recording.
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
+                                                                        os.environ.get("PYTHONPATH")]))}
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", "from agentprobe.store.writer_process import child_entry; child_entry()",
+                 str(to_child_r), str(from_child_w)],
+                pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self._send = Connection(to_child_w, readable=False)
+        self._recv = Connection(from_child_r, writable=False)
+        self._send.send((str(self.path), self.run, self.busy_timeout_ms, self.otlp_endpoint))
         if not self._recv.poll(START_TIMEOUT_S):
             self._proc.kill()
             raise StoreError(f"cannot record into {self.path}: the writer process did not start")
@@ -86,7 +95,7 @@ class WriterProcess:
         except EOFError:
             kind, detail = "error", f"cannot record into {self.path}: the writer process exited"
         if kind != "started":
-            self._proc.join(10)
+            self._proc.wait(10)
             raise StoreError(detail)
         threading.Thread(target=self._feed, name="agentprobe-writer-feed", daemon=True).start()
         threading.Thread(target=self._listen, name="agentprobe-writer-stats", daemon=True).start()
@@ -112,9 +121,13 @@ class WriterProcess:
         self.queue.put(message)
         # Draining a backlog can take a while; the child holds everything, so waiting loses nothing.
         self._closed.wait()
-        self._proc.join(30)
-        if self._proc.is_alive():
+        try:
+            self._proc.wait(30)
+        except subprocess.TimeoutExpired:
             self._proc.kill()
+            self._proc.wait()
+        for conn in (self._send, self._recv):
+            conn.close()
 
     # -- the two threads on the proxy's side ----------------------------------------------
     def _feed(self) -> None:
@@ -151,6 +164,17 @@ class WriterProcess:
 
 
 # -- the child ----------------------------------------------------------------------------
+def child_entry() -> None:
+    """`python -c ...` entry point: argv holds the two pipe ends; the settings come first down the pipe."""
+    recv = Connection(int(sys.argv[1]), writable=False)
+    send = Connection(int(sys.argv[2]), readable=False)
+    try:
+        path, run, busy_timeout_ms, otlp_endpoint = recv.recv()
+    except EOFError:
+        return
+    _child_main(path, run, busy_timeout_ms, otlp_endpoint, recv, send)
+
+
 def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str | None, recv, send) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the writer stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
