@@ -141,3 +141,11 @@ def test_bad_trace_files_are_one_line_and_exit_2(run_db, tmp_path, mangle, messa
         assert out.returncode == 2, (args, out.stderr)
         assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert db.read_bytes() == before
+
+
+def test_a_malformed_har_is_one_line_and_creates_no_database(tmp_path):
+    bad = tmp_path / "bad.har"
+    bad.write_text(json.dumps({"log": {"entries": [{"request": {"url": "https://x/v1/chat/completions"}}]}}))
+    out = cli("import", str(bad), db=tmp_path / "new.db")
+    assert out.returncode == 2 and "HAR entry 0" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "new.db").exists()

@@ -24,7 +24,6 @@ def load_file(db_path, path, *, label: str | None = None) -> str:
 
     data = read(path)
     if "log" in data:
-        open_db(db_path, create=True).conn.close()  # create and migrate before the writer opens it
         return load_har(Path(db_path), data, label=label, source=Path(path).name)
     db = open_db(db_path, create=True)
     try:

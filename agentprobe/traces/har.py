@@ -20,6 +20,7 @@ from ..capture import Capture
 from ..clock import iso, new_id, now_iso
 from ..providers import detect
 from ..rows import RowBuilder
+from ..store.db import open_db
 from ..store.queries import resolve_run
 from . import TraceError
 
@@ -159,7 +160,8 @@ def load_har(db_path: Path, har: dict, *, label: str | None = None, source: str 
     """A new run holding the HAR's calls, built by the proxy's own row builder."""
     from ..store.writer import Writer
 
-    caps = captures(har)
+    caps = captures(har)  # a malformed HAR fails here, before any database is created
+    open_db(db_path, create=True).conn.close()  # create and migrate before the writer opens it
     run_id = new_id()
     started = min((c.started_at for c in caps), default=None)
 
