@@ -28,7 +28,8 @@ class StreamTee:
     """mitmproxy stream callback: forwards every chunk unchanged, reads a decoded copy."""
 
     def __init__(self, flow: http.HTTPFlow, parser_factory, keep_limit: int) -> None:
-        self.flow = flow
+        # No reference back to the flow: the flow holds this tee, and a cycle would keep every
+        # flow alive until the cyclic GC, whose pauses the agent would feel.
         # Parsing waits for the writer thread, off the event loop the agent's bytes go through,
         # unless the stream outgrows what we keep: then it has to be read as it passes.
         self.parser_factory = parser_factory  # dialect stream parser factory, or None to just keep the body
@@ -160,7 +161,7 @@ class Recorder:
     def _capture(self, flow: http.HTTPFlow, completion_seq: int) -> Capture:
         req = flow.request
         resp = flow.response
-        tee: StreamTee | None = flow.metadata.get("agentprobe.tee")
+        tee: StreamTee | None = flow.metadata.pop("agentprobe.tee", None)
         err = flow.error.msg if flow.error else None
         cap = Capture(
             seq=flow.metadata["agentprobe.seq"],

@@ -4,8 +4,9 @@ Row building (parsing, hashing, token counting, redaction) and SQLite are most
 of a recorded call's CPU. In the proxy's process they hold the GIL the event
 loop needs, and the agent feels it: measured, the same Writer on a thread costs
 20-70% of mitmdump's throughput. Here the proxy's side only queues the capture;
-a feeder thread pickles batches down a pipe, and the child (a fresh interpreter)
-runs the ordinary `Writer` (one connection, batched transactions) over them.
+its event loop pickles batches down a pipe (`PipeFeed`), and the child (a fresh
+interpreter) runs the ordinary `Writer` (one connection, batched transactions)
+over them.
 
 If the proxy dies, the child sees the pipe close, writes everything it was
 sent and marks the run interrupted, so kill -9 loses only what was in flight.
@@ -13,10 +14,10 @@ sent and marks the run interrupted, so kill -9 loses only what was in flight.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pickle
-import queue
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from typing import Any
 
 from ..capture import from_wire, to_wire
 from .db import StoreError
-from .writer import take_batch
+from .pipe_feed import PipeFeed
 
 log = logging.getLogger("agentprobe.writer")
 
@@ -37,6 +38,7 @@ _DISCARD = "discard"
 START_TIMEOUT_S = 60
 FEED_LINGER_S = 0.005  # a few ms of calls per pickle and pipe write
 STATS_EVERY_S = 0.25
+PIPE_BYTES = 1024 * 1024
 
 
 class WriterProcess:
@@ -57,12 +59,14 @@ class WriterProcess:
         self.busy_timeout_ms = busy_timeout_ms
         self.otlp_endpoint = otlp_endpoint
         self.max_batch = max_batch
-        self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._feed: PipeFeed | None = None
         self.calls_written = 0
         self.calls_lost = 0  # what the child reports plus what never reached it
         self.last_error: str | None = None
         self._lost_here = 0
         self._closed = threading.Event()
+        self._child_closed = False
         self._proc = None
         self._send = None
         self._recv = None
@@ -72,6 +76,7 @@ class WriterProcess:
         # A fresh interpreter, not multiprocessing: spawn and forkserver re-import the caller's
         # __main__ in the child, which would re-run an unguarded script that embeds a Recording.
         to_child_r, to_child_w = os.pipe()
+        _widen(to_child_w)
         from_child_r, from_child_w = os.pipe()
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
@@ -97,30 +102,35 @@ class WriterProcess:
         if kind != "started":
             self._proc.wait(10)
             raise StoreError(detail)
-        threading.Thread(target=self._feed, name="agentprobe-writer-feed", daemon=True).start()
+        self._feed = PipeFeed(self._send.fileno(), linger_s=FEED_LINGER_S, max_pending=self.max_queue,
+                              max_batch=self.max_batch)
         threading.Thread(target=self._listen, name="agentprobe-writer-stats", daemon=True).start()
 
     def submit(self, item: Any) -> None:
         """Called on the proxy's event loop: never blocks, never raises."""
-        try:
-            self.queue.put_nowait(to_wire(item))
-        except queue.Full:
+        if not self._feed.put(to_wire(item)):
             self._lost_here += 1
             self.calls_lost += 1
-            self.last_error = "writer queue full"
-            log.error("agentprobe lost a call record: writer queue full")
+            self.last_error = self._feed.error or "writer queue full"
+            log.error("agentprobe lost a call record: %s", self.last_error)
 
     def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str) -> None:
         self._finish((_CLOSE, {"status": status, "exit_code": exit_code, "ended_at": ended_at,
-                               "lost_before": self._lost_here}))
+                               "lost_before": self._lost_here + self._feed.lost}))
 
     def discard(self) -> None:
         self._finish((_DISCARD, None))
 
     def _finish(self, message: tuple) -> None:
-        self.queue.put(message)
+        try:
+            self._feed.finish(message)
+        except OSError as e:
+            self.last_error = f"writer process unreachable: {e}"
+            self._closed.set()
         # Draining a backlog can take a while; the child holds everything, so waiting loses nothing.
         self._closed.wait()
+        if not self._child_closed:  # the child died: nothing after its last stats was written
+            self.calls_lost = max(self.calls_lost, self._lost_here + self._feed.lost)
         try:
             self._proc.wait(30)
         except subprocess.TimeoutExpired:
@@ -129,38 +139,30 @@ class WriterProcess:
         for conn in (self._send, self._recv):
             conn.close()
 
-    # -- the two threads on the proxy's side ----------------------------------------------
-    def _feed(self) -> None:
-        while True:
-            batch = take_batch(self.queue, self.max_batch, FEED_LINGER_S)
-            control = batch.pop() if isinstance(batch[-1], tuple) else None
-            try:
-                if batch:
-                    self._send.send_bytes(pickle.dumps(("calls", batch), protocol=pickle.HIGHEST_PROTOCOL))
-                if control is not None:
-                    self._send.send_bytes(pickle.dumps(control))
-                    return
-            except (OSError, pickle.PicklingError) as e:
-                self.calls_lost += len(batch)
-                self.last_error = f"writer process unreachable: {e}"
-                log.error("agentprobe lost %d call record(s): %s", len(batch), self.last_error)
-                if control is not None or isinstance(e, OSError):
-                    self._closed.set()
-                    return
-
+    # -- the proxy's side: stats from the child -------------------------------------------
     def _listen(self) -> None:
         try:
             while True:
                 kind, stats = self._recv.recv()
                 self.calls_written = stats["written"]
-                self.calls_lost = stats["lost"] + self._lost_here
                 self.last_error = stats["last_error"] or self.last_error
-                if kind == "closed":
+                if kind == "closed":  # its count includes what was lost on this side
+                    self.calls_lost = stats["lost"]
+                    self._child_closed = True
                     return
+                self.calls_lost = stats["lost"] + self._lost_here + self._feed.lost
         except (EOFError, OSError):
             pass
         finally:
             self._closed.set()
+
+
+def _widen(fd: int) -> None:
+    """Room for a batch of large bodies in the pipe, so the proxy rarely has to wait for the child."""
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except (OSError, AttributeError):
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default 64 KiB works too
 
 
 # -- the child ----------------------------------------------------------------------------
