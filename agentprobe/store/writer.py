@@ -23,27 +23,6 @@ log = logging.getLogger("agentprobe.writer")
 _STOP = object()
 
 
-def take_batch(q: queue.Queue, max_items: int, linger_s: float) -> list:
-    """Block for one item, then gather more until max_items, or until linger_s has passed.
-
-    Anything put after a stop or close marker would be lost, so callers put the marker last
-    and find it at the end of a batch.
-    """
-    items = [q.get()]
-    deadline = time.monotonic() + linger_s
-    while len(items) < max_items and not _is_marker(items[-1]):
-        left = deadline - time.monotonic()
-        try:
-            items.append(q.get(timeout=left) if left > 0 else q.get_nowait())
-        except queue.Empty:
-            break
-    return items
-
-
-def _is_marker(item) -> bool:
-    return item is _STOP or isinstance(item, tuple)
-
-
 class Writer:
     def __init__(
         self,
@@ -133,23 +112,35 @@ class Writer:
     def _loop(self) -> None:
         stopping = False
         while not stopping:
-            batch = take_batch(self.queue, self.max_batch, self.linger_s)
-            if batch[-1] is _STOP:
-                stopping = True
-                batch.pop()
-            if batch:
-                self._write(batch)
+            built: list = []
+            item = self.queue.get()
+            deadline = time.monotonic() + self.linger_s
+            while True:
+                if item is _STOP:
+                    stopping = True
+                    break
+                # Build each row as its call arrives and commit the batch at the end: building a
+                # whole batch at once is a CPU burst of milliseconds that the agent's processes,
+                # sharing the cores, feel in their tail latency.
+                self._build_into(built, item)
+                if len(built) >= self.max_batch:
+                    break
+                left = deadline - time.monotonic()
+                try:
+                    item = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            if built:
+                self._commit(built)
 
-    def _write(self, batch: list) -> None:
-        built = []
-        for item in batch:
-            try:
-                built.append(self.build(item))
-            except Exception as e:  # a bug in row building loses one call, loudly
-                log.exception("could not build a call row")
-                self._lost(1, f"row building failed: {type(e).__name__}: {e}")
-        if not built:
-            return
+    def _build_into(self, built: list, item: Any) -> None:
+        try:
+            built.append(self.build(item))
+        except Exception as e:  # a bug in row building loses one call, loudly
+            log.exception("could not build a call row")
+            self._lost(1, f"row building failed: {type(e).__name__}: {e}")
+
+    def _commit(self, built: list) -> None:
         for attempt in range(5):
             try:
                 self._insert(built)

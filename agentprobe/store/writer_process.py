@@ -39,6 +39,7 @@ START_TIMEOUT_S = 60
 FEED_LINGER_S = 0.005  # a few ms of calls per pickle and pipe write
 STATS_EVERY_S = 0.25
 PIPE_BYTES = 1024 * 1024
+WRITER_NICE = 19
 
 
 class WriterProcess:
@@ -157,6 +158,19 @@ class WriterProcess:
             self._closed.set()
 
 
+def _yield_cpu_to_the_agent() -> None:
+    """Run the writer at the lowest priority: when cores are short, the agent's traffic goes first.
+
+    Measured on 2 cores at concurrency 1, the writer's bursts otherwise cost the agent's
+    requests about 1.5 ms at p99; recording only needs idle time, since its backlog waits
+    safely in the pipe and the queue.
+    """
+    try:
+        os.nice(WRITER_NICE)
+    except (OSError, AttributeError):
+        pass
+
+
 def _widen(fd: int) -> None:
     """Room for a batch of large bodies in the pipe, so the proxy rarely has to wait for the child."""
     try:
@@ -180,6 +194,7 @@ def child_entry() -> None:
 def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str | None, recv, send) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the writer stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _yield_cpu_to_the_agent()
     from ..rows import RowBuilder
     from .writer import Writer
 
