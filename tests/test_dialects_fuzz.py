@@ -82,3 +82,44 @@ def test_sse_reader_never_raises(chunks):
     for chunk in chunks:
         reader.feed(chunk)
     reader.feed(b"")
+
+
+def _reference_events(text: str) -> list[tuple[str | None, str]]:
+    """The SSE rules written plainly: split lines on CRLF, CR or LF; a blank line ends an event."""
+    import re
+
+    lines = re.split(r"\r\n|\r|\n", text)
+    lines.pop()  # after the last line end: ended by the stream, so it completes no event
+    out, event, data = [], None, []
+    for line in lines:
+        if line == "":
+            if data:
+                out.append((event, "\n".join(data)))
+            event, data = None, []
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+    return out
+
+
+SSE_TEXT = st.lists(st.sampled_from(["data", "data:", ": ", " ", "event:", "x", "{}", "\n", "\n\n", "\r", "\r\n", "id: 1"]),
+                    max_size=40).map("".join)
+
+
+@FUZZ
+@given(SSE_TEXT, st.lists(st.integers(0, 200), max_size=6))
+def test_sse_reader_matches_the_plain_rules_under_any_chunking(text, cuts):
+    data = text.encode()
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    reader = SSEReader()
+    got = []
+    for a, b in zip(bounds, bounds[1:]):
+        got += reader.feed(data[a:b])
+    got += reader.feed(b"")
+    assert got == _reference_events(text)

@@ -130,30 +130,40 @@ class StreamParser:
             self.sse.errors += 1
             return
         chunk = as_dict(chunk)
-        if error_fields(self.resp, chunk):
+        # Hundreds of these per answer: the checks below skip helper calls for absent fields.
+        if "error" in chunk and error_fields(self.resp, chunk):
             return
-        self.resp.response_model = string(chunk.get("model")) or self.resp.response_model
-        self.resp.response_id = string(chunk.get("id")) or self.resp.response_id
+        resp = self.resp
+        resp.response_model = string(chunk.get("model")) or resp.response_model
+        resp.response_id = string(chunk.get("id")) or resp.response_id
         if chunk.get("usage"):
-            _usage(self.resp, chunk.get("usage"))
+            _usage(resp, chunk.get("usage"))
         for choice in as_list(chunk.get("choices")):
-            choice = as_dict(choice)
-            if integer(choice.get("index")) not in (0, None):
+            if not isinstance(choice, dict):
                 continue
-            delta = as_dict(choice.get("delta"))
-            if isinstance(delta.get("content"), str):
-                self.text.append(delta["content"])
-            for tc in as_list(delta.get("tool_calls")):
-                tc = as_dict(tc)
-                slot = self.calls.setdefault(integer(tc.get("index")) or 0, {"id": None, "name": "", "arguments": ""})
-                slot["id"] = string(tc.get("id")) or slot["id"]
-                fn = as_dict(tc.get("function"))
-                slot["name"] += string(fn.get("name")) or ""
-                slot["arguments"] += string(fn.get("arguments")) or ""
-            raw = string(choice.get("finish_reason"))
-            if raw:
-                self.resp.raw_finish_reason = raw
-                self.resp.finish_reason = FINISH.get(raw, "stop")
+            if "index" in choice and integer(choice["index"]) not in (0, None):
+                continue
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                delta = {}
+            content = delta.get("content")
+            if isinstance(content, str):
+                self.text.append(content)
+            if "tool_calls" in delta:
+                self._tool_deltas(delta["tool_calls"])
+            raw = choice.get("finish_reason")
+            if raw and isinstance(raw, str):
+                resp.raw_finish_reason = raw
+                resp.finish_reason = FINISH.get(raw, "stop")
+
+    def _tool_deltas(self, tool_calls) -> None:
+        for tc in as_list(tool_calls):
+            tc = as_dict(tc)
+            slot = self.calls.setdefault(integer(tc.get("index")) or 0, {"id": None, "name": "", "arguments": ""})
+            slot["id"] = string(tc.get("id")) or slot["id"]
+            fn = as_dict(tc.get("function"))
+            slot["name"] += string(fn.get("name")) or ""
+            slot["arguments"] += string(fn.get("arguments")) or ""
 
     def result(self) -> ParsedResponse:
         self.resp.output_text = "".join(self.text)
