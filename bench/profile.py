@@ -6,7 +6,7 @@
     python bench/profile.py "json small" --format raw -o /tmp/prof.txt   # collapsed stacks
 
 Starts the fake provider and `agentprobe record`, attaches `py-spy record`
-(all threads, so the writer thread shows next to the event loop) for the
+(all threads and the writer process, next to the event loop) for the
 duration of the load, and prints the hottest functions by own time and by
 total time. The scenario names are those of bench/run.py.
 """

@@ -30,7 +30,7 @@ class StreamTee:
     def __init__(self, flow: http.HTTPFlow, parser_factory, keep_limit: int) -> None:
         # No reference back to the flow: the flow holds this tee, and a cycle would keep every
         # flow alive until the cyclic GC, whose pauses the agent would feel.
-        # Parsing waits for the writer thread, off the event loop the agent's bytes go through,
+        # Parsing waits for the writer process, off the event loop the agent's bytes go through,
         # unless the stream outgrows what we keep: then it has to be read as it passes.
         self.parser_factory = parser_factory  # dialect stream parser factory, or None to just keep the body
         self.parser = None

@@ -9,12 +9,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from .base import ParseError
 
 
 def load_json(body: bytes | str | None) -> Any:
     if body is None or body == b"" or body == "":
         raise ParseError("empty body")
+    try:
+        # Several times faster on the 100 KB bodies agents send. It reads integers past 64 bits
+        # as floats, which no LLM API field holds.
+        return orjson.loads(body)
+    except (orjson.JSONDecodeError, TypeError):
+        pass  # the standard library decides what orjson refuses (NaN, Infinity, lone surrogates)
     try:
         if isinstance(body, bytes):
             body = body.decode("utf-8")

@@ -113,8 +113,8 @@ def _one(payload: str) -> object:
 def _loads(text: str) -> object:
     """orjson (several times faster on long streams), else the standard library, else None.
 
-    The standard library still decides what orjson refuses (NaN, huge integers, lone
-    surrogates), so what parses does not depend on which decoder ran.
+    The standard library still decides what orjson refuses (NaN, Infinity, lone surrogates).
+    orjson reads integers past 64 bits as floats, which no provider's event holds.
     """
     try:
         return orjson.loads(text)

@@ -1,1 +1,1 @@
-"""SQLite storage: schema migrations, the writer thread, and read queries."""
+"""SQLite storage: schema migrations, the writer (its own process, fed from the event loop), and read queries."""

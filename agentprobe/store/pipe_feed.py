@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import os
 import pickle
 import struct
@@ -114,7 +115,7 @@ class PipeFeed:
         try:
             while self._out and not self._dead:
                 try:
-                    written = os.writev(self.fd, [view for view, _ in list(self._out)[:64]])
+                    written = os.writev(self.fd, [view for view, _ in itertools.islice(self._out, 64)])
                 except BlockingIOError:
                     written = 0
                 except OSError as e:
