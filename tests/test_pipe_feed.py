@@ -99,3 +99,24 @@ def test_a_dead_reader_turns_into_counted_loss_not_an_exception():
     with pytest.raises(OSError):
         feed.finish(("close", {}))
     os.close(w)
+
+
+def test_a_stuck_writer_costs_bounded_memory():
+    conn, feed, w = _reader_and_feed(linger_s=0.001)
+    feed.max_bytes = 2 * 1024 * 1024
+    body = b"z" * 300_000
+
+    async def flood() -> list[bool]:
+        accepted = []
+        for i in range(40):  # 12 MB offered, nobody reading
+            accepted.append(feed.put({"n": i, "body": body}))
+            await asyncio.sleep(0.003)
+        return accepted
+
+    accepted = asyncio.run(flood())
+    assert accepted[0] and not accepted[-1]
+    # What the cap and the pipe's 64 KiB hold, plus the call that crosses the cap and a few
+    # still waiting for the next timer.
+    assert sum(accepted) <= (2 * 1024 * 1024 + 64 * 1024) // len(body) + 3
+    conn.close()
+    os.close(w)

@@ -34,12 +34,17 @@ def frame(payload: bytes) -> list[memoryview]:
 
 
 class PipeFeed:
-    def __init__(self, fd: int, *, linger_s: float, max_pending: int, max_batch: int) -> None:
+    def __init__(self, fd: int, *, linger_s: float, max_pending: int, max_batch: int,
+                 max_bytes: int = 256 * 1024 * 1024) -> None:
         os.set_blocking(fd, False)
         self.fd = fd
         self.linger_s = linger_s
         self.max_pending = max_pending
         self.max_batch = max_batch
+        # A stuck writer (a locked or full disk) must cost the proxy bounded memory, whatever
+        # the size of the bodies: past this many unwritten bytes, calls are dropped and counted.
+        self.max_bytes = max_bytes
+        self._queued_bytes = 0
         self.lost = 0  # calls that could not be written (the child is gone)
         self.error: str | None = None
         self._lock = threading.Lock()
@@ -54,7 +59,8 @@ class PipeFeed:
     def put(self, item: Any) -> bool:
         """Queue one call; False when it had to be dropped (the writer is too far behind, or gone)."""
         with self._lock:
-            if self._dead or len(self._pending) + self._queued >= self.max_pending:
+            if (self._dead or len(self._pending) + self._queued >= self.max_pending
+                    or self._queued_bytes >= self.max_bytes):
                 return False
             self._pending.append(item)
             if self._scheduled:
@@ -108,6 +114,7 @@ class PipeFeed:
         self._out.append((header, 0))
         self._out.append((body, calls))
         self._queued += calls
+        self._queued_bytes += len(header) + len(body)
 
     def _write(self, *, block: bool) -> None:
         if block:
@@ -137,8 +144,10 @@ class PipeFeed:
             view, calls = self._out[0]
             if written < len(view):
                 self._out[0] = (view[written:], calls)
+                self._queued_bytes -= written
                 return
             written -= len(view)
+            self._queued_bytes -= len(view)
             self._out.popleft()
             self._queued -= calls
 
@@ -152,6 +161,7 @@ class PipeFeed:
         self._dead = True
         self.lost += self._queued + len(self._pending)
         self._queued = 0
+        self._queued_bytes = 0
         self._pending.clear()
         self._out.clear()
         self.error = f"writer process unreachable: {e}"
