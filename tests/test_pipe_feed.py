@@ -120,3 +120,13 @@ def test_a_stuck_writer_costs_bounded_memory():
     assert sum(accepted) <= (2 * 1024 * 1024 + 64 * 1024) // len(body) + 3
     conn.close()
     os.close(w)
+
+
+def test_after_finish_calls_are_refused():
+    conn, feed, w = _reader_and_feed()
+    feed.finish(("close", {}))
+    assert _drain(conn) == ([], ("close", {}))
+    assert feed.put({"n": 1}) is False
+    assert feed.error == "the recording has ended"
+    conn.close()
+    os.close(w)

@@ -95,6 +95,10 @@ class PipeFeed:
             self._write(block=True)
             if self._dead:
                 raise OSError(self.error or "the writer process is gone")
+            # A flow that straggles in after the proxy stopped is refused and counted, not queued
+            # for a pipe nobody will flush.
+            self._dead = True
+            self.error = "the recording has ended"
 
     # -- inside the lock ----------------------------------------------------------------
     def _pickle_pending(self) -> None:
