@@ -89,8 +89,8 @@ def test_chat_non_stream(fake_provider_tls, client_ssl):
     assert completion.choices[0].finish_reason == "stop"
     assert completion.model == "gpt-4o-mini"
     assert completion.id.startswith("chatcmpl-")
-    # 5 words + 3 for the one message
-    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (8, 12)
+    # 37 characters at ~4 a token, + 3 for the one message
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (13, 12)
     assert completion.usage.prompt_tokens_details.cached_tokens == 0
     assert raw.headers["x-request-id"].startswith("req_")
     assert raw.headers["x-ratelimit-remaining-requests"] == "9999"
@@ -181,8 +181,8 @@ def test_responses_stream(fake_provider_tls, client_ssl):
     assert [e.sequence_number for e in events] == list(range(len(events)))
     final = events[-1].response
     assert final.output_text == EXPECTED
-    # "Be brief" + 5 prompt words, 3 per message for instructions and input
-    assert (final.usage.input_tokens, final.usage.output_tokens) == (13, 12)
+    # "Be brief" and the prompt, 45 characters at ~4 a token, + 3 per message for instructions and input
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (18, 12)
 
 
 def test_responses_stream_helper_with_function_calls(fake_provider_tls, client_ssl):
@@ -227,7 +227,7 @@ def test_anthropic_text_stream_and_headers(fake_provider_tls, client_ssl):
     assert names[:3] == ["message_start", "content_block_start", "ping"]
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     start = json.loads(sse_data(body)[0])
-    assert start["message"]["usage"]["input_tokens"] == 13
+    assert start["message"]["usage"]["input_tokens"] == 18  # system and prompt: 45 characters at ~4 a token, + 3 per message
 
 
 # -- failures --------------------------------------------------------------------------

@@ -306,5 +306,6 @@ def test_usage_mismatch_tolerance(sc):
     sc.call(run, input_tokens=100, counted_input_tokens=130, tokenizer="cl100k_base")  # 23% off
     sc.call(run, input_tokens=100, counted_input_tokens=105, tokenizer="cl100k_base")  # 5%: fine
     sc.call(run, input_tokens=100, counted_input_tokens=125, tokenizer="cl100k_base~o200k_base")  # estimate: fine
+    sc.call(run, input_tokens=11, counted_input_tokens=7, tokenizer="cl100k_base")  # 36%, but only message framing
     [f] = sc.scan()["usage/mismatch"]
     assert f.data["calls"] == 1

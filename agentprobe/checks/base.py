@@ -40,6 +40,9 @@ class Thresholds:
     latency_ms: float = 30_000
     usage_tolerance: float = 0.10  # relative, when our tokenizer is the model's own
     usage_tolerance_estimate: float = 0.35  # when the count is a labelled estimate
+    # Providers add a few tokens of framing per message that a text count does not see; on
+    # short prompts that alone is 30-50%, so smaller gaps than this are never reported.
+    usage_min_tokens: int = 20
     max_call_refs: int = 20  # calls listed per finding; the numbers cover all of them
 
 

@@ -15,7 +15,8 @@ def mismatch(ctx: ScanContext) -> list[Finding]:
         f" FROM calls WHERE {where} AND input_tokens > 0 AND counted_input_tokens > 0"
         " AND abs(input_tokens - counted_input_tokens) * 1.0 / max(input_tokens, counted_input_tokens, 1)"
         " > CASE WHEN tokenizer LIKE '%~%' OR tokenizer LIKE 'estimate%' THEN ? ELSE ? END"
-        " ORDER BY off DESC", params + [t.usage_tolerance_estimate, t.usage_tolerance]))
+        " AND abs(input_tokens - counted_input_tokens) >= ?"
+        " ORDER BY off DESC", params + [t.usage_tolerance_estimate, t.usage_tolerance, t.usage_min_tokens]))
     out = []
     for run_id in sorted({r["run_id"] for r in rows}):
         mine = [r for r in rows if r["run_id"] == run_id]
