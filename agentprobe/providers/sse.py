@@ -42,8 +42,11 @@ class SSEReader:
                 self._line(buf[pos:m.start()], out)
                 pos = m.end()
             self._buf = buf[pos:]
-        else:
-            self._buf = self._lf_lines(buf, out)
+        else:  # the usual case, LF line ends only: split in C
+            lines = buf.split("\n")
+            self._buf = lines.pop()
+            for line in lines:
+                self._line(line, out)
         if len(self._buf) > self.max_line:
             self._buf = ""
             self.errors += 1
@@ -51,22 +54,6 @@ class SSEReader:
             self._line(self._buf, out)
             self._buf = ""
         return out
-
-    def _lf_lines(self, buf: str, out: list) -> str:
-        """The usual case, LF line ends only: split in C and inline the two common lines."""
-        lines = buf.split("\n")
-        rest = lines.pop()
-        for line in lines:
-            if not line:
-                if self._data:
-                    out.append((self._event, "\n".join(self._data)))
-                self._event, self._data = None, []
-            elif line.startswith("data:"):
-                value = line[5:]
-                self._data.append(value[1:] if value.startswith(" ") else value)
-            else:
-                self._line(line, out)
-        return rest
 
     def _line(self, line: str, out: list) -> None:
         if line == "":
