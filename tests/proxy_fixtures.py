@@ -6,6 +6,8 @@ import os
 import ssl
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,23 @@ from agentprobe.recording import Recording
 
 PLANTED_OPENAI_KEY = "sk-proj-PLANTEDopenaiKEY0123456789abcdef"
 PLANTED_ANTHROPIC_KEY = "sk-ant-api03-PLANTEDanthropicKEY0123456789"
+
+
+def staggered_calls(client, delays, label: str, **create) -> None:
+    """Chat calls on threads started 50 ms apart, call i held delays[i] s by the fake provider.
+
+    Decreasing delays make calls overlap and finish in reverse dispatch order.
+    """
+    threads = []
+    for i, delay in enumerate(delays):
+        t = threading.Thread(target=client.chat.completions.create, kwargs=dict(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"{label}{i}"}],
+            extra_headers={"x-fake": f"delay={delay}"}, **create))
+        t.start()
+        threads.append(t)
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
 
 
 class Recorded:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import openai
 import pytest
 
-from proxy_fixtures import PLANTED_ANTHROPIC_KEY, PLANTED_OPENAI_KEY
+from proxy_fixtures import PLANTED_ANTHROPIC_KEY, PLANTED_OPENAI_KEY, staggered_calls
 
 SYSTEM = "You answer in one short sentence."
 
@@ -121,19 +119,7 @@ def test_stream_cut_midway_is_recorded_as_cut(recorded, fake_provider_tls):
 
 def test_concurrent_calls_record_dispatch_and_completion_order(recorded, fake_provider_tls):
     client = recorded.openai(fake_provider_tls)
-    threads = []
-    for i in range(4):
-        delay = 0.15 * (4 - i)
-        t = threading.Thread(
-            target=client.chat.completions.create,
-            kwargs=dict(model="gpt-4o-mini", messages=[{"role": "user", "content": f"job {i}"}],
-                        extra_headers={"x-fake": f"delay={delay}"}),
-        )
-        t.start()
-        threads.append(t)
-        time.sleep(0.05)
-    for t in threads:
-        t.join()
+    staggered_calls(client, [0.15 * (4 - i) for i in range(4)], "job ")
     calls = recorded.calls()
     assert [c["seq"] for c in calls] == [1, 2, 3, 4]
     assert [c["completion_seq"] for c in calls] == [4, 3, 2, 1]

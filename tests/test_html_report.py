@@ -7,15 +7,13 @@ import re
 import shutil
 import ssl
 import subprocess
-import threading
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
 from agentprobe.fakeprovider import FakeProvider
-from proxy_fixtures import Recorded, run_cli
+from proxy_fixtures import Recorded, run_cli, staggered_calls
 
 PLANTED_SCRIPT = "<script>alert('planted')</script>"
 PLANTED_MODEL = "<img src=x onerror=alert(2)>"
@@ -35,16 +33,7 @@ def _agent(recorded: Recorded, provider: FakeProvider, system: str, odd_model: s
                  {"role": "user", "content": "Now in more detail. " * 40}]
     client.chat.completions.create(model="gpt-4o-mini", temperature=0, messages=messages)
     # Sent first, answered last: the slow call finishes after the one sent after it.
-    threads = []
-    for i, delay in enumerate((0.3, 0.02)):
-        t = threading.Thread(target=client.chat.completions.create, kwargs=dict(
-            model="gpt-4o-mini", temperature=0, messages=[{"role": "user", "content": f"part {i}"}],
-            extra_headers={"x-fake": f"delay={delay}"}))
-        t.start()
-        threads.append(t)
-        time.sleep(0.05)
-    for t in threads:
-        t.join()
+    staggered_calls(client, (0.3, 0.02), "part ", temperature=0)
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model="house-7b", temperature=0, messages=[{"role": "user", "content": "x"}],
                                        extra_headers={"x-fake": "status=500"})

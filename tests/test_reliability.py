@@ -71,16 +71,22 @@ def _post(client: httpx2.Client, url: str):
         return ("error", type(e).__name__, None)
 
 
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_provider_faults_reach_the_agent_as_they_would_directly(fault, recorded):
-    server = RawServer(FAULTS[fault])
+def _direct_then_proxied(handler, recorded, timeout: float):
+    """What the agent gets from a raw server directly, then through the proxy."""
+    server = RawServer(handler)
     try:
-        with httpx2.Client(trust_env=False, timeout=10) as direct:
+        with httpx2.Client(trust_env=False, timeout=timeout) as direct:
             expected = _post(direct, server.url)
-        with httpx2.Client(proxy=recorded.url, trust_env=False, timeout=10) as via:
+        with httpx2.Client(proxy=recorded.url, trust_env=False, timeout=timeout) as via:
             got = _post(via, server.url)
     finally:
         server.close()
+    return expected, got
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_provider_faults_reach_the_agent_as_they_would_directly(fault, recorded):
+    expected, got = _direct_then_proxied(FAULTS[fault], recorded, timeout=10)
     assert got[0] == expected[0], (got, expected)
     if expected[0] == "ok":
         assert got[1:] == expected[1:]  # same status, same bytes
@@ -102,14 +108,7 @@ def _stall(conn: socket.socket) -> None:
 
 
 def test_stalled_stream_times_out_at_the_agent_as_it_would_directly(recorded):
-    server = RawServer(_stall)
-    try:
-        with httpx2.Client(trust_env=False, timeout=1.5) as direct:
-            expected = _post(direct, server.url)
-        with httpx2.Client(proxy=recorded.url, trust_env=False, timeout=1.5) as via:
-            got = _post(via, server.url)
-    finally:
-        server.close()
+    expected, got = _direct_then_proxied(_stall, recorded, timeout=1.5)
     assert expected == ("error", "ReadTimeout", None) and got == expected
     [call] = recorded.calls()
     assert call["stream_complete"] == 0 and call["status"] == 200

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import threading
-import time
 
 import pytest
 
 from agentprobe.checks import ScanContext, Thresholds, peers, run_checks
 from agentprobe.store.db import open_db
+from proxy_fixtures import staggered_calls
 
 _ids = itertools.count(1)
 
@@ -261,15 +260,7 @@ def test_inversion_needs_overlap(recorded, fake_provider_tls):
 
 def test_inversion_of_overlapping_calls(recorded, fake_provider_tls):
     client = recorded.openai(fake_provider_tls)
-    threads = []
-    for i, delay in enumerate((0.4, 0.05)):
-        t = threading.Thread(target=client.chat.completions.create, kwargs=dict(
-            model="gpt-4o-mini", temperature=0, messages=[{"role": "user", "content": f"q{i}"}],
-            extra_headers={"x-fake": f"delay={delay}"}))
-        t.start()
-        threads.append(t)
-        time.sleep(0.05)
-    [t.join() for t in threads]
+    staggered_calls(client, (0.4, 0.05), "q", temperature=0)
     [f] = _scan_recorded(recorded)["race_condition/completion_inversion"]
     assert f.data == {"pairs": 1, "calls": 2}
 
