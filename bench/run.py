@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import inspect
 import json
 import os
 import platform
@@ -773,10 +774,23 @@ async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None) -> dic
                      "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "errors": []}
     want = (lambda phase: only is None or phase in only)
 
-    def failed(phase: str, e: BaseException) -> None:
-        log(f"{phase} crashed: {type(e).__name__}: {e}")
-        traceback.print_exc()
-        results["errors"].append({"phase": phase, "error": f"{type(e).__name__}: {e}"})
+    async def phase(name: str, run, title: str | None = None) -> None:
+        """Run one wanted phase into results[name]; one phase failing must not hide the others."""
+        if not want(name):
+            return
+        log(f"-- {title or name}")
+        try:
+            value = run()
+            results[name] = await value if inspect.isawaitable(value) else value
+        except Exception as e:  # noqa: BLE001
+            log(f"{name} crashed: {type(e).__name__}: {e}")
+            traceback.print_exc()
+            results["errors"].append({"phase": name, "error": f"{type(e).__name__}: {e}"})
+
+    async def memory() -> dict:
+        measured = await measure_memory(tmp, provider, cfg)
+        results["stats_memory"] = measured.pop("stats")
+        return measured
 
     fake, provider = start_fake()
     procs: dict[str, Proc] = {}
@@ -794,50 +808,24 @@ async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None) -> dic
                 "mitmdump-stream": Target("mitmdump-stream", ("127.0.0.1", mitms_port), provider, True),
                 "agentprobe": Target("agentprobe", ("127.0.0.1", ap_port), provider, True),
             }
-            for phase, coro in (("matrix", lambda: measure_matrix(targets, procs, cfg)),
-                                ("ttft", lambda: measure_ttft(targets, cfg["ttft_samples"])),
-                                ("durability", lambda: measure_durability(targets["agentprobe"], ap_db,
-                                                                          cfg["durability_probes"]))):
-                if not want(phase):
-                    continue
-                log(f"-- {phase}")
-                try:
-                    results[phase] = await coro()
-                except Exception as e:  # noqa: BLE001 - one phase failing must not hide the others
-                    failed(phase, e)
+            await phase("matrix", lambda: measure_matrix(targets, procs, cfg))
+            await phase("ttft", lambda: measure_ttft(targets, cfg["ttft_samples"]))
+            await phase("durability", lambda: measure_durability(targets["agentprobe"], ap_db,
+                                                                 cfg["durability_probes"]))
             mitm.stop()
             mitms.stop()
             ap.stop()
             results["stats_throughput"] = {**run_stats(ap_db), "sent": targets["agentprobe"].sent}
-        if want("memory"):
-            log("-- memory")
-            try:
-                results["memory"] = await measure_memory(tmp, provider, cfg)
-                results["stats_memory"] = results["memory"].pop("stats")
-            except Exception as e:  # noqa: BLE001
-                failed("memory", e)
+        await phase("memory", memory)
     finally:
         for p in procs.values():
             p.stop()
         fake.stop(15)
-    if want("calls_json"):
-        log("-- calls --json")
-        try:
-            results["calls_json"] = measure_calls_json(tmp, cfg["calls_json"])
-        except Exception as e:  # noqa: BLE001
-            failed("calls_json", e)
-    if want("scan"):
-        log("-- scan")
-        try:
-            results["scan"] = measure_scan(tmp, cfg["scan_calls"])
-        except Exception as e:  # noqa: BLE001
-            failed("scan", e)
-    if want("soak") and cfg.get("soak_seconds"):
-        log(f"-- soak: 64 concurrent streams for {cfg['soak_seconds']} s (tests/test_load.py, marked slow)")
-        try:
-            results["soak"] = measure_soak(cfg["soak_seconds"])
-        except Exception as e:  # noqa: BLE001
-            failed("soak", e)
+    await phase("calls_json", lambda: measure_calls_json(tmp, cfg["calls_json"]), "calls --json")
+    await phase("scan", lambda: measure_scan(tmp, cfg["scan_calls"]))
+    if cfg.get("soak_seconds"):
+        await phase("soak", lambda: measure_soak(cfg["soak_seconds"]),
+                    f"soak: 64 concurrent streams for {cfg['soak_seconds']} s (tests/test_load.py, marked slow)")
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     results["goals"] = goals(results, mode)
     return results
