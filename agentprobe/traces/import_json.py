@@ -9,6 +9,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from ..jsonfile import read_json_file
 from . import FORMAT, VERSION, TraceError
 
 
@@ -19,15 +20,7 @@ def schema() -> dict:
 def read(path: str | Path) -> dict:
     """Parse and validate a trace or HAR file (HAR is returned as-is, marked by its `log` key)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TraceError(f"trace file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TraceError(f"cannot read trace file {path}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise TraceError(f"{path} is not valid JSON (truncated?): {e.msg} at line {e.lineno} column {e.colno}") \
-            from None
+    data = read_json_file(path, "trace file", TraceError, invalid_hint=" (truncated?)")
     if isinstance(data, dict) and isinstance(data.get("log"), dict):
         return data
     if not isinstance(data, dict) or data.get("format") != FORMAT:
