@@ -35,18 +35,18 @@ def trace_dict(db: sqlite_utils.Database, run_ref: str) -> dict:
     body_ids = sorted({c[k] for c in calls for k in ("request_body", "response_body") if c[k]})
     hashes = sorted({c[k] for c in calls for k in ("system_prompt_sha256", "tools_sha256", "output_sha256",
                                                    "prompt_sha256") if c[k]})
-    bodies = {}
-    for i in range(0, len(body_ids), 500):
-        chunk = body_ids[i:i + 500]
-        for row in db.query(f"SELECT * FROM bodies WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-            bodies[row["id"]] = _body(row)
-    prompts = {}
-    for i in range(0, len(hashes), 500):
-        chunk = hashes[i:i + 500]
-        for row in db.query(f"SELECT * FROM prompts WHERE sha256 IN ({','.join('?' * len(chunk))})", chunk):
-            prompts[row["sha256"]] = {"kind": row["kind"], "text": row["text"]}
+    bodies = {row["id"]: _body(row) for row in _rows_where_in(db, "bodies", "id", body_ids)}
+    prompts = {row["sha256"]: {"kind": row["kind"], "text": row["text"]}
+               for row in _rows_where_in(db, "prompts", "sha256", hashes)}
     return {"format": FORMAT, "version": VERSION, "exported_by": f"agentprobe {__version__}",
             "run": run, "calls": calls, "bodies": bodies, "prompts": prompts}
+
+
+def _rows_where_in(db: sqlite_utils.Database, table: str, column: str, keys: list, chunk: int = 500):
+    """Rows whose column is one of keys, a few hundred per query: SQLite caps the parameters."""
+    for i in range(0, len(keys), chunk):
+        part = keys[i:i + chunk]
+        yield from db.query(f"SELECT * FROM {table} WHERE {column} IN ({','.join('?' * len(part))})", part)
 
 
 def dumps(trace: dict) -> str:
