@@ -14,8 +14,8 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
-KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "openai_compatible": "OPENAI_API_KEY",
-                 "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
+from .credentials import KEY_VARIABLES
+
 BASE_URL_VARIABLES = {"openai": "OPENAI_BASE_URL", "openai_compatible": "OPENAI_BASE_URL",
                       "anthropic": "ANTHROPIC_BASE_URL", "gemini": "GEMINI_BASE_URL"}
 GEMINI_DEFAULT = "https://generativelanguage.googleapis.com"

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from . import tokens
+from .credentials import KEY_VARIABLES
 from .hashing import canonical_json
 from .providers import detect, load_json
 from .providers.base import ParsedResponse, ParseError
@@ -38,11 +39,11 @@ _TAILS = {
     "anthropic": re.compile(r"/v1/messages$"),
     "gemini": re.compile(r"/models/[^/]+$"),
 }
-_KEYS = {
-    "openai": ("OPENAI_API_KEY", "authorization", "Bearer {}"),
-    "openai_compatible": ("OPENAI_API_KEY", "authorization", "Bearer {}"),
-    "anthropic": ("ANTHROPIC_API_KEY", "x-api-key", "{}"),
-    "gemini": ("GEMINI_API_KEY", "x-goog-api-key", "{}"),
+_KEY_HEADERS = {  # the header each provider reads its key from, and how the key is written there
+    "openai": ("authorization", "Bearer {}"),
+    "openai_compatible": ("authorization", "Bearer {}"),
+    "anthropic": ("x-api-key", "{}"),
+    "gemini": ("x-goog-api-key", "{}"),
 }
 _OFFICIAL = {"openai": "api.openai.com", "anthropic": "api.anthropic.com", "gemini": "generativelanguage.googleapis.com"}
 _KEPT_HEADERS = ("anthropic-version", "anthropic-beta", "openai-beta", "content-type")
@@ -117,7 +118,8 @@ def _target(row: dict, opts: Options) -> str:
 
 
 def _credentials(row: dict, url: str, opts: Options) -> dict[str, str]:
-    var, header, form = _KEYS.get(row["provider"], (None, None, None))
+    var = KEY_VARIABLES.get(row["provider"])
+    header, form = _KEY_HEADERS.get(row["provider"], (None, None))
     if var is None or any(h.lower() == header for h in opts.headers):
         return {}
     key = os.environ.get(var) or (os.environ.get("GOOGLE_API_KEY") if var == "GEMINI_API_KEY" else None)

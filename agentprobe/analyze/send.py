@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..credentials import KEY_VARIABLES
+
 PROVIDERS = ("openai", "anthropic")
-KEY_VARS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 ANTHROPIC_MAX_TOKENS = 8192  # the Messages API requires a limit; a full analysis is a few thousand tokens
 # Local OpenAI-compatible servers (vLLM, Ollama) accept any key, but the SDK refuses to start without one.
 PLACEHOLDER_KEY = "not-needed"
@@ -33,12 +34,12 @@ class Answer:
 
 
 def api_key(provider: str, base_url: str | None, env: Mapping[str, str] = os.environ) -> str:
-    key = env.get(KEY_VARS[provider])
+    key = env.get(KEY_VARIABLES[provider])
     if key:
         return key
     if base_url:
         return PLACEHOLDER_KEY
-    raise SendError(f"{KEY_VARS[provider]} is not set: export it, or pass --base-url for a server that needs no key")
+    raise SendError(f"{KEY_VARIABLES[provider]} is not set: export it, or pass --base-url for a server that needs no key")
 
 
 def _sdk(provider: str):
@@ -111,7 +112,7 @@ def send(prompt: str, *, provider: str, model: str, base_url: str | None = None,
         resp = client.chat.completions.create(model=model, messages=messages, **kwargs)
     except module.APIError as e:
         raise SendError(_describe(e, module, base_url or provider, max_retries + 1,
-                                  KEY_VARS[provider] if key == PLACEHOLDER_KEY else None)) from None
+                                  KEY_VARIABLES[provider] if key == PLACEHOLDER_KEY else None)) from None
     if not resp.choices:
         return Answer("", None, resp.model, None, None)
     choice = resp.choices[0]
