@@ -101,6 +101,36 @@ def test_provider_faults_reach_the_agent_as_they_would_directly(fault, recorded)
     assert kinds[fault](call), call
 
 
+def _chunked_sse(conn: socket.socket, events: list[bytes], tail: bytes = b"0\r\n\r\n") -> None:
+    # Every event its own chunk, all in one write: the proxy reads dozens of chunks at once.
+    conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                 + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + tail)
+
+
+def _word_events(n: int) -> list[bytes]:
+    words = [b'data: {"id": "b", "choices": [{"index": 0, "delta": {"content": "w%d "}}]}\n\n' % i for i in range(n)]
+    return [*words,
+            b'data: {"id": "b", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\n',
+            b'data: {"id": "b", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": %d}}\n\n' % n,
+            b"data: [DONE]\n\n"]
+
+
+def test_a_burst_of_chunks_reaches_the_agent_byte_for_byte_and_is_recorded_whole(recorded):
+    expected, got = _direct_then_proxied(lambda c: _chunked_sse(c, _word_events(400)), recorded, timeout=10)
+    assert expected[0] == "ok" and got == expected
+    assert expected[2].count(b"data: ") == 403
+    [call] = recorded.calls()
+    assert call["stream_complete"] == 1 and call["finish_reason"] == "stop" and call["output_tokens"] == 400, call
+
+
+def test_a_malformed_chunk_after_good_ones_ends_the_stream_as_it_would_directly(recorded):
+    expected, got = _direct_then_proxied(lambda c: _chunked_sse(c, _word_events(50)[:20], tail=b"zz\r\n"),
+                                         recorded, timeout=10)
+    assert expected[0] == "error" and got[0] == "error", (expected, got)
+    [call] = recorded.calls()
+    assert call["stream_complete"] == 0 and call["status"] == 200, call
+
+
 def _stall(conn: socket.socket) -> None:
     conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n"
                  b'data: {"id": "s", "choices": [{"index": 0, "delta": {"content": "Hel"}}]}\n\n')

@@ -92,6 +92,9 @@ class ProxyThread:
         from mitmproxy.addons import default_addons
         from mitmproxy.master import Master
 
+        from agentprobe.proxy import coalesce
+
+        coalesce.install()
         asyncio.get_running_loop().set_exception_handler(_quiet_cancellation)
         cfg = self.config
         mode = f"reverse:{cfg.upstream}" if cfg.upstream else "regular"
