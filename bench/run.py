@@ -12,7 +12,11 @@ local fake provider directly, through a bare `mitmdump` (no addon) and through
    and 100 KB bodies;
 2. time to first SSE event of a streamed response;
 3. durability lag: from the end of a response to its row being readable by
-   another SQLite connection;
+   another SQLite connection, idle, under 16 connections of small calls, and
+   with both cores saturated by 100 KB streams (reported, not a goal: the writer
+   yields the CPU to the agent's traffic there). After every agentprobe load in
+   (1) the benchmark also waits for the writer to catch up and reports how far
+   behind it was;
 4. resident memory of the `record` process after 1,000 and N calls, and during a
    50 MB streamed response;
 5. `agentprobe calls --json` over 100,000 synthetic calls, and `scan` over
@@ -296,9 +300,17 @@ def _median(values):
     return round(statistics.median(values), 3) if values else None
 
 
-async def measure_matrix(targets: dict[str, Target], procs: dict[str, Proc], cfg: dict) -> list[dict]:
-    """Every scenario x concurrency x target; targets interleaved so machine noise hits all three alike."""
+async def measure_matrix(targets: dict[str, Target], procs: dict[str, Proc], cfg: dict, ap_db: Path) -> list[dict]:
+    """Every scenario x concurrency x target; targets interleaved so machine noise hits all three alike.
+
+    agentprobe's writer runs at the lowest CPU priority, so under a load that keeps
+    every core busy it writes little until the load ends. After each agentprobe load
+    we wait until every call is written, count how far behind the writer was when the
+    load ended, and charge the catch-up CPU to the load: the next target's numbers
+    must not pay for it, and CPU per request must include it.
+    """
     rows = []
+    ap_target = targets["agentprobe"]
     for scenario in SCENARIOS:
         for conc in CONCURRENCY:
             per_target: dict[str, list[dict]] = {t: [] for t in TARGETS}
@@ -307,9 +319,20 @@ async def measure_matrix(targets: dict[str, Target], procs: dict[str, Proc], cfg
                 for name in order:
                     proc = procs.get(name)
                     cpu0 = proc.cpu_s() if proc else None
+                    sent0 = ap_target.sent
+                    rows0 = count_calls(ap_db) if name == "agentprobe" else 0
                     r = await run_load(targets[name], scenario, conc, duration=cfg["duration"], warmup=cfg["warmup"])
+                    if name == "agentprobe":
+                        expected = rows0 + ap_target.sent - sent0
+                        r["rows_behind_at_end"] = expected - count_calls(ap_db)
+                        t0 = time.perf_counter()
+                        written = wait_calls(ap_db, expected, timeout=300)
+                        r["catch_up_s"] = round(time.perf_counter() - t0, 2)
+                        if written < expected:
+                            raise RuntimeError(f"{expected - written} calls never written ({scenario.name}, c={conc})")
                     if proc:
-                        # The proxy's CPU over the whole load, warm-up included, as is "completed".
+                        # The proxy's CPU over the whole load, warm-up included as in "completed",
+                        # plus the writer's catch-up.
                         r["cpu_s"] = proc.cpu_s() - cpu0
                     per_target[name].append(r)
             row = {"scenario": scenario.name, "concurrency": conc}
@@ -326,6 +349,9 @@ async def measure_matrix(targets: dict[str, Target], procs: dict[str, Proc], cfg
                 done = sum(r["completed"] for r in results)
                 if cpu and done:
                     row[name]["proxy_cpu_ms_per_req"] = round(1000 * sum(cpu) / done, 3)
+                if name == "agentprobe":
+                    row[name]["rows_behind_at_end"] = max(r["rows_behind_at_end"] for r in results)
+                    row[name]["catch_up_s"] = max(r["catch_up_s"] for r in results)
             ap, mitm = row["agentprobe"], row["mitmdump"]
             row["ratio_rps"] = round(ap["rps"] / mitm["rps"], 3) if ap["rps"] and mitm["rps"] else None
             ms = row["mitmdump-stream"]
@@ -388,17 +414,27 @@ class RowWatcher(threading.Thread):
         conn.close()
 
 
+# Durability phases: (name, background connections, background scenario, counts toward the goal).
+# The last keeps both cores busy with 100 KB streams; the writer, at the lowest CPU priority,
+# yields to the agent's traffic there, so its lag is reported as the price of that choice.
+DURABILITY_PHASES = (
+    ("idle", 0, None, True),
+    ("under load (c=16)", 16, Scenario("background"), True),
+    (SATURATED_PHASE := "under a CPU-saturating load (c=16, 100 KB streams)", 16,
+     Scenario("background sse 100KB", stream=True, response_kb=100), False),
+)
+
+
 async def measure_durability(target: Target, db: Path, probes: int) -> dict:
     """Probe requests alone, then the same probes while 16 connections load the proxy."""
     out = {}
-    for phase, background in (("idle", 0), ("under load (c=16)", 16)):
+    for phase, background, scenario, counts in DURABILITY_PHASES:
         watcher = RowWatcher(db)
         watcher.start()
         ended: dict[str, float] = {}
         stop = asyncio.Event()
 
         async def load() -> None:
-            scenario = Scenario("background")
             conn = Connection(*target.connect)
             try:
                 while not stop.is_set():
@@ -434,6 +470,7 @@ async def measure_durability(target: Target, db: Path, probes: int) -> dict:
             "p50_ms": round(percentile(lags, 50), 3) if lags else None,
             "p99_ms": round(percentile(lags, 99), 3) if lags else None,
             "max_ms": round(max(lags), 3) if lags else None,
+            "goal": counts,
         }
         log(f"durability {phase}: {out[phase]}")
     return out
@@ -622,10 +659,16 @@ def goals(results: dict, mode: str) -> list[dict]:
              f"({ttft['added_p50_ms_vs_direct']:+.2f}; bare mitmdump {ttft['mitmdump_added_p50_ms_vs_direct']:+.2f})")
     dur = results.get("durability")
     if dur:
-        p99 = max((v["p99_ms"] or 0) for v in dur.values())
+        counted = [v for v in dur.values() if v.get("goal", True)]
+        p99 = max((v["p99_ms"] or 0) for v in counted)
         missing = sum(v["missing"] for v in dur.values())
-        goal(f"durability lag p99 <= {GOAL_DURABILITY_P99_S:g} s", p99 <= GOAL_DURABILITY_P99_S * 1000 and not missing,
-             f"worst p99 {p99:.1f} ms" + (f"; {missing} probe rows never appeared" if missing else ""))
+        saturated = dur.get(SATURATED_PHASE)
+        goal(f"durability lag p99 <= {GOAL_DURABILITY_P99_S:g} s (idle, and 16 connections of small calls)",
+             p99 <= GOAL_DURABILITY_P99_S * 1000 and not missing,
+             f"worst p99 {p99:.1f} ms" + (f"; {missing} probe rows never appeared" if missing else "")
+             + (f"; with both cores saturated by 100 KB streams, p99 {saturated['p99_ms']:.0f} ms: the writer "
+                "yields the CPU to the agent's traffic and catches up when the load ends"
+                if saturated and saturated["p99_ms"] is not None else ""))
     mem = results.get("memory")
     if mem:
         a, b = mem["growth_calls"]
@@ -674,8 +717,9 @@ def markdown(results: dict) -> str:
             "| scenario | conc. | req/s direct | req/s mitmdump | req/s mitmdump streaming | req/s agentprobe "
             "| agentprobe / mitmdump | agentprobe / mitmdump streaming "
             "| p50 ms direct / mitmdump / agentprobe | p99 ms direct / mitmdump / agentprobe "
-            "| added p50 ms vs mitmdump | CPU ms/req mitmdump / agentprobe (proxy + writer) |",
-            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+            "| added p50 ms vs mitmdump | CPU ms/req mitmdump / agentprobe (proxy + writer) "
+            "| agentprobe rows unwritten when the load ended (catch-up s) |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for r in matrix:
             d, m, a = r["direct"], r["mitmdump"], r["agentprobe"]
@@ -686,7 +730,8 @@ def markdown(results: dict) -> str:
                 f"| {_f(d['p50_ms'], '{:.2f}')} / {_f(m['p50_ms'], '{:.2f}')} / {_f(a['p50_ms'], '{:.2f}')} "
                 f"| {_f(d['p99_ms'], '{:.2f}')} / {_f(m['p99_ms'], '{:.2f}')} / {_f(a['p99_ms'], '{:.2f}')} "
                 f"| {_f(r['added_p50_ms_vs_mitmdump'], '{:+.2f}')} "
-                f"| {_f(m.get('proxy_cpu_ms_per_req'), '{:.2f}')} / {_f(a.get('proxy_cpu_ms_per_req'), '{:.2f}')} |"
+                f"| {_f(m.get('proxy_cpu_ms_per_req'), '{:.2f}')} / {_f(a.get('proxy_cpu_ms_per_req'), '{:.2f}')} "
+                f"| {_f(a.get('rows_behind_at_end'), '{:,}')} ({_f(a.get('catch_up_s'), '{:.1f}')}) |"
             )
         lines.append("")
     other = ["| measure | result |", "|---|---|"]
@@ -808,7 +853,7 @@ async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None) -> dic
                 "mitmdump-stream": Target("mitmdump-stream", ("127.0.0.1", mitms_port), provider, True),
                 "agentprobe": Target("agentprobe", ("127.0.0.1", ap_port), provider, True),
             }
-            await phase("matrix", lambda: measure_matrix(targets, procs, cfg))
+            await phase("matrix", lambda: measure_matrix(targets, procs, cfg, ap_db))
             await phase("ttft", lambda: measure_ttft(targets, cfg["ttft_samples"]))
             await phase("durability", lambda: measure_durability(targets["agentprobe"], ap_db,
                                                                  cfg["durability_probes"]))
