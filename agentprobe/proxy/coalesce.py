@@ -21,11 +21,18 @@ joined into one piece of data; the client receives the same bytes, re-chunked
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import h11
 from mitmproxy.proxy import commands, server
-from mitmproxy.proxy.layers.http import _http1
+
+try:
+    from mitmproxy.proxy.layers.http import _http1
+except ImportError:  # a mitmproxy that reorganised its HTTP/1 layer: see install()
+    _http1 = None
+
+log = logging.getLogger("agentprobe.proxy")
 
 _installed = False
 
@@ -134,20 +141,28 @@ def install() -> None:
 
     A property rather than a wrapped __init__: mitmproxy assigns handler.layer
     twice (a NextLayer in __init__, then the mode's top layer in handle_stream),
-    and every assignment must be wrapped.
+    and every assignment must be wrapped. Both patches touch mitmproxy internals;
+    if a mitmproxy release moves them, traffic flows unjoined (slower, never
+    broken) and the log says so. tests/test_coalesce.py fails on such a release.
     """
     global _installed
     if _installed:
         return
-
-    def get_layer(handler):
-        return handler.__dict__["_agentprobe_root"]
-
-    def set_layer(handler, layer) -> None:
-        if not isinstance(layer, _CoalescingRoot):
-            layer = _CoalescingRoot(layer)
-        handler.__dict__["_agentprobe_root"] = layer
-
-    server.ConnectionHandler.layer = property(get_layer, set_layer)
-    _http1.make_body_reader = _make_body_reader(_http1.make_body_reader)
     _installed = True
+    if "layer" in vars(server.ConnectionHandler) or not hasattr(server.ConnectionHandler, "server_event"):
+        log.warning("agentprobe: this mitmproxy's connection handler is not the one we know; "
+                    "streamed writes are not merged")
+    else:
+        def get_layer(handler):
+            return handler.__dict__["_agentprobe_root"]
+
+        def set_layer(handler, layer) -> None:
+            if not isinstance(layer, _CoalescingRoot):
+                layer = _CoalescingRoot(layer)
+            handler.__dict__["_agentprobe_root"] = layer
+
+        server.ConnectionHandler.layer = property(get_layer, set_layer)
+    if not callable(getattr(_http1, "make_body_reader", None)):
+        log.warning("agentprobe: this mitmproxy has no HTTP/1 make_body_reader; streamed chunks are not joined")
+    else:
+        _http1.make_body_reader = _make_body_reader(_http1.make_body_reader)
