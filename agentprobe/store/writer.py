@@ -25,8 +25,10 @@ _STOP = object()
 # SQLite's automatic checkpoint copies the WAL into the database, with an fsync, in whichever
 # commit crosses 1,000 pages: with 100 KB bodies, every ~40 calls, while the agent is busy.
 # We checkpoint when the writer has been idle this long instead, or past this much WAL.
+# The size bound stays close to SQLite's own (4 MB): a checkpoint's pause grows with it, and
+# the next commit waits for it.
 CHECKPOINT_IDLE_S = 0.25
-CHECKPOINT_BYTES = 32 * 1024 * 1024
+CHECKPOINT_BYTES = 8 * 1024 * 1024
 
 
 class Writer:
@@ -228,6 +230,11 @@ class Writer:
 
 
 def _size(rows: Any) -> int:
-    """Bytes a call adds to the WAL, give or take its indexes: its bodies, prompts and ~2 KB of row."""
-    return (2048 + sum(len(b["content"]) for b in getattr(rows, "bodies", ()))
+    """Bytes a call adds to the WAL: its bodies and prompts, and a 4 KB page for its row and indexes.
+
+    Measured with batches of 500, a small call adds 4-8 KB of WAL, about this estimate;
+    smaller batches rewrite more index pages per call, but they come with pauses, and a
+    pause checkpoints anyway.
+    """
+    return (4096 + sum(len(b["content"]) for b in getattr(rows, "bodies", ()))
             + sum(len(p["text"]) for p in getattr(rows, "prompts", ())))
