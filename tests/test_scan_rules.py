@@ -98,6 +98,21 @@ def test_unknown_model_window_is_reported_not_guessed(sc):
     assert "context_overflow/unknown_window" not in sc.scan(context_windows={"house-model-7b": 10**10})
 
 
+
+def test_context_peak_is_the_earliest_largest_call_of_each_conversation(sc):
+    run = sc.run()
+    sc.call(run, conversation_id="CONV_A", turn=2, seq=5, input_tokens=100_000)
+    sc.call(run, conversation_id="CONV_A", turn=3, seq=6, input_tokens=100_000)  # same size, later
+    sc.call(run, conversation_id="CONV_A", turn=4, seq=7, input_tokens=None, counted_input_tokens=90_000)
+    sc.call(run, conversation_id="CONV_B", turn=1, seq=8, model="house-model-7b", input_tokens=5)
+    sc.call(run, conversation_id="CONV_B", turn=2, seq=9, model="house-model-7b", input_tokens=7)
+    found = sc.scan()
+    [near] = found["context_overflow/near_limit"]
+    assert near.calls[0]["seq"] == 5 and near.data["turn"] == 2
+    [unknown] = found["context_overflow/unknown_window"]
+    assert [c["seq"] for c in unknown.calls] == [9]
+
+
 # -- temperature_drift ------------------------------------------------------------------------
 
 def test_env_mismatch_between_labels(sc):
@@ -107,6 +122,19 @@ def test_env_mismatch_between_labels(sc):
     sc.call(prod, prompt_sha256=sha("other"), temperature=0.7)
     found = sc.scan([prod])["temperature_drift/env_mismatch"]
     assert len(found) == 1 and found[0].data["temperatures"] == {"dev": "0.0", "prod": "0.7"}
+
+
+
+def test_env_mismatch_only_for_prompts_shared_across_labels(sc):
+    dev, prod = sc.run("dev"), sc.run("prod")
+    sc.call(dev, prompt_sha256=sha("dev only"), temperature=0.0)
+    sc.call(dev, prompt_sha256=sha("dev only"), temperature=0.9)  # varies inside one label: not this rule
+    sc.call(dev, prompt_sha256=sha("shared"), temperature=0.0, seq=40)
+    sc.call(dev, prompt_sha256=sha("shared"), temperature=None, seq=41)
+    sc.call(prod, prompt_sha256=sha("shared"), temperature=0.0, seq=42)
+    [f] = sc.scan([prod])["temperature_drift/env_mismatch"]
+    assert f.data == {"temperatures": {"dev": "0.0,default", "prod": "0.0"}, "prompts": 1}
+    assert sorted(c["seq"] for c in f.calls) == [40, 42]
 
 
 def test_env_match_is_quiet(sc):
@@ -148,6 +176,19 @@ def test_same_prompt_next_run_is_quiet_and_tools_change_is_found(sc):
     found = sc.scan()
     assert "prompt_drift/system_prompt_changed" not in found
     assert len(found["prompt_drift/tools_changed"]) == 1
+
+
+
+def test_prompt_drift_across_several_runs_compares_each_with_its_previous(sc):
+    v1, v2 = sc.prompt("Answer briefly."), sc.prompt("Answer at length.")
+    runs = [sc.run("prod") for _ in range(4)]
+    for run, prompt in zip(runs, (v1, v1, v2, v2)):
+        sc.call(run, system_prompt_sha256=prompt)
+        sc.call(run, system_prompt_sha256=prompt)
+    [f] = sc.scan(runs)["prompt_drift/system_prompt_changed"]
+    assert f.run_id == runs[2] and f.data["previous_run"] == runs[1]
+    assert f.data["old_sha256"] == v1 and f.data["new_sha256"] == v2
+    assert f.calls[0]["seq"] == min(c["seq"] for c in sc.db["calls"].rows_where("run_id = ?", [runs[2]]))
 
 
 def test_pinned_hash_from_config(sc):
@@ -263,6 +304,26 @@ def test_inversion_of_overlapping_calls(recorded, fake_provider_tls):
     staggered_calls(client, (0.4, 0.05), "q", temperature=0)
     [f] = _scan_recorded(recorded)["race_condition/completion_inversion"]
     assert f.data == {"pairs": 1, "calls": 2}
+
+
+
+def test_inversion_pairs_and_the_calls_cited(sc):
+    run = sc.run()
+
+    def at(seq, done, start, end):
+        return sc.call(run, seq=seq, completion_seq=done, started_at=f"2026-01-01T00:00:{start:04.1f}+00:00",
+                       ended_at=end and f"2026-01-01T00:00:{end:04.1f}+00:00")
+
+    at(1, 3, 10.0, 13.0)  # long call: the two sent while it ran both finish first
+    at(2, 1, 10.5, 11.0)
+    at(3, 2, 11.5, 12.0)
+    at(4, 4, 13.0, 14.0)  # starts as 1 ends: no overlap
+    at(5, 5, 14.5, None)  # never ended (a crashed recording): overlaps nothing
+    at(6, 6, 14.6, 14.8)
+    [f] = sc.scan()["race_condition/completion_inversion"]
+    assert f.data == {"pairs": 2, "calls": 3}
+    assert [c["seq"] for c in f.calls] == [1, 2, 3] and all(c["call_id"] for c in f.calls)
+    assert "e.g. call 1 was sent before call 2 but finished after it (completion 3 vs 1)" in f.evidence
 
 
 def test_tool_result_order(recorded, fake_provider_tls):

@@ -8,6 +8,8 @@ from . import api_latency, config_checks, context_overflow, prompt_drift, race_c
     temperature_drift, token_limit, usage
 from .base import MODES, SEVERITIES, Finding, ScanContext, Thresholds, severity_rank
 
+SCAN_MMAP_BYTES = 4 << 30
+
 ALL_CHECKS = [
     *temperature_drift.CHECKS,
     *context_overflow.CHECKS,
@@ -76,6 +78,9 @@ def scan_runs(db, run_ids: list[str], *, config: dict | None = None, env: str | 
     """Every finding for these runs, plus the config's own when one is given."""
     windows = windows_for(config)
     extra = config_checks.static(config, windows) if config else []
+    # The rules read the calls table a score of times; mapped pages save each read's copy
+    # into SQLite's small page cache (about 15% of a 1M-call scan here).
+    db.execute(f"PRAGMA mmap_size = {SCAN_MMAP_BYTES}")
     cross, previous = peers(db, run_ids)
     ctx = ScanContext(db, run_ids, cross_run_ids=cross, previous_run=previous,
                       thresholds=thresholds or thresholds_for(config), config=config, env=env,

@@ -13,10 +13,11 @@ _MAX_DIFF_LINES = 40
 def _hashes(ctx: ScanContext, run_id: str, column: str) -> dict[str | None, dict[str, dict]]:
     """model -> {hash: first call using it}"""
     out: dict[str | None, dict[str, dict]] = {}
+    # SQLite takes the bare columns (id, run_id) from the row holding min(seq): the first call.
     for row in ctx.db.query(
-        f"SELECT id, run_id, seq, model, {column} AS h FROM calls WHERE run_id = ? AND {column} IS NOT NULL"
-        " AND (retry_of IS NULL) ORDER BY seq", [run_id]):
-        out.setdefault(row["model"], {}).setdefault(row["h"], row)
+        f"SELECT id, run_id, min(seq) AS seq, model, {column} AS h FROM calls WHERE run_id = ?"
+        f" AND {column} IS NOT NULL AND (retry_of IS NULL) GROUP BY model, {column} ORDER BY seq", [run_id]):
+        out.setdefault(row["model"], {})[row["h"]] = row
     return out
 
 
@@ -29,11 +30,18 @@ def unified(old: str, new: str, old_name: str, new_name: str) -> str:
 
 def _changed(ctx: ScanContext, column: str, rule: str, what: str, fix: str) -> list[Finding]:
     out = []
+    seen: dict[str, dict] = {}  # a run is often one run's "after" and the next one's "before"
+
+    def hashes_of(run_id: str) -> dict:
+        if run_id not in seen:
+            seen[run_id] = _hashes(ctx, run_id, column)
+        return seen[run_id]
+
     for run_id in ctx.run_ids:
         previous = ctx.previous_run.get(run_id)
         if not previous:
             continue
-        before, after = _hashes(ctx, previous, column), _hashes(ctx, run_id, column)
+        before, after = hashes_of(previous), hashes_of(run_id)
         for model, hashes in after.items():
             old = before.get(model)
             if not old:

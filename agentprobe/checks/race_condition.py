@@ -15,32 +15,40 @@ def completion_inversion(ctx: ScanContext) -> list[Finding]:
     """
     out = []
     for run_id in ctx.run_ids:
-        open_calls: list[dict] = []
-        pairs: list[tuple[dict, dict]] = []
-        involved: dict[int, dict] = {}
-        for row in ctx.db.query(
-                "SELECT id, run_id, seq, completion_seq, started_at, ended_at, model FROM calls"
+        # Plain tuples, and only the columns the sweep compares: at a million calls, building a
+        # dict of seven fields per row cost more than the sweep itself.
+        open_calls: list[tuple] = []
+        pairs: list[tuple[int, int]] = []
+        involved: set[int] = set()
+        completion: dict[int, int | None] = {}
+        for seq, done, started, ended in ctx.db.execute(
+                "SELECT seq, completion_seq, started_at, ended_at FROM calls"
                 " WHERE run_id = ? AND api IS NOT NULL ORDER BY seq", [run_id]):
             # A call with no end (a crashed recording) cannot be placed in time, so it never overlaps.
-            open_calls = [a for a in open_calls if a["ended_at"] and a["ended_at"] > row["started_at"]]
-            for a in open_calls:
-                if (a["completion_seq"] or 0) > (row["completion_seq"] or 0):
-                    pairs.append((a, row))
-                    involved[a["seq"]], involved[row["seq"]] = a, row
-            open_calls.append(row)
+            if open_calls:
+                open_calls = [a for a in open_calls if a[2] and a[2] > started]
+                for a_seq, a_done, _ in open_calls:
+                    if (a_done or 0) > (done or 0):
+                        pairs.append((a_seq, seq))
+                        involved.update((a_seq, seq))
+                        completion[a_seq], completion[seq] = a_done, done
+            open_calls.append((seq, done, ended))
         if not pairs:
             continue
         example = pairs[0]
-        calls = sorted(involved.values(), key=lambda r: r["seq"])
+        cited = sorted(involved)[:ctx.thresholds.max_call_refs]
+        calls = list(ctx.db.query(
+            f"SELECT id, run_id, seq, model FROM calls WHERE run_id = ? AND seq IN ({', '.join('?' * len(cited))})"
+            " ORDER BY seq", [run_id, *cited]))
         out.append(Finding(
             rule="race_condition/completion_inversion", severity="medium",
             title=f"{len(pairs)} pair(s) of concurrent calls completed in reverse dispatch order",
-            evidence=f"in run {run_id}, {len(calls)} overlapping call(s) finished out of order; e.g. call"
-                     f" {example[0]['seq']} was sent before call {example[1]['seq']} but finished after it"
-                     f" (completion {example[0]['completion_seq']} vs {example[1]['completion_seq']}).",
+            evidence=f"in run {run_id}, {len(involved)} overlapping call(s) finished out of order; e.g. call"
+                     f" {example[0]} was sent before call {example[1]} but finished after it"
+                     f" (completion {completion[example[0]]} vs {completion[example[1]]}).",
             fix="Do not let the order answers arrive in drive the agent: tag each parallel call with its index and"
                 " reassemble results by that index, or run order-dependent steps sequentially.",
-            run_id=run_id, calls=ctx.refs(calls), data={"pairs": len(pairs), "calls": len(calls)}))
+            run_id=run_id, calls=ctx.refs(calls), data={"pairs": len(pairs), "calls": len(involved)}))
     return out
 
 

@@ -29,11 +29,15 @@ def implicit_default(ctx: ScanContext) -> list[Finding]:
 def env_mismatch(ctx: ScanContext) -> list[Finding]:
     """The same prompt sent at different temperatures in runs with different labels."""
     where, params = ctx.runs_sql("c.run_id", cross=True)
+    scope = (f"FROM calls c JOIN runs r ON r.id = c.run_id WHERE {where} AND c.api IS NOT NULL"
+             " AND c.prompt_sha256 IS NOT NULL AND r.label IS NOT NULL")
+    # Most prompts are sent under one label only; finding the shared ones first keeps the
+    # grouping by (prompt, label), and the rows Python sees, to those: 15 s -> 4 s at 1M calls.
     rows = ctx.db.execute(
         "SELECT c.prompt_sha256, r.label, group_concat(DISTINCT coalesce(c.temperature, 'default')),"
-        " min(c.seq), c.run_id, c.model FROM calls c JOIN runs r ON r.id = c.run_id"
-        f" WHERE {where} AND c.api IS NOT NULL AND c.prompt_sha256 IS NOT NULL AND r.label IS NOT NULL"
-        " GROUP BY c.prompt_sha256, r.label", params).fetchall()
+        f" min(c.seq), c.run_id, c.model {scope} AND c.prompt_sha256 IN"
+        f" (SELECT c.prompt_sha256 {scope} GROUP BY c.prompt_sha256 HAVING min(r.label) != max(r.label))"
+        " GROUP BY c.prompt_sha256, r.label", params + params).fetchall()
     by_prompt: dict[str, dict[str, tuple]] = {}
     for prompt, label, temps, seq, run_id, model in rows:
         by_prompt.setdefault(prompt, {})[label] = (temps, seq, run_id, model)
