@@ -2,7 +2,7 @@
 """agentprobe benchmark: what does recording cost the agent?
 
     python bench/run.py --quick     # under 2 minutes; what CI runs
-    python bench/run.py --full      # by hand; longer windows, 3 interleaved rounds, scan of 1,000,000 calls
+    python bench/run.py --full      # by hand; 5 interleaved rounds, scan of 1,000,000 calls
 
 One run measures, side by side on this machine, a load generator talking to the
 local fake provider directly, through a bare `mitmdump` (no addon) and through
