@@ -98,7 +98,6 @@ def test_unknown_model_window_is_reported_not_guessed(sc):
     assert "context_overflow/unknown_window" not in sc.scan(context_windows={"house-model-7b": 10**10})
 
 
-
 def test_context_peak_is_the_earliest_largest_call_of_each_conversation(sc):
     run = sc.run()
     sc.call(run, conversation_id="CONV_A", turn=2, seq=5, input_tokens=100_000)
@@ -122,7 +121,6 @@ def test_env_mismatch_between_labels(sc):
     sc.call(prod, prompt_sha256=sha("other"), temperature=0.7)
     found = sc.scan([prod])["temperature_drift/env_mismatch"]
     assert len(found) == 1 and found[0].data["temperatures"] == {"dev": "0.0", "prod": "0.7"}
-
 
 
 def test_env_mismatch_only_for_prompts_shared_across_labels(sc):
@@ -176,7 +174,6 @@ def test_same_prompt_next_run_is_quiet_and_tools_change_is_found(sc):
     found = sc.scan()
     assert "prompt_drift/system_prompt_changed" not in found
     assert len(found["prompt_drift/tools_changed"]) == 1
-
 
 
 def test_prompt_drift_across_several_runs_compares_each_with_its_previous(sc):
@@ -304,7 +301,6 @@ def test_inversion_of_overlapping_calls(recorded, fake_provider_tls):
     staggered_calls(client, (0.4, 0.05), "q", temperature=0)
     [f] = _scan_recorded(recorded)["race_condition/completion_inversion"]
     assert f.data == {"pairs": 1, "calls": 2}
-
 
 
 def test_inversion_pairs_and_the_calls_cited(sc):

@@ -6,12 +6,13 @@ from .base import Finding, ScanContext
 from .models import context_window
 
 _EXCEEDED_ERRORS = ("context_length_exceeded", "string_above_max_length", "request_too_large")
+_TOKENS = "coalesce(input_tokens, counted_input_tokens)"  # the provider's count, else ours
 
 
 def _peak(ctx: ScanContext, run_id: str, conversation_id: str) -> dict:
     """The call where a conversation's input was largest (the earliest, on a tie)."""
     return next(ctx.db.query(
-        "SELECT run_id, conversation_id, model, id, seq, turn, coalesce(input_tokens, counted_input_tokens) AS tokens"
+        f"SELECT run_id, conversation_id, model, id, seq, turn, {_TOKENS} AS tokens"
         " FROM calls WHERE conversation_id = ? AND run_id = ? ORDER BY tokens DESC, seq LIMIT 1",
         [conversation_id, run_id]))
 
@@ -22,7 +23,7 @@ def near_limit(ctx: ScanContext) -> list[Finding]:
     # max); only the conversations a finding cites are then looked up call by call. Ranking
     # every call with a window function instead cost 5 s at 1M calls.
     convs = ctx.db.execute(
-        "SELECT conversation_id, run_id, model, max(coalesce(input_tokens, counted_input_tokens)) FROM calls"
+        f"SELECT conversation_id, run_id, model, max({_TOKENS}) FROM calls"
         f" WHERE {where} AND conversation_id IS NOT NULL GROUP BY conversation_id", params).fetchall()
     out, unknown = [], {}
     for conversation_id, run_id, model, tokens in convs:
