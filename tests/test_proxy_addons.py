@@ -23,3 +23,22 @@ def test_names_match_this_mitmproxy_and_new_defaults_are_kept():
 
     future = SomeFutureAddon()
     assert future in proxy_addons([future])
+
+
+def test_a_running_proxy_dispatches_through_the_hook_index_and_still_records(recorded, fake_provider_tls):
+    from mitmproxy import http
+
+    from agentprobe.proxy import debug_typecheck
+    from agentprobe.proxy.hook_index import IndexedAddonManager
+
+    manager = recorded.recording.proxy.master.addons
+    assert isinstance(manager, IndexedAddonManager)
+    assert "onboarding" not in manager.lookup
+    client = recorded.openai(fake_provider_tls)
+    reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    # The recorder's hooks were looked up once and kept; mitmproxy's request handlers are still there.
+    assert recorded.recording.recorder.response in manager.handlers("response")
+    assert {type(f.__self__).__name__ for f in manager.handlers("request")} >= {"Recorder", "DisableH2C"}
+    assert http.MessageData.__post_init__ is debug_typecheck._no_check
+    [call] = recorded.calls()
+    assert call["status"] == 200 and call["output_tokens"] == reply.usage.completion_tokens

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -39,12 +40,13 @@ _active: "ProxyThread | None" = None
 # mitmproxy offers every hook of every flow to every addon, whether or not it implements it, and
 # that dispatch was ~40% of the proxy's CPU on small calls. These defaults only act on options,
 # commands or UIs that `record` never sets or offers (replay, maps, body and header rewriting,
-# saving flows, scripts, the browser, comments, history), so they are not loaded. Every other
+# saving flows, scripts, the browser, comments, history, the mitm.it onboarding site: `agentprobe ca`
+# hands out the CA instead), so they are not loaded. Every other
 # default, including any a newer mitmproxy adds, still is. AntiComp's absence also guarantees the
 # agent's own Accept-Encoding passes through untouched.
 UNUSED_DEFAULT_ADDONS = frozenset({
     "AntiCache", "AntiComp", "Browser", "BlockList", "ClientPlayback", "CommandHistory", "Comment", "Cut",
-    "Export", "MapLocal", "MapRemote", "ModifyBody", "ModifyHeaders", "ProxyAuth", "Save", "SaveHar",
+    "Export", "MapLocal", "MapRemote", "ModifyBody", "ModifyHeaders", "Onboarding", "ProxyAuth", "Save", "SaveHar",
     "ScriptLoader", "ServerPlayback", "StickyAuth", "StickyCookie",
 })
 
@@ -109,9 +111,11 @@ class ProxyThread:
         from mitmproxy.addons import default_addons
         from mitmproxy.master import Master
 
-        from agentprobe.proxy import coalesce
+        from agentprobe.proxy import coalesce, debug_typecheck
+        from agentprobe.proxy.hook_index import IndexedAddonManager
 
         coalesce.install()
+        debug_typecheck.install()
         asyncio.get_running_loop().set_exception_handler(_quiet_cancellation)
         cfg = self.config
         mode = f"reverse:{cfg.upstream}" if cfg.upstream else "regular"
@@ -119,6 +123,7 @@ class ProxyThread:
             listen_host=cfg.host, listen_port=cfg.port, mode=[mode], confdir=str(cfg.confdir)
         )
         master = Master(opts)
+        IndexedAddonManager.adopt(master.addons)
         master.addons.add(*proxy_addons(default_addons()))
         master.addons.add(*self.addons)
         updates = {
@@ -140,6 +145,10 @@ class ProxyThread:
                 f"could not listen on {cfg.host}:{cfg.port} (address in use or not permitted)"
             )
         self.address = (cfg.host, addrs[0][1])
+        # Everything loaded so far (mitmproxy, the addons, their modules) lives as long as the
+        # proxy: keep the cyclic GC's full collections from walking it again and again, each a
+        # pause of ~0.1 s on a slow machine that the agent would feel as latency.
+        gc.freeze()
         run = asyncio.ensure_future(master.run())
         self._ready.set()
         await run
