@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
-from .common import as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string
+from .common import (
+    TextParts, as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string,
+)
 from .sse import DONE, NOT_JSON, SSEReader, json_payloads
 
 name = "messages"
@@ -114,7 +116,7 @@ class StreamParser:
     def __init__(self) -> None:
         self.sse = SSEReader()
         self.resp = ParsedResponse(complete=False)
-        self.text: list[str] = []
+        self.text = TextParts()
         self.blocks: dict[int, dict] = {}
 
     def feed(self, data: bytes) -> None:
@@ -135,7 +137,7 @@ class StreamParser:
             block = as_dict(ev.get("content_block"))
             if block.get("type") == "tool_use":
                 self.blocks[integer(ev.get("index")) or 0] = {
-                    "id": string(block.get("id")), "name": string(block.get("name")) or "", "arguments": ""}
+                    "id": string(block.get("id")), "name": string(block.get("name")) or "", "arguments": TextParts()}
             elif block.get("type") == "text" and isinstance(block.get("text"), str):
                 self.text.append(block["text"])
         elif kind == "content_block_delta":
@@ -145,7 +147,7 @@ class StreamParser:
             elif delta.get("type") == "input_json_delta":
                 slot = self.blocks.get(integer(ev.get("index")) or 0)
                 if slot is not None:
-                    slot["arguments"] += string(delta.get("partial_json")) or ""
+                    slot["arguments"].append(string(delta.get("partial_json")) or "")
         elif kind == "message_delta":
             _finish(self.resp, as_dict(ev.get("delta")).get("stop_reason"))
             _usage(self.resp, ev.get("usage"))
@@ -155,8 +157,9 @@ class StreamParser:
             _error(self.resp, ev)
 
     def result(self) -> ParsedResponse:
-        self.resp.output_text = "".join(self.text)
-        self.resp.tool_calls = [self.blocks[i] for i in sorted(self.blocks)]
+        self.resp.output_text = str(self.text)
+        self.resp.tool_calls = [{**self.blocks[i], "arguments": str(self.blocks[i]["arguments"])}
+                                for i in sorted(self.blocks)]
         return self.resp
 
 

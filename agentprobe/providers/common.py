@@ -96,3 +96,39 @@ def require_dict(body: Any) -> dict:
     if not isinstance(body, dict):
         raise ParseError("request body is not a JSON object")
     return body
+
+
+class TextParts:
+    """A streamed text, kept as it grows: `append` each delta, `str()` for the whole.
+
+    A long answer arrives as hundreds of thousands of deltas of a word or two, and
+    a list holding each as its own string object costs about ten times the text
+    (a 50 MB stream kept 16 MB of them). Deltas are joined in batches instead, which
+    also keeps tool-call arguments linear where `+=` on a dict value copies the
+    whole string for every piece.
+    """
+
+    __slots__ = ("_blocks", "_pending")
+    BATCH = 256
+
+    def __init__(self, text: str = "") -> None:
+        self._blocks: list[str] = [text] if text else []
+        self._pending: list[str] = []
+
+    def append(self, piece: str) -> None:
+        pending = self._pending
+        pending.append(piece)
+        if len(pending) >= self.BATCH:
+            self._blocks.append("".join(pending))
+            pending.clear()
+
+    def __str__(self) -> str:
+        if self._pending:
+            self._blocks.append("".join(self._pending))
+            self._pending.clear()
+        if len(self._blocks) > 1:
+            self._blocks[:] = ["".join(self._blocks)]
+        return self._blocks[0] if self._blocks else ""
+
+    def __repr__(self) -> str:
+        return f"TextParts({str(self)!r})"

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
-from .common import as_dict, as_list, integer, json_text, num, require_dict, string
+from .common import TextParts, as_dict, as_list, integer, json_text, num, require_dict, string
 from .sse import SSEReader
 
 name = "generateContent"
@@ -76,7 +76,7 @@ def _error(resp: ParsedResponse, body: dict) -> bool:
     return True
 
 
-def _chunk(resp: ParsedResponse, body: dict, text: list[str], calls: list[dict]) -> None:
+def _chunk(resp: ParsedResponse, body: dict, text: list[str] | TextParts, calls: list[dict]) -> None:
     if _error(resp, body):
         return
     resp.response_model = string(body.get("modelVersion")) or resp.response_model
@@ -124,7 +124,7 @@ class StreamParser:
         self.sse = SSEReader()
         self.array = _ArrayReader()
         self.resp = ParsedResponse(complete=False)
-        self.text: list[str] = []
+        self.text = TextParts()
         self.calls: list[dict] = []
 
     def feed(self, data: bytes) -> None:
@@ -141,7 +141,7 @@ class StreamParser:
                 self.sse.errors += 1
 
     def result(self) -> ParsedResponse:
-        self.resp.output_text, self.resp.tool_calls = "".join(self.text), list(self.calls)
+        self.resp.output_text, self.resp.tool_calls = str(self.text), list(self.calls)
         return self.resp
 
 

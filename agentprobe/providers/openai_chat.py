@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
-from .common import as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string
+from .common import (
+    TextParts, as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string,
+)
 from .sse import DONE, NOT_JSON, SSEReader, json_payloads
 
 name = "chat.completions"
@@ -115,7 +117,7 @@ class StreamParser:
     def __init__(self) -> None:
         self.sse = SSEReader()
         self.resp = ParsedResponse(complete=False)
-        self.text: list[str] = []
+        self.text = TextParts()
         self.calls: dict[int, dict] = {}
 
     def feed(self, data: bytes) -> None:
@@ -159,15 +161,16 @@ class StreamParser:
     def _tool_deltas(self, tool_calls) -> None:
         for tc in as_list(tool_calls):
             tc = as_dict(tc)
-            slot = self.calls.setdefault(integer(tc.get("index")) or 0, {"id": None, "name": "", "arguments": ""})
+            slot = self.calls.setdefault(integer(tc.get("index")) or 0,
+                                         {"id": None, "name": "", "arguments": TextParts()})
             slot["id"] = string(tc.get("id")) or slot["id"]
             fn = as_dict(tc.get("function"))
             slot["name"] += string(fn.get("name")) or ""
-            slot["arguments"] += string(fn.get("arguments")) or ""
+            slot["arguments"].append(string(fn.get("arguments")) or "")
 
     def result(self) -> ParsedResponse:
-        self.resp.output_text = "".join(self.text)
-        self.resp.tool_calls = [self.calls[i] for i in sorted(self.calls)]
+        self.resp.output_text = str(self.text)
+        self.resp.tool_calls = [{**self.calls[i], "arguments": str(self.calls[i]["arguments"])} for i in sorted(self.calls)]
         return self.resp
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
-from .common import as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string
+from .common import (
+    TextParts, as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string,
+)
 from .openai_chat import error_fields
 from .sse import DONE, NOT_JSON, SSEReader, json_payloads
 
@@ -118,7 +120,7 @@ class StreamParser:
     def __init__(self) -> None:
         self.sse = SSEReader()
         self.resp = ParsedResponse(complete=False)
-        self.text: list[str] = []
+        self.text = TextParts()
         self.calls: dict[str, dict] = {}
         self.final = False
 
@@ -139,15 +141,15 @@ class StreamParser:
             item = as_dict(ev.get("item"))
             if item.get("type") == "function_call":
                 key = string(item.get("id")) or string(item.get("call_id")) or str(len(self.calls))
-                slot = self.calls.setdefault(key, {"id": None, "name": "", "arguments": ""})
+                slot = self.calls.setdefault(key, {"id": None, "name": "", "arguments": TextParts()})
                 slot["id"] = string(item.get("call_id")) or slot["id"]
                 slot["name"] = string(item.get("name")) or slot["name"]
                 if kind.endswith("done") and isinstance(item.get("arguments"), str):
-                    slot["arguments"] = item["arguments"]
+                    slot["arguments"] = TextParts(item["arguments"])
         elif kind == "response.function_call_arguments.delta":
             slot = self.calls.get(string(ev.get("item_id")) or "")
             if slot is not None:
-                slot["arguments"] += string(ev.get("delta")) or ""
+                slot["arguments"].append(string(ev.get("delta")) or "")
         elif kind in self.FINAL:
             self.final = True
             self.resp.complete = True
@@ -157,8 +159,8 @@ class StreamParser:
 
     def result(self) -> ParsedResponse:
         if not self.final:
-            self.resp.output_text = "".join(self.text)
-            self.resp.tool_calls = list(self.calls.values())
+            self.resp.output_text = str(self.text)
+            self.resp.tool_calls = [{**slot, "arguments": str(slot["arguments"])} for slot in self.calls.values()]
         return self.resp
 
 
