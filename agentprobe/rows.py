@@ -15,6 +15,7 @@ from . import redact, tokens
 from .capture import Capture
 from .clock import iso, new_id
 from .hashing import canonical_json, sha256_json, sha256_text
+from .lru import LRU
 from .providers import load_json, provider_for
 from .providers.base import ParsedRequest, ParsedResponse, ParseError
 
@@ -29,22 +30,28 @@ class Rows:
 
 
 @dataclass
-class _Seen:
-    call_id: str
-    failed: bool
+class _Failed:
     attempt: int
     original: str
     conversation_id: str | None
     turn: int | None
 
 
+# A retry follows its failed attempt within seconds and a follow-up turn follows the turn it extends,
+# so the writer needs only recent calls to link them. Bounded, so a proxy that records for days
+# holds the same memory on its millionth call as on its ten-thousandth.
+FAILED_REMEMBERED = 10_000
+TURNS_REMEMBERED = 10_000
+
+
 class RunTracker:
-    """Per-run memory of earlier calls, to link retries and conversation turns."""
+    """Per-run memory of recent calls, to link retries and conversation turns."""
 
     def __init__(self) -> None:
-        self.by_request: dict[str, _Seen] = {}
+        # request digest -> its latest attempt, while that attempt is a failure
+        self.failed: LRU[str, _Failed] = LRU(FAILED_REMEMBERED)
         # chained hash of a message-list prefix -> (conversation_id, turn)
-        self.by_prefix: dict[str, tuple[str, int]] = {}
+        self.by_prefix: LRU[str, tuple[str, int]] = LRU(TURNS_REMEMBERED)
 
     @staticmethod
     def chain(system: str | None, messages: list[dict]) -> list[str]:
@@ -57,8 +64,8 @@ class RunTracker:
 
     def link(self, call: dict, parsed: ParsedRequest | None, failed: bool) -> None:
         req = call["request_sha256"]
-        prev = self.by_request.get(req) if req else None
-        if prev and prev.failed:
+        prev = self.failed.get(req) if req else None
+        if prev is not None:
             call["attempt"] = prev.attempt + 1
             call["retry_of"] = prev.original
             call["conversation_id"] = prev.conversation_id
@@ -75,15 +82,17 @@ class RunTracker:
             call["conversation_id"] = conversation or new_id()
             call["turn"] = turn
             self.by_prefix.setdefault(chain[n], (call["conversation_id"], turn))
-        if req:
-            self.by_request[req] = _Seen(
-                call_id=call["id"],
-                failed=failed,
+        if not req:
+            return
+        if failed:
+            self.failed[req] = _Failed(
                 attempt=call["attempt"],
                 original=call.get("retry_of") or call["id"],
                 conversation_id=call.get("conversation_id"),
                 turn=call.get("turn"),
             )
+        else:  # the same request sent again later is a new call, not a retry
+            self.failed.pop(req)
 
 
 def request_digest(method: str, path: str, stored_body: bytes) -> str:
