@@ -40,11 +40,12 @@ class LRU(Generic[K, V]):
             entries.popitem(last=False)
 
     def setdefault(self, key: K, value: V) -> V:
-        found = self.get(key, None)
-        if found is None and key not in self._entries:
-            self[key] = value
-            return value
-        return found  # type: ignore[return-value]
+        entries = self._entries
+        if key in entries:
+            entries.move_to_end(key)
+            return entries[key]
+        self[key] = value
+        return value
 
     def pop(self, key: K, default: V | None = None) -> V | None:
         return self._entries.pop(key, default)

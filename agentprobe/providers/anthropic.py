@@ -6,7 +6,8 @@ from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
 from .common import (
-    TextParts, as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string,
+    TextParts, as_dict, as_list, finished_tool_calls, flag, integer, json_text, num, parts_text, require_dict,
+    string,
 )
 from .sse import DONE, NOT_JSON, SSEReader, json_payloads
 
@@ -158,8 +159,7 @@ class StreamParser:
 
     def result(self) -> ParsedResponse:
         self.resp.output_text = str(self.text)
-        self.resp.tool_calls = [{**self.blocks[i], "arguments": str(self.blocks[i]["arguments"])}
-                                for i in sorted(self.blocks)]
+        self.resp.tool_calls = finished_tool_calls(self.blocks[i] for i in sorted(self.blocks))
         return self.resp
 
 

@@ -132,3 +132,8 @@ class TextParts:
 
     def __repr__(self) -> str:
         return f"TextParts({str(self)!r})"
+
+
+def finished_tool_calls(slots) -> list[dict]:
+    """Streamed tool-call slots as ParsedResponse.tool_calls: arguments joined into one string."""
+    return [{**slot, "arguments": str(slot["arguments"])} for slot in slots]

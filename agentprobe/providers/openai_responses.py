@@ -6,7 +6,8 @@ from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
 from .common import (
-    TextParts, as_dict, as_list, flag, integer, json_text, num, parts_text, require_dict, string,
+    TextParts, as_dict, as_list, finished_tool_calls, flag, integer, json_text, num, parts_text, require_dict,
+    string,
 )
 from .openai_chat import error_fields
 from .sse import DONE, NOT_JSON, SSEReader, json_payloads
@@ -160,7 +161,7 @@ class StreamParser:
     def result(self) -> ParsedResponse:
         if not self.final:
             self.resp.output_text = str(self.text)
-            self.resp.tool_calls = [{**slot, "arguments": str(slot["arguments"])} for slot in self.calls.values()]
+            self.resp.tool_calls = finished_tool_calls(self.calls.values())
         return self.resp
 
 

@@ -65,7 +65,6 @@ class IndexedAddonManager(AddonManager):
         self._index = {}
 
     def register(self, addon):
-        self._changed()
         try:
             return super().register(addon)
         finally:

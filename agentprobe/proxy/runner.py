@@ -40,10 +40,10 @@ _active: "ProxyThread | None" = None
 # mitmproxy offers every hook of every flow to every addon, whether or not it implements it, and
 # that dispatch was ~40% of the proxy's CPU on small calls. These defaults only act on options,
 # commands or UIs that `record` never sets or offers (replay, maps, body and header rewriting,
-# saving flows, scripts, the browser, comments, history, the mitm.it onboarding site: `agentprobe ca`
-# hands out the CA instead), so they are not loaded. Every other
-# default, including any a newer mitmproxy adds, still is. AntiComp's absence also guarantees the
-# agent's own Accept-Encoding passes through untouched.
+# saving flows, scripts, the browser, comments, history, the mitm.it onboarding site: `agentprobe
+# ca` hands out the CA instead), so they are not loaded. Every other default, including any a newer
+# mitmproxy adds, still is. AntiComp's absence also guarantees the agent's own Accept-Encoding
+# passes through untouched.
 UNUSED_DEFAULT_ADDONS = frozenset({
     "AntiCache", "AntiComp", "Browser", "BlockList", "ClientPlayback", "CommandHistory", "Comment", "Cut",
     "Export", "MapLocal", "MapRemote", "ModifyBody", "ModifyHeaders", "Onboarding", "ProxyAuth", "Save", "SaveHar",
