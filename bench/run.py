@@ -425,13 +425,13 @@ class RowWatcher(threading.Thread):
 
 
 # Durability phases: (name, background connections, background scenario, counts toward the goal).
-# The last keeps both cores busy with 100 KB streams; the writer, at the lowest CPU priority,
-# yields to the agent's traffic there, so its lag is reported as the price of that choice.
+# The last keeps both cores busy with 100 KB streams: the writer yields the CPU to the agent's
+# traffic until a call has waited a quarter second, then takes its share back to catch up.
 DURABILITY_PHASES = (
     ("idle", 0, None, True),
     ("under load (c=16)", 16, Scenario("background"), True),
-    (SATURATED_PHASE := "under a CPU-saturating load (c=16, 100 KB streams)", 16,
-     Scenario("background sse 100KB", stream=True, response_kb=100), False),
+    ("under a CPU-saturating load (c=16, 100 KB streams)", 16,
+     Scenario("background sse 100KB", stream=True, response_kb=100), True),
 )
 
 
@@ -674,13 +674,11 @@ def goals(results: dict, mode: str) -> list[dict]:
         counted = [v for v in dur.values() if v.get("goal", True)]
         p99 = max((v["p99_ms"] or 0) for v in counted)
         missing = sum(v["missing"] for v in dur.values())
-        saturated = dur.get(SATURATED_PHASE)
-        goal(f"durability lag p99 <= {GOAL_DURABILITY_P99_S:g} s (idle, and 16 connections of small calls)",
+        worst = max((k for k, v in dur.items() if v.get("goal", True)), key=lambda k: dur[k]["p99_ms"] or 0)
+        goal(f"durability lag p99 <= {GOAL_DURABILITY_P99_S:g} s (idle, 16 connections of small calls, "
+             "16 of 100 KB streams)",
              p99 <= GOAL_DURABILITY_P99_S * 1000 and not missing,
-             f"worst p99 {p99:.1f} ms" + (f"; {missing} probe rows never appeared" if missing else "")
-             + (f"; with both cores saturated by 100 KB streams, p99 {saturated['p99_ms']:.0f} ms: the writer "
-                "yields the CPU to the agent's traffic and catches up when the load ends"
-                if saturated and saturated["p99_ms"] is not None else ""))
+             f"worst p99 {p99:.1f} ms ({worst})" + (f"; {missing} probe rows never appeared" if missing else ""))
     mem = results.get("memory")
     if mem:
         a, b = mem["growth_calls"]

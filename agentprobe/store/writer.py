@@ -1,6 +1,6 @@
-"""The one thread that writes to the database.
+"""The thread that writes to the database.
 
-Proxy hooks call `submit()`, which only appends to a queue; this thread turns
+Proxy hooks call `submit()`, which only appends to a queue; a worker thread turns
 captures into rows and commits them in batches. A completed call is committed
 within one batch interval; `close()` drains the queue before returning.
 """
@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import cpu_priority
 from .db import StoreError, connect
 
 log = logging.getLogger("agentprobe.writer")
@@ -30,6 +31,12 @@ _STOP = object()
 CHECKPOINT_IDLE_S = 0.25
 CHECKPOINT_BYTES = 8 * 1024 * 1024
 
+# A low-priority writer that has let a call wait this long gets normal priority until the
+# queue is this fresh again. The durability goal is 1 s at p99; the watcher looks every WATCH_S.
+BEHIND_S = 0.25
+CAUGHT_UP_S = 0.05
+WATCH_S = 0.05
+
 
 class Writer:
     def __init__(
@@ -43,6 +50,7 @@ class Writer:
         linger_s: float = 0.02,
         busy_timeout_ms: int = 5000,
         on_written: Callable[[list[dict]], None] | None = None,
+        yield_cpu: bool = False,
     ) -> None:
         self.path = path
         self.run = run
@@ -59,12 +67,22 @@ class Writer:
         self.last_error: str | None = None
         self._conn: sqlite3.Connection | None = None
         self._wal_bytes = 0  # written since the last checkpoint, roughly
-        self._thread = threading.Thread(target=self._loop, name="agentprobe-writer", daemon=True)
+        # Run the workers at the lowest CPU priority while they keep up (see _work).
+        self.yield_cpu = yield_cpu
+        self.boosts = 0  # times the writer fell BEHIND_S behind and took normal priority to catch up
+        self._worker: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._boosted = False
+        self._handing_over = False
+        self._handed_item: Any = None
+        self._handed_built: list = []
+        self._drained = threading.Event()
+        self._closing = threading.Event()
 
     # -- called from the proxy's event loop -------------------------------------------
     def submit(self, item: Any) -> None:
         try:
-            self.queue.put_nowait(item)
+            self.queue.put_nowait((time.monotonic(), item))
         except queue.Full:
             # Never block the agent's traffic on our backlog: drop and count.
             self._lost(1, "writer queue full")
@@ -79,8 +97,10 @@ class Writer:
             raise StoreError(f"cannot record into {self.path}: {e}") from None
         self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # this connection only; see _checkpoint
-        self._thread.start()
-
+        self._worker = self._spawn(None)
+        if self.yield_cpu and cpu_priority.PER_THREAD:
+            self._watcher = threading.Thread(target=self._watch, name="agentprobe-writer-watch", daemon=True)
+            self._watcher.start()
     def _insert_run(self) -> None:
         assert self._conn is not None
         self._conn.execute(
@@ -99,8 +119,7 @@ class Writer:
         )
 
     def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str) -> None:
-        self.queue.put(_STOP)
-        self._thread.join()
+        self._stop_workers()
         self._update_run(ended_at=ended_at, status=status, exit_code=exit_code)
         assert self._conn is not None
         try:
@@ -111,43 +130,119 @@ class Writer:
 
     def discard(self) -> None:
         """Undo start() when the proxy never came up: no traffic, so no run to keep."""
-        self.queue.put(_STOP)
-        self._thread.join()
+        self._stop_workers()
         assert self._conn is not None
         self._conn.execute("DELETE FROM runs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM calls WHERE run_id = ?)",
                            (self.run["id"], self.run["id"]))
         self._conn.close()
 
-    # -- the thread -------------------------------------------------------------------
-    def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            built: list = []
-            try:
-                item = self.queue.get(timeout=CHECKPOINT_IDLE_S) if self._wal_bytes else self.queue.get()
-            except queue.Empty:
-                self._checkpoint()
+    def _stop_workers(self) -> None:
+        self.queue.put((time.monotonic(), _STOP))
+        self._drained.wait()  # the watcher may still hand the rest to a faster worker meanwhile
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join()
+        self._worker.join()  # final: only the watcher replaces it
+
+    # -- the workers ------------------------------------------------------------------
+    # One worker thread at a time builds and commits, in queue order. With yield_cpu it runs at
+    # the lowest priority while it keeps up: measured on 2 cores at concurrency 1, its bursts at
+    # normal priority cost the agent's requests ~1.5 ms at p99. But a closed loop of agents can
+    # keep every core busy for minutes, and a writer that only gets idle time then falls behind
+    # without bound (rows 10-15 s late in the benchmark, and the queue's limit would drop
+    # calls). So once a call has waited BEHIND_S, the watcher starts a normal-priority worker
+    # that takes over (a lowered thread can never be raised again) and lowers itself once it
+    # has caught up.
+    def _spawn(self, predecessor: threading.Thread | None) -> threading.Thread:
+        worker = threading.Thread(target=self._work, args=(predecessor,), name="agentprobe-writer", daemon=True)
+        worker.start()
+        return worker
+
+    def _watch(self) -> None:
+        while not self._closing.wait(WATCH_S):
+            if self._boosted or self._drained.is_set():
                 continue
-            deadline = time.monotonic() + self.linger_s
-            while True:
-                if item is _STOP:
-                    stopping = True
-                    break
-                # Build each row as its call arrives and commit the batch at the end: building a
-                # whole batch at once is a CPU burst of milliseconds that the agent's processes,
-                # sharing the cores, feel in their tail latency.
-                self._build_into(built, item)
-                if len(built) >= self.max_batch:
-                    break
+            age = self._oldest_wait()
+            if age is not None and age > BEHIND_S:
+                self._boosted = True
+                self._handing_over = True
+                self.boosts += 1
+                self._worker = self._spawn(self._worker)
+
+    def _oldest_wait(self) -> float | None:
+        with self.queue.mutex:
+            head = self.queue.queue[0] if self.queue.queue else None
+        return None if head is None else time.monotonic() - head[0]
+
+    def _work(self, predecessor: threading.Thread | None) -> None:
+        try:
+            self._work_in_order(predecessor)
+        except Exception:
+            # Not a bad row (those are caught per row) but a writer bug: close() must not hang on it.
+            log.exception("the writer stopped")
+            self.last_error = "the writer stopped: see the log"
+            self._drained.set()
+
+    def _work_in_order(self, predecessor: threading.Thread | None) -> None:
+        if predecessor is not None:
+            predecessor.join()
+            self._handing_over = False
+            if self._drained.is_set():
+                return
+        elif self.yield_cpu:
+            if not cpu_priority.lower_this_thread():
+                cpu_priority.lower_this_process()
+        built, self._handed_built = self._handed_built, []
+        item, self._handed_item = self._handed_item, None
+        deadline = time.monotonic() + self.linger_s
+        while True:
+            if item is None:
                 left = deadline - time.monotonic()
+                if built and (left <= 0 or len(built) >= self.max_batch):
+                    # Commit a batch per linger interval even with a backlog: a row is readable
+                    # only once committed, and a 500-row batch takes the writer a while to build.
+                    self._commit_batch(built)
+                    built = []
+                    continue
                 try:
-                    item = self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait()
+                    if built:
+                        _, item = self.queue.get(timeout=left)
+                    elif self._wal_bytes:
+                        _, item = self.queue.get(timeout=CHECKPOINT_IDLE_S)
+                    else:
+                        _, item = self.queue.get()
                 except queue.Empty:
-                    break
-            if built:
-                self._commit(built)
-                if self._wal_bytes > CHECKPOINT_BYTES:
-                    self._checkpoint()
+                    if built:
+                        self._commit_batch(built)
+                        built = []
+                    else:
+                        self._checkpoint()
+                    continue
+            if item is _STOP:
+                if built:
+                    self._commit_batch(built)
+                self._drained.set()
+                return
+            if self._handing_over and threading.current_thread() is not self._worker:
+                self._handed_item, self._handed_built = item, built
+                return
+            if not built:
+                deadline = time.monotonic() + self.linger_s
+            # Build each row as its call arrives and commit the batch at the end: building a
+            # whole batch at once is a CPU burst of milliseconds that the agent's processes,
+            # sharing the cores, feel in their tail latency.
+            self._build_into(built, item)
+            item = None
+
+    def _commit_batch(self, built: list) -> None:
+        self._commit(built)
+        if self._wal_bytes > CHECKPOINT_BYTES:
+            self._checkpoint()
+        if self._boosted and threading.current_thread() is self._worker and not self._handing_over:
+            age = self._oldest_wait()
+            if age is None or age < CAUGHT_UP_S:
+                cpu_priority.lower_this_thread()
+                self._boosted = False
 
     def _build_into(self, built: list, item: Any) -> None:
         try:
@@ -216,7 +311,7 @@ class Writer:
         self.calls_lost += n
         self.last_error = why
         log.error("agentprobe lost %d call record(s): %s", n, why)
-        if threading.current_thread() is self._thread:
+        if threading.current_thread() is self._worker:
             self._update_run()
 
     def _update_run(self, **fields: Any) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..capture import from_wire, to_wire
+from . import cpu_priority
 from .db import StoreError
 from .pipe_feed import PipeFeed
 
@@ -39,7 +40,6 @@ START_TIMEOUT_S = 60
 FEED_LINGER_S = 0.005  # a few ms of calls per pickle and pipe write
 STATS_EVERY_S = 0.25
 PIPE_BYTES = 1024 * 1024
-WRITER_NICE = 19
 
 
 class WriterProcess:
@@ -64,6 +64,7 @@ class WriterProcess:
         self._feed: PipeFeed | None = None
         self.calls_written = 0
         self.calls_lost = 0  # what the child reports plus what never reached it
+        self.boosts = 0  # times the writer fell behind and took normal CPU priority to catch up
         self.last_error: str | None = None
         self._lost_here = 0
         self._closed = threading.Event()
@@ -146,6 +147,7 @@ class WriterProcess:
             while True:
                 kind, stats = self._recv.recv()
                 self.calls_written = stats["written"]
+                self.boosts = stats["boosts"]
                 self.last_error = stats["last_error"] or self.last_error
                 if kind == "closed":  # its count includes what was lost on this side
                     self.calls_lost = stats["lost"]
@@ -156,19 +158,6 @@ class WriterProcess:
             pass
         finally:
             self._closed.set()
-
-
-def _yield_cpu_to_the_agent() -> None:
-    """Run the writer at the lowest priority: when cores are short, the agent's traffic goes first.
-
-    Measured on 2 cores at concurrency 1, the writer's bursts otherwise cost the agent's
-    requests about 1.5 ms at p99; recording only needs idle time, since its backlog waits
-    safely in the pipe and the queue.
-    """
-    try:
-        os.nice(WRITER_NICE)
-    except (OSError, AttributeError):
-        pass
 
 
 def _widen(fd: int) -> None:
@@ -194,6 +183,11 @@ def _warm_tokenizer() -> None:
         pass
 
 
+def _in_background(work) -> None:
+    cpu_priority.lower_this_thread()
+    work()
+
+
 def child_entry() -> None:
     """`python -c ...` entry point: argv holds the two pipe ends; the settings come first down the pipe."""
     recv = Connection(int(sys.argv[1]), writable=False)
@@ -208,7 +202,6 @@ def child_entry() -> None:
 def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str | None, recv, send) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the writer stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _yield_cpu_to_the_agent()
     from ..rows import RowBuilder
     from .writer import Writer
 
@@ -217,8 +210,11 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
         from ..otlp import LiveExporter
 
         exporter = LiveExporter(otlp_endpoint)
+        cpu_priority.lower_thread(exporter._thread.native_id)
+    # This thread only reads the pipe and queues each call with the time it arrived, at normal
+    # priority, so the writer can tell how far behind it is; the writer's own threads yield.
     writer = Writer(Path(path), run, RowBuilder(run["id"]).build, busy_timeout_ms=busy_timeout_ms,
-                    on_written=exporter.submit if exporter else None)
+                    on_written=exporter.submit if exporter else None, yield_cpu=True)
     try:
         writer.start()
     except StoreError as e:
@@ -228,10 +224,12 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
         send.send(("error", f"cannot record into {path}: {type(e).__name__}: {e}"))
         return
     send.send(("started", None))
-    threading.Thread(target=_warm_tokenizer, name="agentprobe-tokenizer-warmup", daemon=True).start()
+    threading.Thread(target=_in_background, args=(_warm_tokenizer,), name="agentprobe-tokenizer-warmup",
+                     daemon=True).start()
 
     def stats() -> dict:
-        return {"written": writer.calls_written, "lost": writer.calls_lost, "last_error": writer.last_error}
+        return {"written": writer.calls_written, "lost": writer.calls_lost, "last_error": writer.last_error,
+                "boosts": writer.boosts}
 
     last, last_sent = None, 0.0
     final = ("close", {"status": "interrupted", "exit_code": None, "ended_at": None, "lost_before": 0})
