@@ -38,6 +38,16 @@ def staggered_calls(client, delays, label: str, **create) -> None:
         t.join()
 
 
+def wait_until(predicate, timeout: float = 20) -> bool:
+    """Poll until predicate() is true; False after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 class Recorded:
     """A started Recording plus what a test needs to talk through it and read it back."""
 

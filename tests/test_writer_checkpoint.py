@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 from agentprobe.rows import Rows
 from agentprobe.store import writer as writer_mod
 from agentprobe.store.writer import Writer
+
+from proxy_fixtures import wait_until
 
 BODY = "x" * (256 * 1024)
 
@@ -27,13 +28,6 @@ def _writer(path: Path) -> Writer:
     return w
 
 
-def _wait(predicate, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def _rows_readable(path: Path) -> int:
@@ -48,9 +42,9 @@ def test_a_pause_moves_the_wal_into_the_database(tmp_path, monkeypatch):
     try:
         for i in range(8):  # 2 MB: under SQLite's own 1,000-page automatic checkpoint
             w.submit(i)
-        assert _wait(lambda: _rows_readable(db) == 8)
+        assert wait_until(lambda: _rows_readable(db) == 8)
         assert os.path.getsize(db) < 1024 * 1024  # committed to the WAL, not yet checkpointed
-        assert _wait(lambda: os.path.getsize(db) > 2 * 1024 * 1024, timeout=5)
+        assert wait_until(lambda: os.path.getsize(db) > 2 * 1024 * 1024, timeout=5)
     finally:
         w.close(ended_at="2026-11-25T00:00:01Z")
 
@@ -63,7 +57,7 @@ def test_a_large_wal_is_checkpointed_without_a_pause(tmp_path, monkeypatch):
     try:
         for i in range(8):
             w.submit(i)
-        assert _wait(lambda: _rows_readable(db) == 8)
-        assert _wait(lambda: os.path.getsize(db) > 1024 * 1024, timeout=5)
+        assert wait_until(lambda: _rows_readable(db) == 8)
+        assert wait_until(lambda: os.path.getsize(db) > 1024 * 1024, timeout=5)
     finally:
         w.close(ended_at="2026-11-25T00:00:01Z")

@@ -19,7 +19,7 @@ from agentprobe.store import cpu_priority
 from agentprobe.store import writer as writer_mod
 from agentprobe.store.writer import Writer
 
-from proxy_fixtures import Recorded
+from proxy_fixtures import Recorded, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
 
@@ -39,13 +39,6 @@ class SlowBuild:
         return Rows(call={"id": f"call-{i}", "run_id": RUN["id"], "seq": i})
 
 
-def _wait(predicate, timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def _written_seqs(db: Path) -> list[int]:
@@ -62,10 +55,10 @@ def test_a_backlog_is_built_at_normal_priority_in_order_then_the_writer_yields_a
     try:
         for i in range(40):  # 0.8 s of building: the queue's head waits past BEHIND_S
             w.submit(i)
-        assert _wait(lambda: len(build.built) == 40)
+        assert wait_until(lambda: len(build.built) == 40)
         time.sleep(0.2)
         w.submit(40)  # after the catch-up
-        assert _wait(lambda: len(build.built) == 41)
+        assert wait_until(lambda: len(build.built) == 41)
     finally:
         w.close(ended_at="2026-12-01T00:00:01Z")
     assert [i for i, _ in build.built] == list(range(41))
@@ -84,7 +77,7 @@ def test_without_yield_cpu_the_writer_keeps_its_priority(tmp_path):
     try:
         for i in range(30):
             w.submit(i)
-        assert _wait(lambda: len(build.built) == 30)
+        assert wait_until(lambda: len(build.built) == 30)
     finally:
         w.close(ended_at="2026-12-01T00:00:01Z")
     assert w.boosts == 0
@@ -100,7 +93,7 @@ def test_a_backlog_becomes_readable_a_batch_at_a_time(tmp_path, monkeypatch):
     try:
         for i in range(200):
             w.submit(i)
-        assert _wait(lambda: _written_seqs(db))
+        assert wait_until(lambda: _written_seqs(db))
         # Committed after about one linger interval of building, not after 200 rows (one second).
         assert len(build.built) < 50
     finally:
@@ -153,7 +146,7 @@ def test_through_the_proxy_a_stalled_writer_catches_up_at_normal_priority(tmp_pa
         client = rec.openai(fake_provider_tls)
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "warm up"}])
         writer = rec.recording.writer
-        assert _wait(lambda: writer.calls_written == 1)
+        assert wait_until(lambda: writer.calls_written == 1)
         child = writer._proc.pid
         nice = _nice_by_thread(child)
         assert nice[child] == 0  # the pipe reader keeps normal priority, to time the queue
@@ -168,8 +161,8 @@ def test_through_the_proxy_a_stalled_writer_catches_up_at_normal_priority(tmp_pa
         time.sleep(max(0.0, 0.8 - agent_s))
         blocker.rollback()
         blocker.close()
-        assert _wait(lambda: writer.calls_written == 9)
-        assert _wait(lambda: writer.boosts >= 1)
+        assert wait_until(lambda: writer.calls_written == 9)
+        assert wait_until(lambda: writer.boosts >= 1)
         assert agent_s < 5  # the agent never waited for the locked database
     finally:
         rec.stop()
