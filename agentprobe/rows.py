@@ -18,6 +18,7 @@ from .hashing import canonical_json, sha256_json, sha256_text
 from .lru import LRU
 from .providers import load_json, provider_for
 from .providers.base import ParsedRequest, ParsedResponse, ParseError
+from .providers.common import feed_in_pieces
 
 STORED_BODY_LIMIT = 2 * 1024 * 1024
 
@@ -301,7 +302,7 @@ class RowBuilder:
                 return cap.stream_result
             try:
                 parser = cap.dialect.stream_parser()
-                parser.feed(cap.response_body or b"")
+                feed_in_pieces(parser, cap.response_body or b"")
                 return parser.result()
             except Exception as e:  # a parser bug must not lose the call
                 errors.append(f"response stream: {type(e).__name__}: {e}")

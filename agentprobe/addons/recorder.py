@@ -18,6 +18,7 @@ from mitmproxy import ctx, http
 from ..capture import Capture
 from ..decoders import decoder_for
 from ..providers import detect
+from ..providers.common import feed_in_pieces
 
 log = logging.getLogger("agentprobe.recorder")
 
@@ -68,7 +69,7 @@ class StreamTee:
             self.parser.feed(data)
         elif self.parser_factory is not None and len(data) > room:
             self.parser = self.parser_factory()
-            self.parser.feed(bytes(self.kept))
+            feed_in_pieces(self.parser, self.kept)
             self.parser.feed(data)
         if room > 0:
             self.kept += data[:room]

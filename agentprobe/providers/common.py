@@ -134,6 +134,20 @@ class TextParts:
         return f"TextParts({str(self)!r})"
 
 
+FEED_PIECE = 64 * 1024
+
+
+def feed_in_pieces(parser, data: bytes | bytearray) -> None:
+    """Feed a whole kept body a piece at a time, as it arrived.
+
+    In one feed, a 2 MB stream body becomes a 2 MB string, its lines and events at once: a
+    transient peak of several times the body in the proxy, or in the writer, for nothing.
+    """
+    view = memoryview(data)
+    for start in range(0, len(view), FEED_PIECE):
+        parser.feed(bytes(view[start:start + FEED_PIECE]))
+
+
 def finished_tool_calls(slots) -> list[dict]:
     """Streamed tool-call slots as ParsedResponse.tool_calls: arguments joined into one string."""
     return [{**slot, "arguments": str(slot["arguments"])} for slot in slots]
