@@ -7,6 +7,7 @@ finished, and a follow-up turn only after the turn it extends.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -191,6 +192,21 @@ def _error_type(cap: Capture, resp: ParsedResponse | None) -> str | None:
     return None
 
 
+def _scrubbed(r: ParsedResponse, secrets: list[str]) -> ParsedResponse:
+    """The parsed answer under the same redaction as the stored response body.
+
+    A model repeats what it was shown: a key pasted into the prompt (scrubbed there) can come
+    back in its text or in a tool call's arguments.
+    """
+    return dataclasses.replace(
+        r,
+        output_text=redact.scrub_text(r.output_text, secrets) if r.output_text else r.output_text,
+        tool_calls=[{**tc, "arguments": redact.scrub_text(tc["arguments"], secrets)}
+                    if isinstance(tc.get("arguments"), str) else tc for tc in r.tool_calls],
+        error_message=redact.scrub_text(r.error_message, secrets) if r.error_message else r.error_message,
+    )
+
+
 class RowBuilder:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
@@ -282,7 +298,7 @@ class RowBuilder:
             call["provider"] = provider_for(cap.host, cap.dialect)
             call["api"] = getattr(cap.dialect, "name", None)
         if resp is not None:
-            self._response_fields(call, rows, resp)
+            self._response_fields(call, rows, _scrubbed(resp, secrets))
         call["error_type"] = _error_type(cap, resp)
         if call["error_type"] is None and cap.status and cap.status < 300 and not cap.response_body and not cap.error:
             call["error_type"] = "empty_response"  # the agent got a success status and nothing to read

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import textwrap
+import time
+from pathlib import Path
 
-from proxy_fixtures import run_cli
+from agentprobe.capture import Capture
+from agentprobe.providers import detect
+from agentprobe.redact import REDACTED
+from agentprobe.rows import RowBuilder
+
+from proxy_fixtures import Recorded, run_cli
 from test_otlp import Receiver
 
 SECRETS = {
@@ -77,3 +85,52 @@ def test_planted_keys_never_leave_through_any_output(tmp_path, tls_ca_bundle, fa
     for name, text in outputs.items():
         for kind, secret in SECRETS.items():
             assert secret not in text, f"the {kind} key leaked into {name}"
+
+
+ECHOED = "sk-proj-ECHOEDbyTheModel0123456789abcdef"
+
+
+def test_a_key_the_model_repeats_is_scrubbed_from_its_answer(tmp_path, tls_ca_bundle, fake_provider_tls):
+    """The fake model starts its answer with the prompt's first words: here, a pasted key."""
+    rec = Recorded(tmp_path, Path(tls_ca_bundle))
+    try:
+        client = rec.openai(fake_provider_tls)
+        said = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"{ECHOED} is in my .env file"}])
+        assert ECHOED in said.choices[0].message.content  # the agent still gets the answer as sent
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": f"{ECHOED} again"}])
+        assert ECHOED in "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    finally:
+        rec.stop()
+    calls = rec.calls()
+    assert len(calls) == 2 and all(c["output_sha256"] for c in calls)
+    outputs = [r["text"] for r in rec.db().query("SELECT text FROM prompts WHERE kind = 'output'")]
+    assert len(outputs) == 2 and all("[REDACTED] " in text for text in outputs)
+    for path in tmp_path.glob("agentprobe.db*"):
+        assert ECHOED.encode() not in path.read_bytes(), f"the echoed key leaked into {path.name}"
+
+
+def test_keys_in_answers_and_tool_arguments_are_scrubbed_like_the_body():
+    answer = {"id": "chatcmpl-1", "model": "gpt-4o-mini", "choices": [{"index": 0, "finish_reason": "tool_calls",
+              "message": {"role": "assistant", "content": f"Found {ECHOED}.", "tool_calls": [
+                  {"id": "t1", "type": "function",
+                   "function": {"name": "deploy", "arguments": json.dumps({"token": ECHOED, "env": "prod"})}}]}}],
+              "usage": {"prompt_tokens": 9, "completion_tokens": 9}}
+    error = {"error": {"type": "invalid_request_error", "message": f"Incorrect API key provided: {ECHOED}"}}
+    for status, body in ((200, answer), (401, error)):
+        request = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "go"}]}).encode()
+        t = time.time()
+        cap = Capture(seq=1, completion_seq=1, started_at=t, ended_at=t, method="POST", scheme="https",
+                      host="api.openai.com", port=443, path="/v1/chat/completions",
+                      request_headers=[("content-type", "application/json")], request_body=request,
+                      dialect=detect("POST", "api.openai.com", "/v1/chat/completions", request), first_byte_at=t,
+                      status=status, response_headers=[("content-type", "application/json")],
+                      response_body=json.dumps(body).encode())
+        rows = RowBuilder("run-1").build(cap)
+        stored = json.dumps([rows.call, rows.bodies, rows.prompts], default=str)
+        assert ECHOED not in stored
+        assert REDACTED in stored
+    assert json.loads(json.loads(RowBuilder("run-1").build(
+        dataclasses.replace(cap, status=200, response_body=json.dumps(answer).encode())).call["tool_calls"])[0][
+        "arguments"]) == {"token": REDACTED, "env": "prod"}
