@@ -14,6 +14,15 @@ def test_counts_offline_and_names_the_encoding():
     assert n == 10 and label == "cl100k_base"
 
 
+def test_special_token_text_in_a_prompt_counts_as_plain_text():
+    text = "Stop at <|endoftext|> or <|fim_prefix|>, the docs say."
+    enc, _ = tokens.encoding_for("gpt-4")
+    expected = len(enc.encode(text, disallowed_special=()))
+    assert expected > len(enc.encode(text, allowed_special="all"))  # as text, not one special token each
+    assert tokens.count(text, "gpt-4")[0] == expected
+    assert tokens.count_parts([text, "and more"], "gpt-4")[0] == expected + 1 + len(enc.encode("and more"))
+
+
 def test_other_families_are_labelled_estimates():
     _, label = tokens.count("hello", "claude-sonnet-4-5")
     assert label.startswith("cl100k_base~")
