@@ -164,8 +164,10 @@ class Writer:
                 continue
             age = self._oldest_wait()
             if age is not None and age > BEHIND_S:
-                self._boosted = True
+                # In this order: a worker that saw _boosted without _handing_over would take
+                # itself for the caught-up booster and clear _boosted, leaving the new one unlowered.
                 self._handing_over = True
+                self._boosted = True
                 self.boosts += 1
                 self._worker = self._spawn(self._worker)
 
