@@ -101,6 +101,7 @@ class Writer:
         if self.yield_cpu and cpu_priority.PER_THREAD:
             self._watcher = threading.Thread(target=self._watch, name="agentprobe-writer-watch", daemon=True)
             self._watcher.start()
+
     def _insert_run(self) -> None:
         assert self._conn is not None
         self._conn.execute(
