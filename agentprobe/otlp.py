@@ -153,9 +153,10 @@ def post(endpoint: str, spans: list[dict], timeout: float = 10) -> None:
 class LiveExporter:
     """Sends spans as calls are written, from its own thread: a slow collector never slows the writer."""
 
-    def __init__(self, endpoint: str, batch: int = 256) -> None:
+    def __init__(self, endpoint: str, batch: int = 256, *, yield_cpu: bool = False) -> None:
         self.endpoint = endpoint
         self.batch = batch
+        self.yield_cpu = yield_cpu  # in the writer process: export only with CPU the agent leaves idle
         self.queue: queue.Queue = queue.Queue(maxsize=100_000)
         self.sent = 0
         self.failed = 0
@@ -174,6 +175,10 @@ class LiveExporter:
         self._thread.join(timeout)
 
     def _loop(self) -> None:
+        if self.yield_cpu:
+            from .store import cpu_priority
+
+            cpu_priority.lower_this_thread()
         done = False
         while not done:
             item = self.queue.get()

@@ -75,15 +75,18 @@ def encoding_for(model: str | None) -> tuple[object | None, str]:
     return enc, f"cl100k_base~{wanted or 'unknown'}"
 
 
+def _tokens_in(text: str, enc) -> int:
+    if enc is None:
+        return (len(text) + 3) // 4
+    # encode_ordinary: special tokens such as <|endoftext|> in a prompt are plain text to the
+    # provider too, and skipping the special-token search saves 5-15%.
+    return len(enc.encode_ordinary(text))
+
+
 def count(text: str, model: str | None = None) -> tuple[int, str]:
     enc, label = encoding_for(model)
-    if enc is None:
-        return (len(text) + 3) // 4, label
-    return len(enc.encode_ordinary(text)), label
+    return _tokens_in(text, enc), label
 
-
-# Text is counted with encode_ordinary: special tokens such as <|endoftext|> in a prompt are
-# plain text to the provider too, and skipping the special-token search saves 5-15%.
 
 # Keyed by one hash of (tokenizer, text): a tuple key cost three objects per entry. A collision
 # among 20,000 64-bit hashes (odds ~1e-11) would only misstate one estimated count.
@@ -104,7 +107,7 @@ def count_parts(parts: list[str], model: str | None = None) -> tuple[int, str]:
         key = hash((label, part))
         n = _PART_CACHE.get(key)
         if n is None:
-            n = (len(part) + 3) // 4 if enc is None else len(enc.encode_ordinary(part))
+            n = _tokens_in(part, enc)
             _PART_CACHE[key] = n
         total += n
     return total, label

@@ -25,3 +25,29 @@ class ThreadedTCPServer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class RawServer(ThreadedTCPServer):
+    """A one-shot-per-connection TCP server that writes exactly the bytes a test scripts.
+
+    `requests` keeps every request it read, head and body.
+    """
+
+    def __init__(self, respond) -> None:
+        self.respond = respond
+        self.requests: list[bytes] = []
+        super().__init__()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length")), 0)
+            while len(body) < length:
+                body += conn.recv(65536)
+            self.requests.append(head + b"\r\n\r\n" + body)
+            self.respond(conn)

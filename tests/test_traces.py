@@ -87,7 +87,8 @@ def test_har_export_is_har_1_2_and_imports_back_with_the_same_calls(run_db, tmp_
         f"SELECT {cols} FROM calls WHERE run_id = ? ORDER BY seq", [new_id]).fetchall()
     assert imported == original
     # And the runs compare as identical.
-    assert run_cli("diff", str(tmp_path / "run.har"), run_id, "--db", str(db)).returncode == 0
+    compared = run_cli("diff", str(tmp_path / "run.har"), run_id, "--db", str(db))
+    assert compared.returncode == 0, compared.stdout
 
 
 def test_no_key_reaches_an_export(run_db, tmp_path):

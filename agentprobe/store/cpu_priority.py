@@ -18,14 +18,10 @@ PER_THREAD = sys.platform.startswith("linux")
 
 def lower_this_thread() -> bool:
     """Run the calling thread at the lowest priority; False if the platform would not."""
-    return lower_thread(threading.get_native_id())
-
-
-def lower_thread(native_id: int | None) -> bool:
-    if not PER_THREAD or native_id is None:
+    if not PER_THREAD:
         return False
     try:
-        os.setpriority(os.PRIO_PROCESS, native_id, LOW_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOW_NICE)
         return True
     except (OSError, AttributeError):
         return False

@@ -209,8 +209,7 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
     if otlp_endpoint:
         from ..otlp import LiveExporter
 
-        exporter = LiveExporter(otlp_endpoint)
-        cpu_priority.lower_thread(exporter._thread.native_id)
+        exporter = LiveExporter(otlp_endpoint, yield_cpu=True)
     # This thread only reads the pipe and queues each call with the time it arrived, at normal
     # priority, so the writer can tell how far behind it is; the writer's own threads yield.
     writer = Writer(Path(path), run, RowBuilder(run["id"]).build, busy_timeout_ms=busy_timeout_ms,
