@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import time
+from asyncio import selector_events
+from pathlib import Path
+
 import h11
 import pytest
 from h11._readers import ChunkedReader
@@ -9,10 +14,12 @@ from h11._receivebuffer import ReceiveBuffer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mitmproxy.connection import Server
-from mitmproxy.proxy import commands, server
+from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import _http1
 
 from agentprobe.proxy import coalesce
+from proxy_fixtures import Recorded
+from tcp_server import RawServer
 
 A = Server(address=("a.example", 443))
 B = Server(address=("b.example", 443))
@@ -42,6 +49,16 @@ def test_order_is_kept_across_peers_and_other_commands():
     assert _shape(out) == [("SendData", A, b"a1a2"), ("SendData", B, b"b1"), ("SendData", A, b"a3"),
                            ("CloseConnection", A, None), ("SendData", A, b"a4")]
     assert out[3] is close
+
+
+def test_a_log_line_does_not_split_the_writes_around_it():
+    # mitmproxy logs between a streamed response's head and its first chunk.
+    note = commands.Log("Streaming response from a.example.")
+    out = list(coalesce.coalesce_sends(iter([
+        commands.SendData(A, b"HTTP/1.1 200 OK\r\n\r\n"), note, commands.SendData(A, b"data: 1\n\n"),
+    ])))
+    assert _shape(out) == [("Log", None, None), ("SendData", A, b"HTTP/1.1 200 OK\r\n\r\ndata: 1\n\n")]
+    assert out[0] is note
 
 
 def test_datagrams_are_never_merged():
@@ -114,6 +131,50 @@ def test_joined_reader_yields_the_same_body_as_h11(pieces, reads):
 def test_install_takes_effect_on_this_mitmproxy():
     # A mitmproxy upgrade that renames these internals must fail here, not silently slow streams down.
     coalesce.install()
-    assert isinstance(server.ConnectionHandler.__dict__.get("layer"), property)
     assert isinstance(_http1.make_body_reader(None), coalesce._JoiningChunkedReader)
     assert not isinstance(_http1.make_body_reader(10), coalesce._JoiningChunkedReader)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _event(text: str) -> bytes:
+    delta = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return b"data: " + json.dumps(delta).encode() + b"\n\n"
+
+
+def test_through_the_proxy_the_first_event_leaves_with_the_response_head(tmp_path, tls_ca_bundle, monkeypatch):
+    # The provider sends its head and first event in one write, the rest later: the agent must get
+    # that first event in the proxy's first write to it, not in a second one after a log line.
+    first = _event("Hello")
+
+    def respond(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                     b"transfer-encoding: chunked\r\n\r\n" + _chunk(first))
+        time.sleep(0.3)
+        conn.sendall(_chunk(_event(" world")) + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+
+    provider = RawServer(respond)
+    writes: list[tuple[int, bytes]] = []
+    original = selector_events._SelectorSocketTransport.write
+
+    def recording_write(transport, data):
+        writes.append((transport.get_extra_info("peername")[1], bytes(data)))
+        return original(transport, data)
+
+    monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", recording_write)
+    rec = Recorded(tmp_path, Path(tls_ca_bundle))
+    try:
+        stream = rec.openai(provider, max_retries=0).chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream) == "Hello world"
+        to_agent = [data for port, data in writes if port != provider.port]
+        assert to_agent[0].startswith(b"HTTP/1.1 200")
+        assert first in to_agent[0]
+        (call,) = rec.calls()
+        assert call["status"] == 200 and call["stream"] == 1 and call["stream_complete"] == 1
+    finally:
+        rec.stop()
+        provider.close()

@@ -151,3 +151,26 @@ def test_no_update_event_is_built_when_nobody_listens(monkeypatch):
         manager.add(Logged("listener", calls, ("update",)))
         _run(manager, tflow.tflow(), HttpRequestHook)
     assert len(built) == 1 and calls[-1] == ("listener", "update")
+
+
+def test_begin_lifecycle_finishes_sync_handlers_on_the_spot():
+    calls: list = []
+    with taddons.context(loadcore=False) as ctx:
+        manager = IndexedAddonManager.adopt(ctx.master.addons)
+        manager.add(Logged("a", calls, ("request", "update")), Logged("b", calls, ("request",)))
+        assert manager.begin_lifecycle(HttpRequestHook(tflow.tflow())) is None
+    assert calls == [("a", "request"), ("b", "request"), ("a", "update")]
+
+
+def test_begin_lifecycle_hands_back_what_must_wait_and_runs_nothing_twice():
+    calls: list = []
+    with taddons.context(loadcore=False) as ctx:
+        manager = IndexedAddonManager.adopt(ctx.master.addons)
+        manager.add(Logged("a", calls, ("request",)), AsyncRequest(calls), Logged("b", calls, ("request", "update")))
+        hook = HttpRequestHook(tflow.tflow())
+        rest = manager.begin_lifecycle(hook)
+        assert rest is not None and calls == [("a", "request")]
+        # What inline_hooks does when it cannot finish: the hook's task then only awaits the rest.
+        manager.mark_begun(hook, rest)
+        ctx.master.event_loop.run_until_complete(manager.handle_lifecycle(hook))
+    assert calls == [("a", "request"), ("async", "request"), ("b", "request"), ("b", "update")]

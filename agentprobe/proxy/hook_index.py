@@ -20,11 +20,15 @@ from __future__ import annotations
 import inspect
 import logging
 import types
+from collections.abc import Awaitable, Coroutine
 
 from mitmproxy import exceptions, flow, hooks
 from mitmproxy.addonmanager import AddonManager, safecall, traverse
 
 log = logging.getLogger("agentprobe.proxy")
+
+_BEGUN = "_agentprobe_begun"  # on a hook whose handlers already ran: what is left to await, or None
+_NOT_BEGUN = object()
 
 
 class IndexedAddonManager(AddonManager):
@@ -88,23 +92,56 @@ class IndexedAddonManager(AddonManager):
         finally:
             self._changed()
 
-    async def trigger_event(self, event: hooks.Hook) -> None:
-        funcs = self.handlers(event.name)
-        if not funcs:
-            return
-        args = event.args()
-        for func in funcs:
+    def _call(self, funcs: tuple, args: tuple) -> Coroutine | None:
+        """Call handlers in order until one returns an awaitable; then return a coroutine for the rest."""
+        for i, func in enumerate(funcs):
             try:
                 with safecall():
                     res = func(*args)
                     if res is not None and inspect.isawaitable(res):
-                        await res
+                        return self._await_then_call(res, funcs[i + 1:], args)
             except exceptions.AddonHalt:
-                return
+                return None
+        return None
+
+    async def _await_then_call(self, res: Awaitable, funcs: tuple, args: tuple) -> None:
+        try:
+            with safecall():
+                await res
+        except exceptions.AddonHalt:
+            return
+        rest = self._call(funcs, args)
+        if rest is not None:
+            await rest
+
+    async def trigger_event(self, event: hooks.Hook) -> None:
+        funcs = self.handlers(event.name)
+        if funcs:
+            rest = self._call(funcs, event.args())
+            if rest is not None:
+                await rest
+
+    def begin_lifecycle(self, event: hooks.Hook) -> Coroutine | None:
+        """handle_lifecycle as far as it goes without waiting: None when it is done, else the rest."""
+        args = event.args()
+        message = args[0] if args else None
+        update = self.handlers("update") if isinstance(message, flow.Flow) else ()
+        rest = self._call(self.handlers(event.name), args)
+        if rest is None:
+            return self._call(update, hooks.UpdateHook([message]).args()) if update else None
+        return self._then_update(rest, message) if update else rest
+
+    async def _then_update(self, rest: Coroutine, message: flow.Flow) -> None:
+        await rest
+        await self.trigger_event(hooks.UpdateHook([message]))
+
+    @staticmethod
+    def mark_begun(event: hooks.Hook, rest: Coroutine | None) -> None:
+        """The handlers of `event` already ran (see inline_hooks): its task only awaits `rest`."""
+        event.__dict__[_BEGUN] = rest
 
     async def handle_lifecycle(self, event: hooks.Hook) -> None:
-        await self.trigger_event(event)
-        if self.handlers("update"):
-            message = event.args()[0]
-            if isinstance(message, flow.Flow):
-                await self.trigger_event(hooks.UpdateHook([message]))
+        begun = event.__dict__.pop(_BEGUN, _NOT_BEGUN)
+        rest = self.begin_lifecycle(event) if begun is _NOT_BEGUN else begun
+        if rest is not None:
+            await rest

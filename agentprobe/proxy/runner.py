@@ -111,10 +111,11 @@ class ProxyThread:
         from mitmproxy.addons import default_addons
         from mitmproxy.master import Master
 
-        from agentprobe.proxy import coalesce, debug_typecheck
+        from agentprobe.proxy import coalesce, debug_typecheck, root_layer
         from agentprobe.proxy.hook_index import IndexedAddonManager
 
         coalesce.install()
+        root_layer.install()
         debug_typecheck.install()
         asyncio.get_running_loop().set_exception_handler(_quiet_cancellation)
         cfg = self.config

@@ -1,0 +1,50 @@
+"""Finish a hook inside the event that raised it, when nothing in it has to wait.
+
+A layer that raises a blocking hook (requestheaders, request, responseheaders,
+response, ...) pauses until mitmproxy hands it HookCompleted. mitmproxy starts
+each hook as an eager task, so the addons' handlers already run on the spot;
+the task then queues HookCompleted behind the lock of the event still being
+handled, and the layer resumes one or more turns of the event loop later. Three
+such round trips stand between an agent's request and its first token.
+
+Here the handlers run at the same point, in the same order, through the same
+error isolation (IndexedAddonManager.begin_lifecycle). When every handler
+returned without an awaitable and the flow is not intercepted, HookCompleted is
+handed to the root layer right after the current event's commands, the order
+the lock would have given it. Anything that must wait (an async handler, an
+intercepted flow) takes mitmproxy's own path: the hook is passed on, marked so
+that its handlers are not run twice, and its task awaits the rest.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from mitmproxy import flow
+from mitmproxy.proxy import commands, events
+
+from .coalesce import coalesce_sends
+from .hook_index import IndexedAddonManager
+
+
+def _finished_now(hooks: IndexedAddonManager, hook: commands.StartHook) -> bool:
+    rest = hooks.begin_lifecycle(hook)
+    data = hook.args()[0]
+    if rest is None and not (isinstance(data, flow.Flow) and data.intercepted):
+        return True
+    hooks.mark_begun(hook, rest)
+    return False
+
+
+def handle_event(layer, hooks: IndexedAddonManager, event: events.Event) -> Iterator[commands.Command]:
+    """The root layer's commands for `event` and for every hook it finishes on the way."""
+    pending = deque([event])
+    while pending:
+        # Each event's writes are merged and flushed before the next event's handlers run.
+        for cmd in coalesce_sends(layer.handle_event(pending.popleft())):
+            if isinstance(cmd, commands.StartHook) and _finished_now(hooks, cmd):
+                if cmd.blocking:
+                    pending.append(events.HookCompleted(cmd))
+                continue
+            yield cmd
