@@ -150,3 +150,28 @@ def test_a_malformed_har_is_one_line_and_creates_no_database(tmp_path):
     out = cli("import", str(bad), db=tmp_path / "new.db")
     assert out.returncode == 2 and "HAR entry 0" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "new.db").exists()
+
+
+def test_a_har_round_trip_keeps_a_stream_the_agent_abandoned(tmp_path, tls_ca_bundle, fake_provider_tls):
+    import openai
+
+    rec = Recorded(tmp_path, Path(tls_ca_bundle))
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "long"}]}
+    with rec.http_client(openai) as client:
+        with client.stream("POST", f"{fake_provider_tls.url}/v1/chat/completions", json=body,
+                           headers={"x-fake": "words=200; chunk_delay=0.02"}) as r:
+            for _ in r.iter_raw():
+                break  # the agent gives up after the first chunk
+    rec.stop()
+    db, run_id = rec.db_path, rec.recording.run_id
+    assert cli("export", run_id, "--format", "har", "-o", str(tmp_path / "cut.har"), db=db).returncode == 0
+    out = cli("import", str(tmp_path / "cut.har"), db=tmp_path / "h.db")
+    assert out.returncode == 0, out.stderr
+    cols = "status, error_type, stream_complete, request_sha256"
+    original = sqlite3.connect(db).execute(f"SELECT {cols} FROM calls").fetchall()
+    imported = sqlite3.connect(tmp_path / "h.db").execute(
+        f"SELECT {cols} FROM calls WHERE run_id = ?", [out.stdout.strip()]).fetchall()
+    assert original[0][0] == 200 and original[0][1] in ("client_disconnected", "stream_cut")
+    assert imported == original
+    compared = run_cli("diff", str(tmp_path / "cut.har"), run_id, "--db", str(db))
+    assert compared.returncode == 0, compared.stdout

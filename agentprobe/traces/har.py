@@ -146,8 +146,12 @@ def captures(har: dict) -> list[Capture]:
                       path=path, request_headers=headers, request_body=body if dialect else None, dialect=dialect,
                       first_byte_at=start + wait / 1000 if isinstance(wait, (int, float)) and wait >= 0 else None,
                       status=status, response_headers=resp_headers, response_body=resp_body)
-        if status is None:
-            cap.error = resp.get("_error") or "no response"
+        # An answer the agent abandoned, or one cut after its status, has both a status and an error.
+        error = resp.get("_error")
+        if error == "client_disconnected":
+            cap.client_disconnected, cap.error = True, "client disconnected"
+        elif status is None or error:
+            cap.error = error or "no response"
         mime = content.get("mimeType") or ""
         if dialect is not None and (mime.startswith("text/event-stream") or ":streamGenerateContent" in path):
             cap.streamed = True
