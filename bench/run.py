@@ -62,11 +62,11 @@ RESULTS = BENCH / "results"
 
 MODES = {
     "quick": {
-        "duration": 0.8,
-        "warmup": 0.25,
+        "duration": 0.6,
+        "warmup": 0.2,
         "rounds": 1,
-        "ttft_samples": 100,
-        "durability_probes": 100,
+        "ttft_samples": 60,
+        "durability_probes": 60,
         "memory_calls": (1_000, 5_000),
         "stream_mb": 50,
         "calls_json": 100_000,
