@@ -79,8 +79,12 @@ def test_data_held_when_the_layer_fails_is_still_sent_before_the_error():
     assert _shape(got) == [("SendData", A, b"sent before")]
 
 
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
 def _chunked(pieces: list[bytes]) -> bytes:
-    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    return b"".join(_chunk(p) for p in pieces) + b"0\r\n\r\n"
 
 
 def _read_all(reader, wire: bytes, reads: list[int]) -> list:
@@ -135,10 +139,6 @@ def test_install_takes_effect_on_this_mitmproxy():
     assert not isinstance(_http1.make_body_reader(10), coalesce._JoiningChunkedReader)
 
 
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
 def _event(text: str) -> bytes:
     delta = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
              "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
@@ -154,7 +154,7 @@ def test_through_the_proxy_the_first_event_leaves_with_the_response_head(tmp_pat
         conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                      b"transfer-encoding: chunked\r\n\r\n" + _chunk(first))
         time.sleep(0.3)
-        conn.sendall(_chunk(_event(" world")) + _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        conn.sendall(_chunked([_event(" world"), b"data: [DONE]\n\n"]))
 
     provider = RawServer(respond)
     writes: list[tuple[int, bytes]] = []
