@@ -7,13 +7,13 @@ from pathlib import Path
 
 from . import __version__
 from .addons.recorder import Recorder
-from .clock import new_id, now_iso
 from .proxy.ca import bundle_path, child_env
 from .proxy.runner import ProxyConfig, ProxyThread
 from .rows import RowBuilder
 from .store.db import resolve_path
 from .store.writer import Writer
 from .store.writer_process import WriterProcess
+from .util.clock import new_id, now_iso
 
 log = logging.getLogger("agentprobe")
 

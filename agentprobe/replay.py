@@ -23,11 +23,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from . import tokens
 from .credentials import KEY_VARIABLES
-from .hashing import canonical_json
 from .providers import detect, load_json
 from .providers.base import ParsedResponse, ParseError
 from .redact import REDACTED
 from .store.queries import body_text
+from .util.hashing import canonical_json
 
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 MAX_ATTEMPTS = 4

@@ -14,12 +14,12 @@ from typing import Any
 
 from . import redact, tokens
 from .capture import Capture
-from .clock import iso, new_id
-from .hashing import canonical_json, sha256_json, sha256_text
-from .lru import LRU
 from .providers import load_json, provider_for
 from .providers.base import ParsedRequest, ParsedResponse, ParseError
 from .providers.common import feed_in_pieces
+from .util.clock import iso, new_id
+from .util.hashing import canonical_json, sha256_json, sha256_text
+from .util.lru import LRU
 
 STORED_BODY_LIMIT = 2 * 1024 * 1024
 

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentprobe.hashing import canonical_json, sha256_json
+from agentprobe.util.hashing import canonical_json, sha256_json
 
 
 def _stdlib(value) -> str:

@@ -159,7 +159,7 @@ def test_stream_larger_than_the_kept_body_is_still_parsed_whole(recorded, fake_p
     assert body[1] == 1  # cut at the limit, so the parse had to happen as the stream passed
     assert call["stream_complete"] == 1 and call["finish_reason"] == "stop"
     assert call["output_tokens"] and call["output_tokens"] >= 15000
-    from agentprobe.hashing import sha256_text
+    from agentprobe.util.hashing import sha256_text
     assert call["output_sha256"] == sha256_text(text)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from agentprobe import rows
-from agentprobe.lru import LRU
 from agentprobe.providers.base import ParsedRequest
 from agentprobe.rows import RunTracker
+from agentprobe.util.lru import LRU
 
 
 def test_lru_forgets_the_least_recently_used():

@@ -254,7 +254,7 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
     else:
         writer.calls_lost += payload.pop("lost_before")
         if payload["ended_at"] is None:
-            from ..clock import now_iso
+            from ..util.clock import now_iso
 
             payload["ended_at"] = now_iso()
         writer.close(**payload)

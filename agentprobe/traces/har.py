@@ -17,11 +17,11 @@ import sqlite_utils
 
 from .. import __version__
 from ..capture import Capture
-from ..clock import iso, new_id, now_iso
 from ..providers import detect
 from ..rows import RowBuilder
 from ..store.db import open_db
 from ..store.queries import resolve_run
+from ..util.clock import iso, new_id, now_iso
 from . import TraceError
 
 STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",

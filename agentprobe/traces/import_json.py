@@ -9,7 +9,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from ..jsonfile import read_json_file
+from ..util.jsonfile import read_json_file
 from . import FORMAT, VERSION, TraceError
 
 
