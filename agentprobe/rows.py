@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import redact, tokens
-from .capture import Capture
+from .capture.exchange import Capture
 from .providers import load_json, provider_for
 from .providers.base import ParsedRequest, ParsedResponse, ParseError
 from .providers.common import feed_in_pieces

@@ -9,13 +9,14 @@ import textwrap
 import time
 from pathlib import Path
 
-from agentprobe.capture import Capture
+from test_otlp import Receiver
+
+from agentprobe.capture.exchange import Capture
 from agentprobe.providers import detect
 from agentprobe.redact import REDACTED
 from agentprobe.rows import RowBuilder
 
 from proxy_fixtures import Recorded, run_cli
-from test_otlp import Receiver
 
 SECRETS = {
     "openai": "sk-proj-PLANTEDopenai0123456789abcdefXYZ",

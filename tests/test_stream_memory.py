@@ -12,7 +12,7 @@ import tracemalloc
 
 from agentprobe import tokens
 from agentprobe.addons.recorder import StreamTee
-from agentprobe.capture import Capture
+from agentprobe.capture.exchange import Capture
 from agentprobe.providers import detect, openai_chat
 from agentprobe.providers.sse import SSEReader, json_payloads
 from agentprobe.rows import RowBuilder

@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ..capture import from_wire, to_wire
+from ..capture.exchange import from_wire, to_wire
 from . import cpu_priority
 from .db import StoreError
 from .pipe_feed import PipeFeed

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import sqlite_utils
 
 from .. import __version__
-from ..capture import Capture
+from ..capture.exchange import Capture
 from ..providers import detect
 from ..rows import RowBuilder
 from ..store.db import open_db

@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 from dataclasses import dataclass, field
 
-from .providers.base import ParsedResponse
+from ..providers.base import ParsedResponse
 
 
 @dataclass
