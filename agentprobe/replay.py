@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from . import tokens
+from .capture import tokens
+from .capture.redact import REDACTED
 from .credentials import KEY_VARIABLES
 from .providers import detect, load_json
 from .providers.base import ParsedResponse, ParseError
-from .redact import REDACTED
 from .store.queries import body_text
 from .util.hashing import canonical_json
 

@@ -21,10 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import sqlite_utils
 
-from . import redact
+from .capture import redact
+from .capture.rows import RunTracker, stored_request_body
 from .providers import detect, load_json
 from .providers.base import ParseError
-from .rows import RunTracker, stored_request_body
 from .store.queries import body_text
 
 log = logging.getLogger("agentprobe.serve")

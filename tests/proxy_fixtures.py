@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
+from agentprobe.capture.session import Recording
 from agentprobe.proxy.ca import bundle_path
 from agentprobe.proxy.runner import ProxyConfig
-from agentprobe.recording import Recording
 
 PLANTED_OPENAI_KEY = "sk-proj-PLANTEDopenaiKEY0123456789abcdef"
 PLANTED_ANTHROPIC_KEY = "sk-ant-api03-PLANTEDanthropicKEY0123456789"

@@ -11,10 +11,11 @@ import xml.etree.ElementTree as ET
 import openai
 import pytest
 
-from agentprobe import tokens
 from agentprobe.analyze import PROMPT_VERSION, InvalidAnswer, parse_answer, render
 from agentprobe.analyze.render import NO_EVIDENCE, template
+from agentprobe.capture import tokens
 from agentprobe.checks import MODES
+
 from proxy_fixtures import run_cli
 
 ARCH = "# Report agent\nA planner on gpt-4o-mini fans out tool calls in parallel and writes a report.\n"

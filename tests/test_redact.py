@@ -1,4 +1,4 @@
-from agentprobe import redact
+from agentprobe.capture import redact
 
 
 def test_headers_kept_by_allow_list():

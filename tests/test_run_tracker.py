@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agentprobe import rows
+from agentprobe.capture import rows
+from agentprobe.capture.rows import RunTracker
 from agentprobe.providers.base import ParsedRequest
-from agentprobe.rows import RunTracker
 from agentprobe.util.lru import LRU
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from test_otlp import Receiver
 
 from agentprobe.capture.exchange import Capture
+from agentprobe.capture.redact import REDACTED
+from agentprobe.capture.rows import RowBuilder
 from agentprobe.providers import detect
-from agentprobe.redact import REDACTED
-from agentprobe.rows import RowBuilder
 
 from proxy_fixtures import Recorded, run_cli
 

@@ -10,12 +10,12 @@ import json
 import time
 import tracemalloc
 
-from agentprobe import tokens
 from agentprobe.addons.recorder import StreamTee
+from agentprobe.capture import tokens
 from agentprobe.capture.exchange import Capture
+from agentprobe.capture.rows import RowBuilder
 from agentprobe.providers import detect, openai_chat
 from agentprobe.providers.sse import SSEReader, json_payloads
-from agentprobe.rows import RowBuilder
 
 KEEP = 2 * 1024 * 1024
 

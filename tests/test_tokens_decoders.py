@@ -5,8 +5,8 @@ import brotli
 import pytest
 import zstandard
 
-from agentprobe import tokens
-from agentprobe.decoders import decoder_for
+from agentprobe.capture import tokens
+from agentprobe.capture.decoders import decoder_for
 
 
 def test_counts_offline_and_names_the_encoding():

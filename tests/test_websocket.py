@@ -9,8 +9,9 @@ import sqlite_utils
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
 
+from agentprobe.capture.session import Recording
 from agentprobe.proxy.runner import ProxyConfig
-from agentprobe.recording import Recording
+
 from tcp_server import ThreadedTCPServer
 
 

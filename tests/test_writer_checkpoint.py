@@ -6,7 +6,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from agentprobe.rows import Rows
+from agentprobe.capture.rows import Rows
 from agentprobe.store import writer as writer_mod
 from agentprobe.store.writer import Writer
 

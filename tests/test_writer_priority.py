@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agentprobe.rows import Rows
+from agentprobe.capture.rows import Rows
 from agentprobe.store import cpu_priority
 from agentprobe.store import writer as writer_mod
 from agentprobe.store.writer import Writer

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentprobe import tokens
+from agentprobe.capture import tokens
 from agentprobe.store import writer_process
 
 

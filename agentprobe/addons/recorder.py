@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from mitmproxy import ctx, http
 
+from ..capture.decoders import decoder_for
 from ..capture.exchange import Capture
-from ..decoders import decoder_for
 from ..providers import detect
 from ..providers.common import feed_in_pieces
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import tokens
+from ..capture import tokens
 from ..checks import SEVERITIES, Finding, ScanContext, Thresholds, peers, run_checks, severity_rank
 from ..checks.config_checks import static
 from ..checks.models import context_window

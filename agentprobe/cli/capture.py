@@ -13,9 +13,9 @@ from pathlib import Path
 
 import click
 
+from ..capture.session import Recording
 from ..proxy.ca import bundle_path, child_env, default_confdir, ensure_ca, shell_exports
 from ..proxy.runner import ProxyConfig
-from ..recording import Recording
 from ..store.db import open_db
 from ..store.queries import summarize
 from .common import confdir_option, db_option

@@ -10,9 +10,9 @@ import click
 
 from .. import config as agent_config
 from .. import oneshot
+from ..capture.session import Recording
 from ..checks import scan_runs
 from ..proxy.runner import ProxyConfig
-from ..recording import Recording
 from ..store.db import open_db
 from .capture import print_summary
 from .errors import UserError

@@ -6,10 +6,11 @@ import json
 
 import click
 
+from ..capture.session import Recording
 from ..proxy.ca import default_confdir
 from ..proxy.runner import ProxyConfig
-from ..recording import Recording
-from ..replay import Options, ReplayInputError, plan, replay as run_replay, summarize
+from ..replay import Options, ReplayInputError, plan, summarize
+from ..replay import replay as run_replay
 from ..store.db import open_db
 from ..store.queries import resolve_run
 from .common import confdir_option, db_option

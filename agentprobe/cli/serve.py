@@ -8,9 +8,9 @@ import threading
 
 import click
 
+from ..capture.session import Recording
 from ..proxy.ca import default_confdir
 from ..proxy.runner import ProxyConfig
-from ..recording import Recording
 from ..serve import ServeServer, load_recorded
 from ..store.db import open_db
 from ..store.queries import resolve_run

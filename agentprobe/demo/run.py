@@ -6,10 +6,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..capture.session import Recording
 from ..fakeprovider import FakeProvider
 from ..proxy.ca import default_confdir
 from ..proxy.runner import ProxyConfig
-from ..recording import Recording
 
 
 def _tls(workdir: Path):

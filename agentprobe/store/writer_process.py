@@ -176,7 +176,7 @@ def _warm_tokenizer() -> None:
     (and every row behind it) back by as much.
     """
     try:
-        from .. import tokens
+        from ..capture import tokens
 
         tokens.encoding_for(None)
     except Exception:  # noqa: BLE001 - the first call will try again, and report the estimate
@@ -202,7 +202,7 @@ def child_entry() -> None:
 def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str | None, recv, send) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the writer stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from ..rows import RowBuilder
+    from ..capture.rows import RowBuilder
     from .writer import Writer
 
     exporter = None

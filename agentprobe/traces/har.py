@@ -17,8 +17,8 @@ import sqlite_utils
 
 from .. import __version__
 from ..capture.exchange import Capture
+from ..capture.rows import RowBuilder
 from ..providers import detect
-from ..rows import RowBuilder
 from ..store.db import open_db
 from ..store.queries import resolve_run
 from ..util.clock import iso, new_id, now_iso

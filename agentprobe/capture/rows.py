@@ -12,14 +12,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..providers import load_json, provider_for
+from ..providers.base import ParsedRequest, ParsedResponse, ParseError
+from ..providers.common import feed_in_pieces
+from ..util.clock import iso, new_id
+from ..util.hashing import canonical_json, sha256_json, sha256_text
+from ..util.lru import LRU
 from . import redact, tokens
-from .capture.exchange import Capture
-from .providers import load_json, provider_for
-from .providers.base import ParsedRequest, ParsedResponse, ParseError
-from .providers.common import feed_in_pieces
-from .util.clock import iso, new_id
-from .util.hashing import canonical_json, sha256_json, sha256_text
-from .util.lru import LRU
+from .exchange import Capture
 
 STORED_BODY_LIMIT = 2 * 1024 * 1024
 

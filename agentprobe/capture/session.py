@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import __version__
-from .addons.recorder import Recorder
-from .proxy.ca import bundle_path, child_env
-from .proxy.runner import ProxyConfig, ProxyThread
+from .. import __version__
+from ..addons.recorder import Recorder
+from ..proxy.ca import bundle_path, child_env
+from ..proxy.runner import ProxyConfig, ProxyThread
+from ..store.db import resolve_path
+from ..store.writer import Writer
+from ..store.writer_process import WriterProcess
+from ..util.clock import new_id, now_iso
 from .rows import RowBuilder
-from .store.db import resolve_path
-from .store.writer import Writer
-from .store.writer_process import WriterProcess
-from .util.clock import new_id, now_iso
 
 log = logging.getLogger("agentprobe")
 
@@ -50,7 +50,7 @@ class Recording:
         if writer == "thread":
             # Same process as the proxy: for tests that need to reach into the writer's connection.
             if otlp_endpoint:
-                from .otlp import LiveExporter
+                from ..otlp import LiveExporter
 
                 self.exporter = LiveExporter(otlp_endpoint)
             self.writer = Writer(self.db_path, run, RowBuilder(self.run_id).build, busy_timeout_ms=busy_timeout_ms,

@@ -15,7 +15,7 @@ import os
 import tempfile
 import threading
 
-from .util.lru import LRU
+from ..util.lru import LRU
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 _lock = threading.Lock()
