@@ -22,7 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import sqlite_utils
 
 from .capture import redact
-from .capture.rows import RunTracker, stored_request_body
+from .capture.linking import RunTracker
+from .capture.rows import stored_request_body
 from .providers import detect, load_json
 from .providers.base import ParseError
 from .store.queries import body_text

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agentprobe.capture import rows
-from agentprobe.capture.rows import RunTracker
+from agentprobe.capture import linking
+from agentprobe.capture.linking import RunTracker
 from agentprobe.providers.base import ParsedRequest
 from agentprobe.util.lru import LRU
 
@@ -44,8 +44,8 @@ def test_retries_and_turns_still_link():
 
 
 def test_memory_is_bounded_however_many_calls_go_by(monkeypatch):
-    monkeypatch.setattr(rows, "TURNS_REMEMBERED", 100)
-    monkeypatch.setattr(rows, "FAILED_REMEMBERED", 50)
+    monkeypatch.setattr(linking, "TURNS_REMEMBERED", 100)
+    monkeypatch.setattr(linking, "FAILED_REMEMBERED", 50)
     t = RunTracker()
     kept = _call(t, 0, _turn(-1))
     for i in range(1, 1000):
