@@ -7,10 +7,10 @@ import json
 import click
 
 from ..capture.session import Recording
+from ..playback.replay import Options, ReplayInputError, plan, summarize
+from ..playback.replay import replay as run_replay
 from ..proxy.ca import default_confdir
 from ..proxy.runner import ProxyConfig
-from ..replay import Options, ReplayInputError, plan, summarize
-from ..replay import replay as run_replay
 from ..store.db import open_db
 from ..store.queries import resolve_run
 from .common import confdir_option, db_option

@@ -9,9 +9,9 @@ import threading
 import click
 
 from ..capture.session import Recording
+from ..playback.serve import ServeServer, load_recorded
 from ..proxy.ca import default_confdir
 from ..proxy.runner import ProxyConfig
-from ..serve import ServeServer, load_recorded
 from ..store.db import open_db
 from ..store.queries import resolve_run
 from .common import confdir_option, db_option

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from .capture import tokens
-from .capture.redact import REDACTED
-from .credentials import KEY_VARIABLES
-from .providers import detect, load_json
-from .providers.base import ParsedResponse, ParseError
-from .store.queries import body_text
-from .util.hashing import canonical_json
+from ..capture import tokens
+from ..capture.redact import REDACTED
+from ..credentials import KEY_VARIABLES
+from ..providers import detect, load_json
+from ..providers.base import ParsedResponse, ParseError
+from ..store.queries import body_text
+from ..util.hashing import canonical_json
 
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 MAX_ATTEMPTS = 4

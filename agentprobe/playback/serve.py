@@ -21,14 +21,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import sqlite_utils
 
-from .capture import redact
-from .capture.linking import RunTracker
-from .capture.rows import stored_request_body
-from .providers import detect, load_json
-from .providers.base import ParseError
-from .store.queries import body_text
+from ..capture import redact
+from ..capture.linking import RunTracker
+from ..capture.rows import stored_request_body
+from ..providers import detect, load_json
+from ..providers.base import ParseError
+from ..store.queries import body_text
 
-log = logging.getLogger("agentprobe.serve")
+log = logging.getLogger("agentprobe.playback.serve")
 
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
