@@ -50,7 +50,7 @@ class Recording:
         if writer == "thread":
             # Same process as the proxy: for tests that need to reach into the writer's connection.
             if otlp_endpoint:
-                from ..otlp import LiveExporter
+                from ..traces.otlp import LiveExporter
 
                 self.exporter = LiveExporter(otlp_endpoint)
             self.writer = Writer(self.db_path, run, RowBuilder(self.run_id).build, busy_timeout_ms=busy_timeout_ms,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from .. import config as agent_config
 from .. import oneshot
 from ..capture.session import Recording
+from ..checks import agent_config as agent_config
 from ..checks import scan_runs
 from ..proxy.runner import ProxyConfig
 from ..store.db import open_db

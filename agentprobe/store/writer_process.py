@@ -207,7 +207,7 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
 
     exporter = None
     if otlp_endpoint:
-        from ..otlp import LiveExporter
+        from ..traces.otlp import LiveExporter
 
         exporter = LiveExporter(otlp_endpoint, yield_cpu=True)
     # This thread only reads the pipe and queues each call with the time it arrived, at normal

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..checks import scan_runs
-from ..otlp import call_span, post
+from .otlp import call_span, post
 
 
 def send_run(db, run_id: str, endpoint: str, batch: int = 512) -> int:

@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .util.jsonfile import read_json_file
+from ..util.jsonfile import read_json_file
 
 
 class ConfigError(Exception):

@@ -17,9 +17,9 @@ import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
-from . import __version__
+from .. import __version__
 
-log = logging.getLogger("agentprobe.otlp")
+log = logging.getLogger("agentprobe.traces.otlp")
 
 _OPERATION = {
     "chat.completions": "chat",
@@ -176,7 +176,7 @@ class LiveExporter:
 
     def _loop(self) -> None:
         if self.yield_cpu:
-            from .store import cpu_priority
+            from ..store import cpu_priority
 
             cpu_priority.lower_this_thread()
         done = False
