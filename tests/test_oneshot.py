@@ -34,8 +34,9 @@ def write_config(tmp_path, **extra):
 
 def oneshot(tmp_path, tls_ca_bundle, provider, *args, key_env=None, base="/v1"):
     env = {"OPENAI_API_KEY": PLANTED_OPENAI_KEY} if key_env is None else key_env
+    target = [] if base is None else ["--base-url", f"{provider.url}{base}"]
     return run_cli("trace", "--db", str(tmp_path / "a.db"), "--confdir", str(tmp_path / "conf"),
-                   "--upstream-ca", tls_ca_bundle, "--base-url", f"{provider.url}{base}", *args, env=env)
+                   "--upstream-ca", tls_ca_bundle, *target, *args, env=env)
 
 
 def test_times_at_prod_temperature_shows_varying_answers_and_is_recorded(tmp_path, tls_ca_bundle, varying_provider):
@@ -89,14 +90,27 @@ def test_rate_limited_prompt_exits_1_and_is_recorded(tmp_path, tls_ca_bundle, fa
 
 @pytest.mark.parametrize("args, env, message", [
     (["--prompt", "hi"], {"OPENAI_API_KEY": "x"}, "needs both --config"),
-    (["--config", "CFG", "--prompt", "hi"], {}, "set OPENAI_API_KEY"),
+    (["--config", "CFG", "--prompt", "hi", "NO_BASE_URL"], {}, "set OPENAI_API_KEY"),
     (["--config", "CFG", "--prompt", "hi", "--env", "staging"], {"OPENAI_API_KEY": "x"}, "'staging' is not in"),
     (["--config", "CFG", "--prompt", "hi", "--", "python", "x.py"], {"OPENAI_API_KEY": "x"}, "not both"),
 ])
 def test_bad_one_shot_input_is_one_line_and_exit_2(tmp_path, tls_ca_bundle, fake_provider_tls, args, env, message):
     cfg = write_config(tmp_path)
-    args = [str(cfg) if a == "CFG" else a for a in args]
-    out = oneshot(tmp_path, tls_ca_bundle, fake_provider_tls, *args, key_env=env)
+    base = None if "NO_BASE_URL" in args else "/v1"
+    args = [str(cfg) if a == "CFG" else a for a in args if a != "NO_BASE_URL"]
+    out = oneshot(tmp_path, tls_ca_bundle, fake_provider_tls, *args, key_env=env, base=base)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "a.db").exists()
+
+
+def test_a_base_url_needs_no_key(tmp_path, tls_ca_bundle, fake_provider_tls):
+    """A server of the user's own (vLLM, Ollama) takes any key: the one-shot sends a placeholder, as analyze does."""
+    cfg = write_config(tmp_path)
+    out = oneshot(tmp_path, tls_ca_bundle, fake_provider_tls, "--config", str(cfg), "--prompt", "hi", "--json",
+                  key_env={})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["errors"] == 0
+    [request] = fake_provider_tls.requests
+    assert request["headers"]["authorization"] == "Bearer not-needed"
+    assert json.loads(request["body"])["max_tokens"] == 200  # a compatible server gets the older name

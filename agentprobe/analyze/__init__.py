@@ -2,7 +2,7 @@
 its answer checked against the fixed XML structure.
 
 render: the versioned template -> prompt text. evidence: scan findings and run statistics -> a
-section that fits a token budget. send: the prompt -> the provider's answer, through its own SDK.
+section that fits a token budget. The prompt goes out through `agentprobe.clients.send`.
 validate: the answer -> an Analysis, or InvalidAnswer saying what is wrong.
 """
 

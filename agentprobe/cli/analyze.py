@@ -10,13 +10,17 @@ import click
 
 from ..analyze import PROMPT_VERSION, InvalidAnswer, parse_answer, render
 from ..analyze.evidence import fit, gather
-from ..analyze.send import PROVIDERS, SendError, send
+from ..clients.credentials import MissingKey
+from ..clients.send import Request, Route, SendError, send
 from ..store.db import open_db, resolve_path
 from ..store.queries import resolve_run
 from .common import db_option, load_config
 from .errors import UserError
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+# The SDKs that can send the analyst prompt (Gemini's REST path is only for one-shot traces).
+ANALYSTS = ("openai", "anthropic")
 
 
 def _read(path: Path, what: str) -> str:
@@ -57,7 +61,7 @@ def _save(path: Path, text: str) -> None:
 @click.option("--print", "print_only", is_flag=True, help="Write the prompt to stdout and send nothing (the default"
               " without --model).")
 @click.option("--model", help="Send the prompt to this model and check its answer.")
-@click.option("--provider", type=click.Choice(PROVIDERS), default="openai", show_default=True,
+@click.option("--provider", type=click.Choice(ANALYSTS), default="openai", show_default=True,
               help="Whose SDK sends it; the key comes from OPENAI_API_KEY or ANTHROPIC_API_KEY.")
 @click.option("--base-url", help="An OpenAI-compatible (or Anthropic-compatible) server to send to instead.")
 @click.option("--max-retries", type=click.IntRange(0), default=2, show_default=True,
@@ -110,9 +114,10 @@ def analyze(db, architecture, scenario, run_refs, config_path, env_name, budget,
                        f" ({section.tokenizer}){trimmed}", err=True)
         return 0
     try:
-        answer = send(prompt, provider=provider, model=model, base_url=base_url, max_retries=max_retries,
-                      timeout=timeout, max_tokens=max_tokens, temperature=temperature)
-    except SendError as e:
+        answer = send(Request(provider=provider, model=model, prompt=prompt, base_url=base_url,
+                              settings={"max_tokens": max_tokens, "temperature": temperature}),
+                      Route(max_retries=max_retries, timeout=timeout))
+    except (SendError, MissingKey) as e:
         raise UserError(str(e)) from None
     meta.update(answered_by=answer.model, finish_reason=answer.finish_reason,
                 usage={"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens})

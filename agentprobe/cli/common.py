@@ -24,7 +24,7 @@ def load_config(path) -> dict | None:
     """The agent config at path (None when no path was given); a bad one is a one-line user error."""
     if not path:
         return None
-    from ..checks import agent_config as agent_config
+    from ..checks import agent_config
     from .errors import UserError
 
     try:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from .. import oneshot
 from ..capture.session import Recording
-from ..checks import agent_config as agent_config
-from ..checks import scan_runs
+from ..checks import agent_config, scan_runs
+from ..clients import oneshot
+from ..clients.send import Route, SendError, send
 from ..proxy.runner import ProxyConfig
 from ..store.db import open_db
 from .capture import print_summary
@@ -22,40 +22,45 @@ def trace_prompt(db, proxy: ProxyConfig, config_path: Path, prompt: str, env: st
                  base_url: str | None, label: str | None, otlp_endpoint: str | None, as_json: bool) -> int:
     try:
         config = agent_config.load(config_path)
-        plan = oneshot.plan(config, env, base_url)
+        request, env = oneshot.plan(config, env, prompt, base_url)
     except (agent_config.ConfigError, oneshot.OneShotError) as e:
         raise UserError(str(e)) from None
     command = shlex.join(["agentprobe", "trace", "--config", str(config_path), "--prompt", prompt]
-                         + (["--env", plan.env] if plan.env else []) + (["--times", str(times)] if times > 1 else []))
-    recording = Recording(db, proxy, label=label or plan.env, command=command,
+                         + (["--env", env] if env else []) + (["--times", str(times)] if times > 1 else []))
+    recording = Recording(db, proxy, label=label or env, command=command,
                           config_sha256=config["_config_sha256"], otlp_endpoint=otlp_endpoint).start()
     answers = []
     try:
         for i in range(times):
-            answer = oneshot.send(plan, prompt, recording.url, recording._bundle)
-            answers.append(answer)
+            # No retries: the recording shows exactly what the config sends, once per --times.
+            try:
+                answer = send(request, Route(recording.url, recording._bundle, max_retries=0))
+                answers.append({"text": answer.text, "finish_reason": answer.finish_reason, "error": None})
+            except SendError as e:
+                answers.append({"text": None, "finish_reason": None, "error": str(e)})
             if not as_json:
+                a = answers[-1]
                 head = f"[{i + 1}/{times}] " if times > 1 else ""
-                if answer.error:
-                    click.echo(f"{head}error: {answer.error}", err=True)
+                if a["error"]:
+                    click.echo(f"{head}error: {a['error']}", err=True)
                 else:
-                    click.echo(f"{head}{answer.text}" + (f"  ({answer.finish_reason})" if times > 1 else ""))
+                    click.echo(f"{head}{a['text']}" + (f"  ({a['finish_reason']})" if times > 1 else ""))
     finally:
         recording.stop(status="completed")
     database = open_db(db)
-    findings = scan_runs(database, [recording.run_id], config=config, env=plan.env)
-    texts = [a.text for a in answers if a.error is None]
-    failed = sum(a.error is not None for a in answers)
+    findings = scan_runs(database, [recording.run_id], config=config, env=env)
+    texts = [a["text"] for a in answers if a["error"] is None]
+    failed = sum(a["error"] is not None for a in answers)
     if as_json:
         click.echo(json.dumps({
-            "run_id": recording.run_id, "provider": plan.provider, "model": plan.model, "env": plan.env,
-            "settings": plan.settings, "answers": [a.__dict__ for a in answers],
+            "run_id": recording.run_id, "provider": request.provider, "model": request.model, "env": env,
+            "settings": request.settings, "answers": answers,
             "distinct_answers": len(set(texts)), "errors": failed,
             "findings": [f.to_dict() for f in findings],
         }, indent=2, default=str))
     else:
         print_summary(db, recording.run_id)
-        settings = ", ".join(f"{k}={v}" for k, v in plan.settings.items()) or "provider defaults"
+        settings = ", ".join(f"{k}={v}" for k, v in request.settings.items()) or "provider defaults"
         if times > 1:
             click.echo(f"agentprobe: {len(texts)} answer(s), {len(set(texts))} distinct, at {settings}"
                        + (f"; {failed} failed" if failed else ""), err=True)

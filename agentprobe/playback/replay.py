@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 import re
 import ssl
 import time
@@ -23,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ..capture import tokens
 from ..capture.redact import REDACTED
-from ..credentials import KEY_VARIABLES
+from ..clients.credentials import KEY_HEADERS, KEY_VARIABLES, auth_header, key_from_env, needs_key
 from ..providers import detect, load_json
 from ..providers.base import ParsedResponse, ParseError
 from ..store.queries import body_text
@@ -39,13 +38,6 @@ _TAILS = {
     "anthropic": re.compile(r"/v1/messages$"),
     "gemini": re.compile(r"/models/[^/]+$"),
 }
-_KEY_HEADERS = {  # the header each provider reads its key from, and how the key is written there
-    "openai": ("authorization", "Bearer {}"),
-    "openai_compatible": ("authorization", "Bearer {}"),
-    "anthropic": ("x-api-key", "{}"),
-    "gemini": ("x-goog-api-key", "{}"),
-}
-_OFFICIAL = {"openai": "api.openai.com", "anthropic": "api.anthropic.com", "gemini": "generativelanguage.googleapis.com"}
 _KEPT_HEADERS = ("anthropic-version", "anthropic-beta", "openai-beta", "content-type")
 
 
@@ -118,16 +110,15 @@ def _target(row: dict, opts: Options) -> str:
 
 
 def _credentials(row: dict, url: str, opts: Options) -> dict[str, str]:
-    var = KEY_VARIABLES.get(row["provider"])
-    header, form = _KEY_HEADERS.get(row["provider"], (None, None))
-    if var is None or any(h.lower() == header for h in opts.headers):
+    provider = row["provider"]
+    if provider not in KEY_HEADERS or any(h.lower() == KEY_HEADERS[provider][0] for h in opts.headers):
         return {}
-    key = os.environ.get(var) or (os.environ.get("GOOGLE_API_KEY") if var == "GEMINI_API_KEY" else None)
+    key = key_from_env(provider)
     if key:
-        return {header: form.format(key)}
-    host = urlsplit(url).hostname or ""
-    if host in _OFFICIAL.values() or host.endswith(".openai.azure.com"):
-        raise ReplayInputError(f"set {var} to replay {row['provider']} calls (or pass --header '{header}: ...')")
+        return auth_header(provider, key)
+    if needs_key(urlsplit(url).hostname):
+        raise ReplayInputError(f"set {KEY_VARIABLES[provider]} to replay {provider} calls"
+                               f" (or pass --header '{KEY_HEADERS[provider][0]}: ...')")
     return {}  # a local or self-hosted server that needs no key
 
 
