@@ -17,7 +17,8 @@ from mitmproxy.connection import Server
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import _http1
 
-from agentprobe.proxy import coalesce
+from agentprobe.proxy.fastpath import coalesce
+
 from proxy_fixtures import Recorded
 from tcp_server import RawServer
 

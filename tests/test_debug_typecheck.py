@@ -2,7 +2,7 @@
 
 from mitmproxy import http
 
-from agentprobe.proxy import debug_typecheck
+from agentprobe.proxy.fastpath import debug_typecheck
 
 
 def test_the_check_is_gone_once_installed_and_installing_twice_changes_nothing():

@@ -11,7 +11,7 @@ from mitmproxy.addonmanager import AddonManager
 from mitmproxy.proxy.layers.http import HttpRequestHook, HttpResponseHook
 from mitmproxy.test import taddons, tflow
 
-from agentprobe.proxy.hook_index import IndexedAddonManager
+from agentprobe.proxy.fastpath.hook_index import IndexedAddonManager
 
 
 class Logged:

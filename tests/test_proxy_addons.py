@@ -28,8 +28,8 @@ def test_names_match_this_mitmproxy_and_new_defaults_are_kept():
 def test_a_running_proxy_dispatches_through_the_hook_index_and_still_records(recorded, fake_provider_tls):
     from mitmproxy import http
 
-    from agentprobe.proxy import debug_typecheck
-    from agentprobe.proxy.hook_index import IndexedAddonManager
+    from agentprobe.proxy.fastpath import debug_typecheck
+    from agentprobe.proxy.fastpath.hook_index import IndexedAddonManager
 
     manager = recorded.recording.proxy.master.addons
     assert isinstance(manager, IndexedAddonManager)

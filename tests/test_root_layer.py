@@ -9,8 +9,9 @@ from pathlib import Path
 
 from mitmproxy.proxy import server
 
-from agentprobe.proxy import root_layer
-from agentprobe.proxy.hook_index import IndexedAddonManager
+from agentprobe.proxy.fastpath import root_layer
+from agentprobe.proxy.fastpath.hook_index import IndexedAddonManager
+
 from proxy_fixtures import Recorded
 from tcp_server import RawServer
 

@@ -111,8 +111,8 @@ class ProxyThread:
         from mitmproxy.addons import default_addons
         from mitmproxy.master import Master
 
-        from agentprobe.proxy import coalesce, debug_typecheck, root_layer
-        from agentprobe.proxy.hook_index import IndexedAddonManager
+        from agentprobe.proxy.fastpath import coalesce, debug_typecheck, root_layer
+        from agentprobe.proxy.fastpath.hook_index import IndexedAddonManager
 
         coalesce.install()
         root_layer.install()
