@@ -15,7 +15,10 @@ import sqlite_utils
 
 from agentprobe.capture.session import Recording
 from agentprobe.proxy.ca import bundle_path
+from agentprobe.proxy.fastpath import PATCHES
 from agentprobe.proxy.runner import ProxyConfig
+
+ALL_PATCHES = frozenset(PATCHES)
 
 PLANTED_OPENAI_KEY = "sk-proj-PLANTEDopenaiKEY0123456789abcdef"
 PLANTED_ANTHROPIC_KEY = "sk-ant-api03-PLANTEDanthropicKEY0123456789"
@@ -51,12 +54,14 @@ def wait_until(predicate, timeout: float = 20) -> bool:
 class Recorded:
     """A started Recording plus what a test needs to talk through it and read it back."""
 
-    def __init__(self, tmp_path: Path, upstream_ca: Path, upstream: str | None = None, **recording_options) -> None:
+    def __init__(self, tmp_path: Path, upstream_ca: Path, upstream: str | None = None, *,
+                 fastpath: frozenset[str] | None = None, **recording_options) -> None:
+        """fastpath=None follows $AGENTPROBE_FASTPATH, as `record` does; tests of a patch pass ALL_PATCHES."""
         self.db_path = tmp_path / "agentprobe.db"
         self.confdir = tmp_path / "conf"
         self.recording = Recording(
             self.db_path,
-            ProxyConfig(confdir=self.confdir, upstream_ca=upstream_ca, upstream=upstream),
+            ProxyConfig(confdir=self.confdir, upstream_ca=upstream_ca, upstream=upstream, fastpath=fastpath),
             label="test",
             **recording_options,
         ).start()

@@ -19,7 +19,7 @@ from mitmproxy.proxy.layers.http import _http1
 
 from agentprobe.proxy.fastpath import coalesce
 
-from proxy_fixtures import Recorded
+from proxy_fixtures import ALL_PATCHES, Recorded
 from tcp_server import RawServer
 
 A = Server(address=("a.example", 443))
@@ -135,7 +135,7 @@ def test_joined_reader_yields_the_same_body_as_h11(pieces, reads):
 
 def test_install_takes_effect_on_this_mitmproxy():
     # A mitmproxy upgrade that renames these internals must fail here, not silently slow streams down.
-    coalesce.install()
+    coalesce.patch()
     assert isinstance(_http1.make_body_reader(None), coalesce._JoiningChunkedReader)
     assert not isinstance(_http1.make_body_reader(10), coalesce._JoiningChunkedReader)
 
@@ -166,7 +166,7 @@ def test_through_the_proxy_the_first_event_leaves_with_the_response_head(tmp_pat
         return original(transport, data)
 
     monkeypatch.setattr(selector_events._SelectorSocketTransport, "write", recording_write)
-    rec = Recorded(tmp_path, Path(tls_ca_bundle))
+    rec = Recorded(tmp_path, Path(tls_ca_bundle), fastpath=ALL_PATCHES)
     try:
         stream = rec.openai(provider, max_retries=0).chat.completions.create(
             model="m", messages=[{"role": "user", "content": "hi"}], stream=True)

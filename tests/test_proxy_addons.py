@@ -2,7 +2,7 @@
 
 from mitmproxy.addons import default_addons
 
-from agentprobe.proxy.runner import UNUSED_DEFAULT_ADDONS, proxy_addons
+from agentprobe.proxy.fastpath.lean_addons import UNUSED_DEFAULT_ADDONS, proxy_addons
 
 
 def test_the_addons_traffic_needs_stay_and_option_driven_rewriters_go():
@@ -25,8 +25,15 @@ def test_names_match_this_mitmproxy_and_new_defaults_are_kept():
     assert future in proxy_addons([future])
 
 
-def test_a_running_proxy_dispatches_through_the_hook_index_and_still_records(recorded, fake_provider_tls):
+def test_a_running_proxy_dispatches_through_the_hook_index_and_still_records(tmp_path, tls_ca_bundle,
+                                                                             fake_provider_tls):
+    from pathlib import Path
+
     from mitmproxy import http
+
+    from proxy_fixtures import ALL_PATCHES, Recorded
+
+    recorded = Recorded(tmp_path, Path(tls_ca_bundle), fastpath=ALL_PATCHES)
 
     from agentprobe.proxy.fastpath import debug_typecheck
     from agentprobe.proxy.fastpath.hook_index import IndexedAddonManager
@@ -42,3 +49,4 @@ def test_a_running_proxy_dispatches_through_the_hook_index_and_still_records(rec
     assert http.MessageData.__post_init__ is debug_typecheck._no_check
     [call] = recorded.calls()
     assert call["status"] == 200 and call["output_tokens"] == reply.usage.completion_tokens
+    assert recorded.db().execute("SELECT fastpath FROM runs").fetchone()[0] == "on"

@@ -12,7 +12,7 @@ from mitmproxy.proxy import server
 from agentprobe.proxy.fastpath import root_layer
 from agentprobe.proxy.fastpath.hook_index import IndexedAddonManager
 
-from proxy_fixtures import Recorded
+from proxy_fixtures import ALL_PATCHES, Recorded
 from tcp_server import RawServer
 
 FLOW_HOOKS = {"requestheaders", "request", "responseheaders", "response"}
@@ -88,7 +88,7 @@ def _call(rec: Recorded, upstream: RawServer) -> str:
 def test_plain_hooks_finish_inline_with_their_effects(tmp_path, tls_ca_bundle, monkeypatch):
     started = _hook_tasks(monkeypatch)
     upstream, counting = RawServer(_answer), Counting()
-    rec = Recorded(tmp_path, Path(tls_ca_bundle), addons=[counting])
+    rec = Recorded(tmp_path, Path(tls_ca_bundle), addons=[counting], fastpath=ALL_PATCHES)
     try:
         assert _call(rec, upstream) == "ok"
         assert _call(rec, upstream) == "ok"
@@ -108,7 +108,7 @@ def test_plain_hooks_finish_inline_with_their_effects(tmp_path, tls_ca_bundle, m
 def test_hooks_that_must_wait_still_hold_the_request(tmp_path, tls_ca_bundle, monkeypatch):
     started = _hook_tasks(monkeypatch)
     upstream, counting, waiting = RawServer(_answer), Counting(), Waiting()
-    rec = Recorded(tmp_path, Path(tls_ca_bundle), addons=[counting, waiting])
+    rec = Recorded(tmp_path, Path(tls_ca_bundle), addons=[counting, waiting], fastpath=ALL_PATCHES)
     try:
         assert _call(rec, upstream) == "ok"
         [sent] = upstream.requests
@@ -124,7 +124,10 @@ def test_hooks_that_must_wait_still_hold_the_request(tmp_path, tls_ca_bundle, mo
         upstream.close()
 
 
-def test_install_takes_effect_on_this_mitmproxy():
+def test_patch_takes_effect_on_this_mitmproxy_and_unpatch_undoes_it():
     # A mitmproxy upgrade that renames these internals must fail here, not silently slow every call.
-    root_layer.install()
+    assert root_layer.check() is None
+    root_layer.patch()
     assert isinstance(server.ConnectionHandler.__dict__.get("layer"), property)
+    root_layer.unpatch()
+    assert "layer" not in server.ConnectionHandler.__dict__

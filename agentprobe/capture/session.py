@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..addons.recorder import Recorder
+from ..proxy import fastpath
 from ..proxy.ca import bundle_path, child_env
 from ..proxy.runner import ProxyConfig, ProxyThread
 from ..store.db import resolve_path
@@ -45,6 +46,7 @@ class Recording:
             "mode": f"reverse:{proxy.upstream}" if proxy.upstream else "regular",
             "parent_run_id": parent_run_id,
             "agentprobe_version": __version__,
+            "fastpath": fastpath.plan(proxy.fastpath).describe(),
         }
         self.exporter = None
         if writer == "thread":

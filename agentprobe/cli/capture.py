@@ -31,9 +31,20 @@ def proxy_options(fn):
     fn = click.option("--label", help="Tag the run, e.g. dev or prod (cross-run checks compare labels).")(fn)
     fn = click.option("--otlp", "otlp_endpoint", metavar="URL",
                       help="Also stream each call as an OpenTelemetry span to this OTLP/HTTP endpoint.")(fn)
+    fn = click.option("--no-fastpath", "fastpath", flag_value="off", default=None,
+                      help="Run plain mitmproxy, without agentprobe's patches of its internals (as AGENTPROBE_FASTPATH=0).")(fn)
     fn = confdir_option(fn)
     fn = db_option(fn)
     return fn
+
+
+def fastpath_wanted(flag: str | None) -> frozenset[str]:
+    from ..proxy import fastpath
+
+    try:
+        return fastpath.wanted(flag)
+    except fastpath.SwitchError as e:
+        raise UserError(str(e)) from None
 
 
 def _check_host(host: str, allow_remote: bool) -> None:
@@ -85,7 +96,7 @@ def print_summary(db: Path | None, run_id: str, as_json: bool = False) -> dict:
               help="With --prompt: send it this many times (shows whether the answer is deterministic).")
 @click.option("--base-url", help="With --prompt: the provider endpoint (default: the SDK's, or *_BASE_URL).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, as_json, serve_run, realtime, config_path,
+def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, fastpath, as_json, serve_run, realtime, config_path,
           prompt, env_name, times, base_url, command):
     """Run COMMAND behind the proxy and record every LLM call it makes.
 
@@ -94,9 +105,8 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, as_json,
     agentprobe trace --label prod -- npm run agent
     agentprobe trace --config agent_config.json --prompt "Summarize..." --env prod --times 5
     """
-    config = ProxyConfig(
-        confdir=confdir or default_confdir(), upstream_ca=upstream_ca, ssl_insecure=ssl_insecure
-    )
+    config = ProxyConfig(confdir=confdir or default_confdir(), upstream_ca=upstream_ca, ssl_insecure=ssl_insecure,
+                         fastpath=fastpath_wanted(fastpath))
     if prompt is not None or config_path is not None:
         if command or serve_run:
             raise UserError("--prompt sends one prompt itself: give either --config/--prompt or a command, not both")
@@ -164,7 +174,8 @@ def _run_child(command: list[str], env: dict[str, str]) -> int:
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0 = any free port).")
 @click.option("--upstream", help="Reverse mode: forward everything to this URL (then point the SDK's base URL here).")
 @click.option("--allow-remote", is_flag=True, help="Allow listening on a non-loopback address.")
-def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, host, port, upstream, allow_remote):
+def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, fastpath, host, port, upstream,
+           allow_remote):
     """Run the proxy until Ctrl-C, recording one run.
 
     \b
@@ -177,7 +188,7 @@ def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, host, p
         raise UserError(f"--upstream must be an http:// or https:// URL, not {upstream!r}")
     confdir = confdir or default_confdir()
     config = ProxyConfig(host=host, port=port, confdir=confdir, upstream=upstream,
-                         upstream_ca=upstream_ca, ssl_insecure=ssl_insecure)
+                         upstream_ca=upstream_ca, ssl_insecure=ssl_insecure, fastpath=fastpath_wanted(fastpath))
     recording = Recording(db, config, label=label, command="agentprobe record",
                           otlp_endpoint=otlp_endpoint).start()
     state = confdir / STATE_FILE

@@ -31,28 +31,11 @@ class ProxyConfig:
     upstream: str | None = None  # reverse mode target, e.g. https://api.openai.com
     upstream_ca: Path | None = None  # extra CA to trust for upstream servers (tests, corporate CAs)
     ssl_insecure: bool = False
+    fastpath: frozenset[str] | None = None  # patches asked for; None: $AGENTPROBE_FASTPATH, else all
 
 
 _active_lock = threading.Lock()
 _active: "ProxyThread | None" = None
-
-
-# mitmproxy offers every hook of every flow to every addon, whether or not it implements it, and
-# that dispatch was ~40% of the proxy's CPU on small calls. These defaults only act on options,
-# commands or UIs that `record` never sets or offers (replay, maps, body and header rewriting,
-# saving flows, scripts, the browser, comments, history, the mitm.it onboarding site: `agentprobe
-# ca` hands out the CA instead), so they are not loaded. Every other default, including any a newer
-# mitmproxy adds, still is. AntiComp's absence also guarantees the agent's own Accept-Encoding
-# passes through untouched.
-UNUSED_DEFAULT_ADDONS = frozenset({
-    "AntiCache", "AntiComp", "Browser", "BlockList", "ClientPlayback", "CommandHistory", "Comment", "Cut",
-    "Export", "MapLocal", "MapRemote", "ModifyBody", "ModifyHeaders", "Onboarding", "ProxyAuth", "Save", "SaveHar",
-    "ScriptLoader", "ServerPlayback", "StickyAuth", "StickyCookie",
-})
-
-
-def proxy_addons(defaults: list) -> list:
-    return [a for a in defaults if type(a).__name__ not in UNUSED_DEFAULT_ADDONS]
 
 
 class ProxyThread:
@@ -66,6 +49,7 @@ class ProxyThread:
         self.config = config
         self.addons = addons
         self.master = None
+        self.fastpath = None  # the fastpath.Plan in force, once started
         self.address: tuple[str, int] | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -111,12 +95,9 @@ class ProxyThread:
         from mitmproxy.addons import default_addons
         from mitmproxy.master import Master
 
-        from agentprobe.proxy.fastpath import coalesce, debug_typecheck, root_layer
-        from agentprobe.proxy.fastpath.hook_index import IndexedAddonManager
+        from . import fastpath
 
-        coalesce.install()
-        root_layer.install()
-        debug_typecheck.install()
+        self.fastpath = fastpath.install(self.config.fastpath)
         asyncio.get_running_loop().set_exception_handler(_quiet_cancellation)
         cfg = self.config
         mode = f"reverse:{cfg.upstream}" if cfg.upstream else "regular"
@@ -124,8 +105,8 @@ class ProxyThread:
             listen_host=cfg.host, listen_port=cfg.port, mode=[mode], confdir=str(cfg.confdir)
         )
         master = Master(opts)
-        IndexedAddonManager.adopt(master.addons)
-        master.addons.add(*proxy_addons(default_addons()))
+        fastpath.adopt(master)
+        master.addons.add(*fastpath.default_addons(default_addons()))
         master.addons.add(*self.addons)
         updates = {
             "connection_strategy": "lazy",

@@ -123,6 +123,12 @@ def m001_initial(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m002_run_fastpath(conn: sqlite3.Connection) -> None:
+    # Which of agentprobe's mitmproxy patches were active: on, off (and why), or the list.
+    conn.execute("ALTER TABLE runs ADD COLUMN fastpath TEXT")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     if not conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_migrations'"

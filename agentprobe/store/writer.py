@@ -106,8 +106,8 @@ class Writer:
         assert self._conn is not None
         self._conn.execute(
             "INSERT INTO runs (id, started_at, label, command, config_sha256, status, calls_lost, mode,"
-            " parent_run_id, agentprobe_version) VALUES (:id, :started_at, :label, :command,"
-            " :config_sha256, 'running', 0, :mode, :parent_run_id, :agentprobe_version)",
+            " parent_run_id, agentprobe_version, fastpath) VALUES (:id, :started_at, :label, :command,"
+            " :config_sha256, 'running', 0, :mode, :parent_run_id, :agentprobe_version, :fastpath)",
             {
                 "label": None,
                 "command": None,
@@ -115,6 +115,7 @@ class Writer:
                 "mode": None,
                 "parent_run_id": None,
                 "agentprobe_version": None,
+                "fastpath": None,
                 **self.run,
             },
         )

@@ -25,7 +25,6 @@ joined into one piece of data; the client receives the same bytes, re-chunked
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import h11
@@ -36,9 +35,7 @@ try:
 except ImportError:  # a mitmproxy that reorganised its HTTP/1 layer: see install()
     _http1 = None
 
-log = logging.getLogger("agentprobe.proxy")
-
-_installed = False
+_original = None  # make_body_reader before patch()
 
 
 def coalesce_sends(cmds: Iterator[commands.Command]) -> Iterator[commands.Command]:
@@ -125,18 +122,27 @@ def _make_body_reader(original):
     return make_body_reader
 
 
-def install() -> None:
+def check() -> str | None:
+    if not callable(getattr(_http1, "make_body_reader", None)):
+        return "mitmproxy has no HTTP/1 make_body_reader"
+    if not all(hasattr(commands, name) for name in ("SendData", "Log")):
+        return "mitmproxy.proxy.commands has no SendData or Log"
+    return None
+
+
+def patch() -> None:
     """Join the chunks every HTTP/1 body reader has buffered, from now on (writes: see root_layer).
 
-    This touches a mitmproxy internal; if a release moves it, traffic flows
-    unjoined (slower, never broken) and the log says so. tests/test_coalesce.py
-    fails on such a release.
+    tests/proxy/fastpath/test_coalesce.py fails on a mitmproxy that moved this internal.
     """
-    global _installed
-    if _installed:
-        return
-    _installed = True
-    if not callable(getattr(_http1, "make_body_reader", None)):
-        log.warning("agentprobe: this mitmproxy has no HTTP/1 make_body_reader; streamed chunks are not joined")
-    else:
-        _http1.make_body_reader = _make_body_reader(_http1.make_body_reader)
+    global _original
+    if _original is None:
+        _original = _http1.make_body_reader
+        _http1.make_body_reader = _make_body_reader(_original)
+
+
+def unpatch() -> None:
+    global _original
+    if _original is not None:
+        _http1.make_body_reader = _original
+        _original = None

@@ -14,13 +14,33 @@ from __future__ import annotations
 from mitmproxy import http
 
 
+_original = None
+
+
 def _no_check(self) -> None:
     pass
 
 
-def install() -> bool:
+def check() -> str | None:
+    """Why this patch cannot apply to this mitmproxy, or None."""
+    if not hasattr(http, "MessageData"):
+        return "mitmproxy.http has no MessageData"
+    return None
+
+
+def patch() -> bool:
     """True when the check was there to drop (a mitmproxy that removes it needs nothing)."""
-    if getattr(http.MessageData, "__post_init__", _no_check) is _no_check:
+    global _original
+    current = getattr(http.MessageData, "__post_init__", _no_check)
+    if current is _no_check:
         return False
+    _original = current
     http.MessageData.__post_init__ = _no_check
     return True
+
+
+def unpatch() -> None:
+    global _original
+    if _original is not None:
+        http.MessageData.__post_init__ = _original
+        _original = None

@@ -31,6 +31,14 @@ _BEGUN = "_agentprobe_begun"  # on a hook whose handlers already ran: what is le
 _NOT_BEGUN = object()
 
 
+def check() -> str | None:
+    missing = [name for name in ("trigger_event", "handle_lifecycle", "register", "add", "remove", "clear")
+               if not callable(getattr(AddonManager, name, None))]
+    if missing:
+        return f"mitmproxy's AddonManager has no {', '.join(missing)}"
+    return None
+
+
 class IndexedAddonManager(AddonManager):
     def __init__(self, master) -> None:
         super().__init__(master)

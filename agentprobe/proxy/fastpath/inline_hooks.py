@@ -24,7 +24,6 @@ from collections.abc import Iterator
 from mitmproxy import flow
 from mitmproxy.proxy import commands, events
 
-from .coalesce import coalesce_sends
 from .hook_index import IndexedAddonManager
 
 
@@ -37,12 +36,20 @@ def _finished_now(hooks: IndexedAddonManager, hook: commands.StartHook) -> bool:
     return False
 
 
-def handle_event(layer, hooks: IndexedAddonManager, event: events.Event) -> Iterator[commands.Command]:
+def check() -> str | None:
+    if not hasattr(commands.StartHook, "blocking"):
+        return "mitmproxy's StartHook has no `blocking`"
+    if not hasattr(events, "HookCompleted") or not callable(getattr(flow.Flow, "intercept", None)):
+        return "mitmproxy has no HookCompleted event or Flow.intercept"
+    return None
+
+
+def handle_event(layer, hooks: IndexedAddonManager, event: events.Event, merge) -> Iterator[commands.Command]:
     """The root layer's commands for `event` and for every hook it finishes on the way."""
     pending = deque([event])
     while pending:
-        # Each event's writes are merged and flushed before the next event's handlers run.
-        for cmd in coalesce_sends(layer.handle_event(pending.popleft())):
+        # Each event's writes are merged (when `merge` does) and flushed before the next event's handlers run.
+        for cmd in merge(layer.handle_event(pending.popleft())):
             if isinstance(cmd, commands.StartHook) and _finished_now(hooks, cmd):
                 if cmd.blocking:
                     pending.append(events.HookCompleted(cmd))
