@@ -110,3 +110,12 @@ def test_a_proxy_with_the_fast_path_off_records_the_same_and_says_so(tmp_path, t
         assert json.loads(sent["body"])["messages"][0]["content"] == "Count to three."
     finally:
         rec.stop()
+
+
+def test_inline_hooks_turn_off_when_mitmproxy_changes_what_they_stand_in_for(monkeypatch):
+    from agentprobe.proxy.fastpath import inline_hooks
+
+    monkeypatch.setitem(inline_hooks.KNOWN_SOURCES, "ConnectionHandler.hook_task", {"0000000000000000"})
+    p = fastpath.plan(ALL)
+    assert "inline_hooks" not in p.active
+    assert p.skipped["inline_hooks"] == "mitmproxy's ConnectionHandler.hook_task is not the one this patch was written for"

@@ -36,7 +36,34 @@ def _finished_now(hooks: IndexedAddonManager, hook: commands.StartHook) -> bool:
     return False
 
 
+# What this module does instead of mitmproxy, written against these two methods. If a release
+# changes either (say handle_hook learns a new step), finishing hooks here would silently skip
+# that step, so the patch turns itself off instead. Fingerprints: sha256 of the whitespace-folded
+# source, first 16 hex digits.
+KNOWN_SOURCES = {
+    "ProxyConnectionHandler.handle_hook": {"f370d88627226374"},
+    "ConnectionHandler.hook_task": {"0eba1eb5ae006fe7"},
+}
+
+
+def _fingerprint(func) -> str:
+    import hashlib
+    import inspect
+
+    return hashlib.sha256(" ".join(inspect.getsource(func).split()).encode()).hexdigest()[:16]
+
+
 def check() -> str | None:
+    from mitmproxy.proxy import mode_servers, server
+
+    for name, func in (("ProxyConnectionHandler.handle_hook", mode_servers.ProxyConnectionHandler.handle_hook),
+                       ("ConnectionHandler.hook_task", server.ConnectionHandler.hook_task)):
+        try:
+            seen = _fingerprint(func)
+        except (OSError, TypeError):
+            return f"cannot read mitmproxy's {name} to check it"
+        if seen not in KNOWN_SOURCES[name]:
+            return f"mitmproxy's {name} is not the one this patch was written for"
     if not hasattr(commands.StartHook, "blocking"):
         return "mitmproxy's StartHook has no `blocking`"
     if not hasattr(events, "HookCompleted") or not callable(getattr(flow.Flow, "intercept", None)):
