@@ -148,7 +148,7 @@ def test_volumes_env_expose_and_healthcheck_agree(image):
 def test_entry_command_is_the_real_cli(image):
     """ENTRYPOINT + CMD parse with the click CLI the suite tests, options and all."""
     from agentprobe.cli import cli
-    from agentprobe.cli.capture import _check_host
+    from agentprobe.cli.record import _check_host
 
     _, final = image
     entrypoint, cmd = exec_form(one(final, "ENTRYPOINT")), exec_form(one(final, "CMD"))

@@ -140,7 +140,7 @@ def _report(text: str, finish_reason: str | None, meta: dict, as_json: bool, raw
     if as_json:
         click.echo(json.dumps({**meta, **analysis.to_dict()}, indent=2))
     else:
-        from ..analyze.report import print_analysis
+        from ..report.console import print_analysis
 
         print_analysis(analysis, meta)
     return 0

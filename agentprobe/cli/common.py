@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from .errors import UserError
+
 db_option = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -25,9 +27,31 @@ def load_config(path) -> dict | None:
     if not path:
         return None
     from ..checks import agent_config
-    from .errors import UserError
-
     try:
         return agent_config.load(path)
     except agent_config.ConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def proxy_options(fn):
+    fn = click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                      help="Also trust this CA for upstream servers (a corporate gateway, a local test server).")(fn)
+    fn = click.option("--ssl-insecure", is_flag=True, help="Do not verify upstream certificates.")(fn)
+    fn = click.option("--label", help="Tag the run, e.g. dev or prod (cross-run checks compare labels).")(fn)
+    fn = click.option("--otlp", "otlp_endpoint", metavar="URL",
+                      help="Also stream each call as an OpenTelemetry span to this OTLP/HTTP endpoint.")(fn)
+    fn = click.option("--no-fastpath", "fastpath", flag_value="off", default=None,
+                      help="Run plain mitmproxy, without agentprobe's patches of its internals"
+                           " (as AGENTPROBE_FASTPATH=0).")(fn)
+    fn = confdir_option(fn)
+    fn = db_option(fn)
+    return fn
+
+
+def fastpath_wanted(flag: str | None) -> frozenset[str]:
+    from ..proxy import fastpath
+
+    try:
+        return fastpath.wanted(flag)
+    except fastpath.SwitchError as e:
         raise UserError(str(e)) from None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+from ..report.console import print_summary
 from ..store.db import open_db
-from ..store.queries import decode_json_columns, iter_calls
+from ..store.queries import decode_json_columns, iter_calls, summarize
 from .browse import CALL_COLUMNS
-from .capture import print_summary
 from .common import confdir_option, db_option
 from .output import emit
 
@@ -23,7 +23,7 @@ def demo(db, confdir):
     database = open_db(db)
     emit((decode_json_columns(r) for r in iter_calls(database, run_id)), "table", CALL_COLUMNS,
          title=f"calls of run {run_id}")
-    print_summary(db, run_id)
+    print_summary(summarize(database, run_id))
     from ..checks import scan_runs
     from ..report.console import print_findings
 

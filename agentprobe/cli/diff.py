@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import click
 
-from ..diff.compare import EXPLAIN, diff_runs
+from ..diff.compare import diff_runs
 from ..diff.sides import load_side
 from ..store.db import open_db
 from ..store.queries import resolve_run
@@ -61,55 +60,10 @@ def diff(run_a, run_b, opt_a, opt_b, db, as_json):
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
     else:
+        from ..report.console import print_diff
+
         print_diff(result)
     return 0 if result["identical"] else 1
-
-
-def print_diff(result: dict) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.syntax import Syntax
-    from rich.table import Table
-
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    ra, rb = result["run_a"], result["run_b"]
-    name = (lambda r: escape(r["id"] + (f" [{r['label']}]" if r["label"] else "")))
-    steps = result["steps"]
-    console.print(f"A: {name(ra)}, {ra['calls']} call(s)\nB: {name(rb)}, {rb['calls']} call(s)\n"
-                  f"{steps['aligned']} step(s) aligned, {steps['only_a']} only in A, {steps['only_b']} only in B\n")
-    d = result["divergence"]
-    if d is None:
-        console.print("[green]identical[/green] in what matters: same requests, outputs, statuses and retries")
-        return
-    console.print(f"[bold red]first divergence[/bold red] at step {d['index'] + 1}: [bold]{d['kind']}[/bold]"
-                  f" ({EXPLAIN[d['kind']]})\n{escape(d['summary'])}\n")
-    plain = [f for f in d["fields"] if "diff" not in f]
-    if plain:
-        table = Table("field", "A", "B")
-        for f in plain:
-            extra = f" (message {f['index']})" if "index" in f else ""
-            extra += f" (similarity {f['similarity']:.0%})" if "similarity" in f else ""
-            table.add_row(f["field"] + extra, escape(_cell(f.get("a"))), escape(_cell(f.get("b"))))
-        console.print(table)
-    for f in d["fields"]:
-        if f.get("diff"):
-            console.print(f"[bold]{f['field']}[/bold]")
-            console.print(Syntax(f["diff"], "diff", theme="ansi_dark", word_wrap=True))
-    if result["later_differences"]:
-        console.print(f"{result['later_differences']} more step(s) differ after this one.")
-    table = Table("from the divergence on", "A before", "B before", "A after", "B after", title="downstream effect")
-    e = result["effect"]
-    for metric in ("calls", "errors", "input_tokens", "output_tokens", "latency_ms", "cost_usd"):
-        table.add_row(metric, *(_cell(e[part][side][metric]) for part in ("before", "after") for side in ("a", "b")))
-    console.print(table)
-
-
-def _cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.6g}"
-    return str(value)
 
 
 COMMANDS = [diff]

@@ -13,8 +13,9 @@ from ..checks import agent_config, scan_runs
 from ..clients import oneshot
 from ..clients.send import Route, SendError, send
 from ..proxy.runner import ProxyConfig
+from ..report.console import print_summary
 from ..store.db import open_db
-from .capture import print_summary
+from ..store.queries import summarize
 from .errors import UserError
 
 
@@ -59,7 +60,7 @@ def trace_prompt(db, proxy: ProxyConfig, config_path: Path, prompt: str, env: st
             "findings": [f.to_dict() for f in findings],
         }, indent=2, default=str))
     else:
-        print_summary(db, recording.run_id)
+        print_summary(summarize(database, recording.run_id))
         settings = ", ".join(f"{k}={v}" for k, v in request.settings.items()) or "provider defaults"
         if times > 1:
             click.echo(f"agentprobe: {len(texts)} answer(s), {len(set(texts))} distinct, at {settings}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 
@@ -12,6 +11,7 @@ from ..capture.session import Recording
 from ..playback.serve import ServeServer, load_recorded
 from ..proxy.ca import default_confdir
 from ..proxy.runner import ProxyConfig
+from ..report.console import print_serve_summary
 from ..store.db import open_db
 from ..store.queries import resolve_run
 from .common import confdir_option, db_option
@@ -26,24 +26,6 @@ def start_serve_backend(db, run_ref: str, realtime: bool) -> tuple[ServeServer, 
     if not recorded:
         raise UserError(f"run {run_id} has no recorded LLM calls to serve")
     return ServeServer(recorded, realtime=realtime).start(), run_id
-
-
-def print_serve_summary(server: ServeServer, as_json: bool = False) -> dict:
-    summary = server.summary()
-    if as_json:
-        click.echo(json.dumps(summary, indent=2))
-        return summary
-    click.echo(
-        f"agentprobe serve: {summary['requests']} request(s): {summary['matched_by_body']} matched the recording"
-        f" exactly, {summary['matched_by_conversation']} by their place in a conversation,"
-        f" {len(summary['unmatched'])} unmatched",
-        err=True,
-    )
-    for miss in summary["unmatched"]:
-        click.echo(f"  DIVERGED at request {miss['request']} ({miss['path']}): no recorded call matches", err=True)
-    if summary["never_requested"]:
-        click.echo(f"  recorded calls never requested: seq {summary['never_requested']}", err=True)
-    return summary
 
 
 @click.command()
@@ -88,7 +70,7 @@ def serve(run_ref, db, confdir, host, port, realtime, label, trace_file):
     finally:
         recording.stop()
         backend.stop()
-    print_serve_summary(backend)
+    print_serve_summary(backend.summary())
 
 
 COMMANDS = [serve]

@@ -1,19 +1,34 @@
-"""The default scan output: findings grouped by severity, each with its evidence and fix."""
+"""Everything agentprobe prints for a person: scan findings, run and serve summaries, a diff, an analysis.
+
+The CLI decides what to print and where; these functions only render. Off a terminal, rich's
+80-column default would wrap every line of a CI log, so output gets a wider fixed width there.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
-from ..checks import Finding
+from ..checks import Finding, severity_rank
 
-_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan"}
+SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan"}
+
+
+def terminal(stderr: bool = False) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, width=None if stream.isatty() else 120)
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
 
 
 def print_findings(findings: list[Finding], meta: dict, console: Console | None = None) -> None:
-    import sys
-
-    console = console or Console(width=None if sys.stdout.isatty() else 120)
+    console = console or terminal()
     scanned = ", ".join(meta.get("runs") or []) or "no runs"
     if meta.get("config"):
         scanned += f" with config {meta['config']}"
@@ -25,7 +40,7 @@ def print_findings(findings: list[Finding], meta: dict, console: Console | None 
     console.print(f"[bold]{len(findings)} finding(s)[/bold] in {scanned}: {summary}\n")
     for f in findings:
         head = Text()
-        head.append(f" {f.severity.upper()} ", style=_STYLE[f.severity])
+        head.append(f" {f.severity.upper()} ", style=SEVERITY_STYLE[f.severity])
         head.append(f" {f.rule}  ", style="bold")
         head.append(f.title)
         console.print(head)
@@ -36,3 +51,119 @@ def print_findings(findings: list[Finding], meta: dict, console: Console | None 
             console.print(Text(f"    calls: {where}" + (" ..." if len(f.calls) > 8 else ""), style="dim"))
         console.print(Text("    fix: ", style="green") + Text(f.fix))
         console.print()
+
+
+def print_summary(summary: dict, as_json: bool = False) -> None:
+    """The numbers `trace` and `record` print when a run ends: JSON on stdout, or lines on stderr."""
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    errors = ", ".join(f"{n}x {s}" for s, n in summary["errors_by_status"].items()) or "none"
+    lines = [f"agentprobe: run {summary['run_id']}" + (f" [{summary['label']}]" if summary["label"] else "")]
+    lines.append(
+        f"  calls {summary['calls']} (LLM {summary['llm_calls']}, conversations {summary['conversations']},"
+        f" retries {summary['retries']}, streams cut {summary['streams_cut']})"
+    )
+    lines.append(f"  errors {summary['errors']} (by status: {errors})")
+    lines.append(f"  tokens in {summary['input_tokens']:,} / out {summary['output_tokens']:,}")
+    if summary["models"]:
+        lines.append(f"  models {', '.join(summary['models'])}")
+    if summary["wall_time_s"] is not None:
+        lines.append(f"  wall time {summary['wall_time_s']:.2f}s")
+    if summary["calls_lost"]:
+        lines.append(f"  WARNING: {summary['calls_lost']} call(s) could not be recorded")
+    _say("\n".join(lines))
+
+
+def print_serve_summary(summary: dict, as_json: bool = False) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    _say(
+        f"agentprobe serve: {summary['requests']} request(s): {summary['matched_by_body']} matched the recording"
+        f" exactly, {summary['matched_by_conversation']} by their place in a conversation,"
+        f" {len(summary['unmatched'])} unmatched",
+    )
+    for miss in summary["unmatched"]:
+        _say(f"  DIVERGED at request {miss['request']} ({miss['path']}): no recorded call matches")
+    if summary["never_requested"]:
+        _say(f"  recorded calls never requested: seq {summary['never_requested']}")
+
+
+def print_diff(result: dict) -> None:
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    from ..diff.compare import EXPLAIN
+
+    console = terminal()
+    ra, rb = result["run_a"], result["run_b"]
+    name = (lambda r: escape(r["id"] + (f" [{r['label']}]" if r["label"] else "")))
+    steps = result["steps"]
+    console.print(f"A: {name(ra)}, {ra['calls']} call(s)\nB: {name(rb)}, {rb['calls']} call(s)\n"
+                  f"{steps['aligned']} step(s) aligned, {steps['only_a']} only in A, {steps['only_b']} only in B\n")
+    d = result["divergence"]
+    if d is None:
+        console.print("[green]identical[/green] in what matters: same requests, outputs, statuses and retries")
+        return
+    console.print(f"[bold red]first divergence[/bold red] at step {d['index'] + 1}: [bold]{d['kind']}[/bold]"
+                  f" ({EXPLAIN[d['kind']]})\n{escape(d['summary'])}\n")
+    plain = [f for f in d["fields"] if "diff" not in f]
+    if plain:
+        table = Table("field", "A", "B")
+        for f in plain:
+            extra = f" (message {f['index']})" if "index" in f else ""
+            extra += f" (similarity {f['similarity']:.0%})" if "similarity" in f else ""
+            table.add_row(f["field"] + extra, escape(_diff_cell(f.get("a"))), escape(_diff_cell(f.get("b"))))
+        console.print(table)
+    for f in d["fields"]:
+        if f.get("diff"):
+            console.print(f"[bold]{f['field']}[/bold]")
+            console.print(Syntax(f["diff"], "diff", theme="ansi_dark", word_wrap=True))
+    if result["later_differences"]:
+        console.print(f"{result['later_differences']} more step(s) differ after this one.")
+    table = Table("from the divergence on", "A before", "B before", "A after", "B after", title="downstream effect")
+    e = result["effect"]
+    for metric in ("calls", "errors", "input_tokens", "output_tokens", "latency_ms", "cost_usd"):
+        table.add_row(metric, *(_diff_cell(e[part][side][metric]) for part in ("before", "after") for side in ("a", "b")))
+    console.print(table)
+
+
+def _diff_cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.6g}"
+    return str(value)
+
+
+def print_analysis(analysis, meta: dict, console: Console | None = None) -> None:
+    console = console or terminal()
+    present = sorted(analysis.present, key=lambda v: -severity_rank(v.severity or "low"))
+    by = f" by {meta['model']}" if meta.get("model") else ""
+    console.print(f"[bold]Failure analysis{by}[/bold] ({meta.get('prompt_version', '')}):"
+                  f" {len(present)} of 6 failure modes present\n")
+    for v in present:
+        head = Text()
+        head.append(f" {(v.severity or 'low').upper()} ", style=SEVERITY_STYLE.get(v.severity or "low", ""))
+        head.append(f" {v.name}", style="bold")
+        console.print(head)
+        console.print(Text("    evidence: ", style="dim") + Text(v.evidence))
+        for i, step in enumerate(v.steps, 1):
+            console.print(Text(f"    {i}. ", style="dim") + Text(step))
+        console.print(Text("    fix: ", style="green") + Text(v.fix_strategy))
+        console.print()
+    absent = [v for v in analysis.modes if not v.present]
+    if absent:
+        console.print("[bold]Not present[/bold]")
+        for v in absent:
+            console.print(Text(f"    {v.name}: ", style="dim") + Text(v.evidence or "no reason given"))
+        console.print()
+    if analysis.not_assessed:
+        console.print(f"[yellow]Not assessed by the model:[/yellow] {', '.join(analysis.not_assessed)}\n")
+    console.print("[bold]Summary[/bold]")
+    console.print(Text("    " + analysis.summary))
+    if analysis.priority_fixes:
+        console.print("\n[bold]Priority fixes[/bold]")
+        for i, fix in enumerate(analysis.priority_fixes, 1):
+            console.print(Text(f"    {i}. ") + Text(fix))

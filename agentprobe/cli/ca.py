@@ -1,0 +1,30 @@
+"""`ca`: the proxy's CA, its trust bundle, and shell exports that route a shell through the proxy."""
+
+from __future__ import annotations
+
+import click
+
+from ..proxy.ca import bundle_path, child_env, default_confdir, ensure_ca, shell_exports
+from ..proxy.running import running_proxy
+from .common import confdir_option
+
+
+@click.command()
+@confdir_option
+@click.option("--env", "show_env", is_flag=True, help="Print shell exports that send a shell's traffic through the proxy.")
+@click.option("--bundle", "show_bundle", is_flag=True, help="Print the path of the trust bundle (public roots + proxy CA).")
+@click.option("--proxy", "proxy_url", help="Proxy URL for --env (default: the running `record`, else http://127.0.0.1:8080).")
+def ca(confdir, show_env, show_bundle, proxy_url):
+    """Show the proxy's CA certificate, trust bundle, or shell exports."""
+    confdir = confdir or default_confdir()
+    if show_env:
+        url = proxy_url or running_proxy(confdir) or "http://127.0.0.1:8080"
+        env = child_env(url, bundle_path(confdir), base={})
+        click.echo(shell_exports(env))
+    elif show_bundle:
+        click.echo(str(bundle_path(confdir)))
+    else:
+        click.echo(str(ensure_ca(confdir)))
+
+
+COMMANDS = [ca]

@@ -1,0 +1,76 @@
+"""`record`: a long-running proxy, recording until Ctrl-C."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import threading
+
+import click
+
+from ..capture.session import Recording
+from ..proxy import running
+from ..proxy.ca import default_confdir
+from ..proxy.runner import ProxyConfig
+from ..report.console import print_summary
+from ..store.db import open_db
+from ..store.queries import summarize
+from .common import fastpath_wanted, proxy_options
+from .errors import UserError
+
+
+def _check_host(host: str, allow_remote: bool) -> None:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback and not allow_remote:
+        raise UserError(
+            f"refusing to listen on {host}: the proxied traffic carries API keys; pass --allow-remote to do it anyway"
+        )
+    if not loopback:
+        click.echo(f"agentprobe: warning: listening on {host}; anyone who can reach it can use your API keys", err=True)
+
+
+@click.command()
+@proxy_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0 = any free port).")
+@click.option("--upstream", help="Reverse mode: forward everything to this URL (then point the SDK's base URL here).")
+@click.option("--allow-remote", is_flag=True, help="Allow listening on a non-loopback address.")
+def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, fastpath, host, port, upstream,
+           allow_remote):
+    """Run the proxy until Ctrl-C, recording one run.
+
+    \b
+    agentprobe record --port 8080        # then: eval "$(agentprobe ca --env)"
+    agentprobe record --upstream https://api.openai.com
+                                         # then: OPENAI_BASE_URL=http://127.0.0.1:8080/v1
+    """
+    _check_host(host, allow_remote)
+    if upstream and not upstream.startswith(("http://", "https://")):
+        raise UserError(f"--upstream must be an http:// or https:// URL, not {upstream!r}")
+    confdir = confdir or default_confdir()
+    config = ProxyConfig(host=host, port=port, confdir=confdir, upstream=upstream,
+                         upstream_ca=upstream_ca, ssl_insecure=ssl_insecure, fastpath=fastpath_wanted(fastpath))
+    recording = Recording(db, config, label=label, command="agentprobe record",
+                          otlp_endpoint=otlp_endpoint).start()
+    running.announce(confdir, recording.url, recording.run_id)
+    stop = threading.Event()
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *_: stop.set())
+    if upstream:
+        hint = f"point your SDK's base URL at {recording.url} (e.g. OPENAI_BASE_URL={recording.url}/v1)"
+    else:
+        hint = 'in another shell: eval "$(agentprobe ca --env)"'
+    click.echo(f"agentprobe: recording run {recording.run_id} on {recording.url}; {hint}; Ctrl-C to stop", err=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        recording.stop()
+        running.withdraw(confdir)
+    print_summary(summarize(open_db(db), recording.run_id))
+
+
+COMMANDS = [record]

@@ -1,0 +1,105 @@
+"""`trace`: run a command behind the proxy and record every LLM call it makes."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import subprocess
+from pathlib import Path
+
+import click
+
+from ..capture.session import Recording
+from ..proxy.ca import default_confdir
+from ..proxy.runner import ProxyConfig
+from ..report.console import print_serve_summary, print_summary
+from ..store.db import open_db
+from ..store.queries import summarize
+from .common import fastpath_wanted, proxy_options
+from .errors import UserError
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@proxy_options
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@click.option("--serve", "serve_run", metavar="RUN", help="Answer the command's LLM calls from recorded RUN, offline.")
+@click.option("--realtime", is_flag=True, help="With --serve: reproduce the recorded timing.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --prompt: the agent config that says provider, model, system prompt and settings.")
+@click.option("--prompt", help="Send this one prompt as the config describes, instead of running a command.")
+@click.option("--env", "env_name", help="With --prompt: the config environment whose settings to use (default dev).")
+@click.option("--times", type=click.IntRange(1, 1000), default=1, show_default=True,
+              help="With --prompt: send it this many times (shows whether the answer is deterministic).")
+@click.option("--base-url", help="With --prompt: the provider endpoint (default: the SDK's, or *_BASE_URL).")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, fastpath, as_json, serve_run, realtime,
+          config_path, prompt, env_name, times, base_url, command):
+    """Run COMMAND behind the proxy and record every LLM call it makes.
+
+    \b
+    agentprobe trace -- python my_agent.py
+    agentprobe trace --label prod -- npm run agent
+    agentprobe trace --config agent_config.json --prompt "Summarize..." --env prod --times 5
+    """
+    config = ProxyConfig(confdir=confdir or default_confdir(), upstream_ca=upstream_ca, ssl_insecure=ssl_insecure,
+                         fastpath=fastpath_wanted(fastpath))
+    if prompt is not None or config_path is not None:
+        if command or serve_run:
+            raise UserError("--prompt sends one prompt itself: give either --config/--prompt or a command, not both")
+        if prompt is None or config_path is None:
+            raise UserError("a one-shot trace needs both --config FILE and --prompt TEXT")
+        from .oneshot import trace_prompt
+
+        return trace_prompt(db, config, config_path, prompt, env_name, times, base_url, label, otlp_endpoint,
+                            as_json)
+    if not command:
+        raise UserError("no command to run: put it after --, e.g. agentprobe trace -- python my_agent.py")
+    backend = parent = None
+    addons = []
+    if serve_run:
+        from ..addons.redirect import Redirect
+        from .serve import start_serve_backend
+
+        backend, parent = start_serve_backend(db, serve_run, realtime)
+        addons.append(Redirect("127.0.0.1", backend.port))
+        label = label or "serve"
+    try:
+        recording = Recording(db, config, label=label, command=shlex.join(command), parent_run_id=parent,
+                              addons=addons, otlp_endpoint=otlp_endpoint).start()
+    except BaseException:
+        if backend:
+            backend.stop()
+        raise
+    exit_code = 127
+    try:
+        exit_code = _run_child(list(command), recording.env())
+    except FileNotFoundError:
+        click.echo(f"agentprobe: error: command not found: {command[0]}", err=True)
+    finally:
+        recording.stop(status="failed" if exit_code == 127 else "completed", exit_code=exit_code)
+        if backend:
+            backend.stop()
+    print_summary(summarize(open_db(db), recording.run_id), as_json)
+    if backend:
+        print_serve_summary(backend.summary())
+    return exit_code
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> int:
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum, _frame):
+        # Ctrl-C reaches the child through the terminal; SIGTERM sent to us is passed on.
+        if signum != signal.SIGINT:
+            child.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return 128 - code if code < 0 else code
+
+
+COMMANDS = [trace]
