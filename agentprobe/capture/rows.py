@@ -16,6 +16,7 @@ from ..providers.base import ParsedRequest, ParsedResponse, ParseError
 from ..providers.common import feed_in_pieces
 from ..util.clock import iso, new_id
 from ..util.hashing import canonical_json, sha256_json, sha256_text
+from ..util.http_headers import retry_after
 from . import redact, tokens
 from .exchange import Capture
 from .linking import RunTracker
@@ -64,29 +65,6 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
         if k.lower() == name:
             return v
     return None
-
-
-def _retry_after(headers: list[tuple[str, str]]) -> float | None:
-    ms = _header(headers, "retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000
-        except ValueError:
-            pass
-    value = _header(headers, "retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        import email.utils
-        import time
-
-        try:
-            when = email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, round(when - time.time(), 3))
 
 
 def _ratelimit(headers: list[tuple[str, str]]) -> str | None:
@@ -184,7 +162,7 @@ class RowBuilder:
             "provider": "unknown",
             "status": cap.status,
             "attempt": 1,
-            "retry_after_s": _retry_after(cap.response_headers),
+            "retry_after_s": retry_after(lambda name: _header(cap.response_headers, name)),
             "ratelimit": _ratelimit(cap.response_headers),
             "request_headers": json.dumps(redact.safe_headers(cap.request_headers)),
             "response_headers": json.dumps(redact.safe_headers(cap.response_headers)),

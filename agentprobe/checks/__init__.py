@@ -4,8 +4,17 @@ few rows a finding cites, so a million recorded calls scan in seconds."""
 
 from __future__ import annotations
 
-from . import api_latency, config_checks, context_overflow, prompt_drift, race_condition, recording, \
-    temperature_drift, token_limit, usage
+from . import (
+    api_latency,
+    config_checks,
+    context_overflow,
+    prompt_drift,
+    race_condition,
+    recording,
+    temperature_drift,
+    token_limit,
+    usage,
+)
 from .base import MODES, SEVERITIES, Finding, ScanContext, Thresholds, severity_rank
 
 SCAN_MMAP_BYTES = 4 << 30

@@ -3,38 +3,46 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from typing import Any
 
 from .base import Finding, ScanContext
 
 
-def completion_inversion(ctx: ScanContext) -> list[Finding]:
-    """Pairs of calls that were in flight together and finished in the opposite order they started.
+def inverted_pairs(calls: Iterable[tuple]) -> list[tuple[Any, Any]]:
+    """(a, b) for every pair in flight together where a was dispatched first but finished last.
 
-    A sweep in dispatch order keeps only the calls still open, so it stays linear in practice
-    even over a million calls; calls that did not overlap can never count.
+    `calls` are (key, completion_seq, started_at, ended_at) in dispatch order; the keys come
+    back in the pairs. A sweep keeps only the calls still open, so it stays linear in practice
+    even over a million calls. A call missing its completion or either time (a crashed
+    recording) cannot be placed in time, so it takes part in no pair.
     """
+    open_calls: list[tuple] = []
+    pairs: list[tuple[Any, Any]] = []
+    for key, done, started, ended in calls:
+        if done is None or not started or not ended:
+            continue
+        if open_calls:
+            open_calls = [a for a in open_calls if a[2] > started]
+            pairs.extend((a_key, key) for a_key, a_done, _ in open_calls if a_done > done)
+        open_calls.append((key, done, ended))
+    return pairs
+
+
+def completion_inversion(ctx: ScanContext) -> list[Finding]:
+    """Pairs of calls that were in flight together and finished in the opposite order they started."""
     out = []
     for run_id in ctx.run_ids:
         # Plain tuples, and only the columns the sweep compares: at a million calls, building a
-        # dict of seven fields per row cost more than the sweep itself.
-        open_calls: list[tuple] = []
-        pairs: list[tuple[int, int]] = []
-        involved: set[int] = set()
-        completion: dict[int, int | None] = {}
-        for seq, done, started, ended in ctx.db.execute(
-                "SELECT seq, completion_seq, started_at, ended_at FROM calls"
-                " WHERE run_id = ? AND api IS NOT NULL ORDER BY seq", [run_id]):
-            # A call with no end (a crashed recording) cannot be placed in time, so it never overlaps.
-            if open_calls:
-                open_calls = [a for a in open_calls if a[2] and a[2] > started]
-                for a_seq, a_done, _ in open_calls:
-                    if (a_done or 0) > (done or 0):
-                        pairs.append((a_seq, seq))
-                        involved.update((a_seq, seq))
-                        completion[a_seq], completion[seq] = a_done, done
-            open_calls.append((seq, done, ended))
+        # dict per row cost more than the sweep itself.
+        rows = ctx.db.execute(
+            "SELECT seq, completion_seq, started_at, ended_at FROM calls"
+            " WHERE run_id = ? AND api IS NOT NULL ORDER BY seq", [run_id]).fetchall()
+        completion = {seq: done for seq, done, _, _ in rows}
+        pairs = inverted_pairs(rows)
         if not pairs:
             continue
+        involved = {seq for pair in pairs for seq in pair}
         example = pairs[0]
         cited = sorted(involved)[:ctx.thresholds.max_call_refs]
         calls = list(ctx.db.query(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..checks import Thresholds
+from ..checks import thresholds_for, windows_for
 from ..report.html import render_report
 from ..store.db import open_db
 from ..store.queries import resolve_run
@@ -38,11 +38,8 @@ def report(db, run, run_b, output, config_path, context_threshold):
     """
     config = load_config(config_path)
     # Windows and thresholds are taken from the config exactly as `scan --config` takes them.
-    windows = dict((config or {}).get("models") or {})
-    if config and config.get("context_window"):
-        windows[config["model"]] = config["context_window"]
-    thresholds = Thresholds()
-    thresholds.context = context_threshold or ((config or {}).get("thresholds") or {}).get("context", thresholds.context)
+    windows = windows_for(config)
+    thresholds = thresholds_for(config, context=context_threshold)
     database = open_db(db)
     run_ids = [resolve_run(database, run)]
     if run_b is not None:

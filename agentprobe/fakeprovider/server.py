@@ -10,16 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import socketserver
 import ssl
 import sys
 import threading
 import time
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..util.http_server import LocalHTTPServer
 from . import dialects, directives
 from .dialects.base import Dialect, Route, dumps
 from .directives import DirectiveError, Directives
@@ -31,11 +31,9 @@ IDLE_TIMEOUT = 120.0
 MAX_BODY = 64 * 1024 * 1024
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LocalHTTPServer):
     block_on_close = False  # idle keep-alive connections must not hold up stop()
     request_queue_size = 1024
-    allow_reuse_address = True
 
     def __init__(self, address, provider: "FakeProvider"):
         if ":" in address[0]:
@@ -44,12 +42,6 @@ class _Server(ThreadingHTTPServer):
         self._open: set[socket.socket] = set()
         self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def server_bind(self):
-        # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup that can
-        # stall for seconds in sandboxes; nothing here needs the name.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
 
     def finish_request(self, request, client_address):
         # The TLS handshake runs here, in the connection's thread, so one slow

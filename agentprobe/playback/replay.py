@@ -27,6 +27,7 @@ from ..providers import detect, load_json
 from ..providers.base import ParsedResponse, ParseError
 from ..store.queries import body_text
 from ..util.hashing import canonical_json
+from ..util.http_headers import retry_after
 
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 MAX_ATTEMPTS = 4
@@ -206,7 +207,7 @@ def _send(client, item: Item) -> ParsedResponse:
         with client.stream("POST", item.url, content=item.body, headers=item.headers) as r:
             if r.status_code in RETRYABLE and attempt < MAX_ATTEMPTS - 1:
                 r.read()
-                wait = _retry_after(r.headers) or delay
+                wait = retry_after(r.headers.get) or delay
                 time.sleep(min(wait, 60))
                 delay = min(delay * 2, 30)
                 continue
@@ -226,15 +227,6 @@ def _send(client, item: Item) -> ParsedResponse:
             except ParseError as e:
                 return ParsedResponse(error_type=f"http_{r.status_code}", error_message=str(e))
     raise AssertionError("unreachable")
-
-
-def _retry_after(headers) -> float | None:
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        try:
-            return float(headers[name]) * scale
-        except (KeyError, ValueError):
-            continue
-    return None
 
 
 def replay(

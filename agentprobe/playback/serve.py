@@ -17,7 +17,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import sqlite_utils
 
@@ -27,6 +27,7 @@ from ..capture.rows import stored_request_body
 from ..providers import detect, load_json
 from ..providers.base import ParseError
 from ..store.queries import body_text
+from ..util.http_server import LocalHTTPServer
 
 log = logging.getLogger("agentprobe.playback.serve")
 
@@ -170,7 +171,7 @@ def events(body: bytes) -> list[bytes]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "_Server"
+    server: LocalHTTPServer  # with .matcher and .realtime set by ServeServer
 
     def log_message(self, *args) -> None:  # quiet: the summary reports what happened
         pass
@@ -227,17 +228,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def server_bind(self) -> None:
-        import socketserver
-
-        socketserver.TCPServer.server_bind(self)  # skip the reverse DNS lookup HTTPServer does
-        self.server_name, self.server_port = self.server_address[:2]
-
-
 @dataclass
 class ServeServer:
     recorded: list[Recorded]
@@ -248,7 +238,7 @@ class ServeServer:
 
     def __post_init__(self) -> None:
         self.matcher = Matcher(self.recorded)
-        self._server = _Server((self.host, self.port), _Handler)
+        self._server = LocalHTTPServer((self.host, self.port), _Handler)
         self._server.matcher = self.matcher
         self._server.realtime = self.realtime
         self.port = self._server.server_address[1]

@@ -23,6 +23,7 @@ import sqlite_utils
 from .. import __version__
 from ..checks import Finding, ScanContext, Thresholds, peers, run_checks
 from ..checks.models import context_window
+from ..checks.race_condition import inverted_pairs
 from ..store.queries import summarize
 
 # Caps that keep a report of a huge run openable; each one is announced on the page when hit.
@@ -131,17 +132,9 @@ def _is_error(call: dict) -> bool:
 
 
 def _inversions(calls: list[dict]) -> list[tuple[dict, dict]]:
-    """The same sweep as race_condition/completion_inversion, kept here so the picture marks
-    exactly the pairs the finding counts: overlapping calls that finished in reverse order."""
-    open_calls: list[dict] = []
-    pairs = []
-    for row in calls:
-        if row["api"] is None or row["completion_seq"] is None or not row["started_at"] or not row["ended_at"]:
-            continue
-        open_calls = [a for a in open_calls if a["ended_at"] > row["started_at"]]
-        pairs.extend((a, row) for a in open_calls if a["completion_seq"] > row["completion_seq"])
-        open_calls.append(row)
-    return pairs
+    # The sweep race_condition/completion_inversion counts, so the picture marks exactly its pairs.
+    llm = [(i, c["completion_seq"], c["started_at"], c["ended_at"]) for i, c in enumerate(calls) if c["api"] is not None]
+    return [(calls[a], calls[b]) for a, b in inverted_pairs(llm)]
 
 
 def load_run(db: sqlite_utils.Database, run_id: str) -> RunView:
