@@ -158,3 +158,24 @@ def test_missing_config_and_unknown_label(tmp_path):
     open_db(tmp_path / "ap.db", create=True)
     r = run_cli("scan", "--label", "staging", "--db", str(tmp_path / "ap.db"))
     assert r.returncode == 2 and "no runs labelled" in r.stderr
+
+
+@pytest.mark.parametrize("fmt, as_json, output, expected", [
+    (None, False, None, "table"), ("sarif", False, "x.txt", "sarif"), (None, True, None, "json"),
+    (None, False, "t.txt", "table"), (None, False, "a.sarif", "sarif"), (None, False, "a.json", "json"),
+    (None, False, "junit-report.xml", "junit"), (None, False, "analysis.xml", "xml"), ("json", True, None, "json"),
+])
+def test_the_format_follows_format_then_json_then_the_file_name(fmt, as_json, output, expected):
+    from pathlib import Path
+
+    from agentprobe.cli.scan import output_format
+
+    assert output_format(fmt, as_json, Path(output) if output else None) == expected
+
+
+def test_json_and_another_format_conflict():
+    from agentprobe.cli.errors import UserError
+    from agentprobe.cli.scan import output_format
+
+    with pytest.raises(UserError, match="two formats"):
+        output_format("sarif", True, None)

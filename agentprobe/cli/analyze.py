@@ -16,6 +16,7 @@ from ..store.db import open_db, resolve_path
 from ..store.queries import resolve_run
 from .common import db_option, load_config
 from .errors import UserError
+from .output import json_option
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -70,7 +71,7 @@ def _save(path: Path, text: str) -> None:
               help="Seconds per attempt.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Output limit for the answer (anthropic default 8192).")
 @click.option("--temperature", type=click.FloatRange(0, 2), help="Sent only when given.")
-@click.option("--json", "as_json", is_flag=True, help="Print the validated analysis as JSON.")
+@json_option("the validated analysis")
 @click.option("--save-raw", type=click.Path(dir_okay=False, path_type=Path),
               help="Keep the model's raw answer here (an invalid answer is always kept, by default beside the DB).")
 @click.option("--answer", "answer_path", type=_FILE,

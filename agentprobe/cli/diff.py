@@ -15,6 +15,7 @@ from ..store.queries import resolve_run
 from ..traces import TraceError, load_file
 from .common import db_option
 from .errors import UserError
+from .output import json_option
 
 
 def _side(ref: str, db, scratch: Path):
@@ -39,7 +40,7 @@ def _side(ref: str, db, scratch: Path):
 @click.option("--run-a", "opt_a", help="The first run: an id, a prefix, latest, or a trace file.")
 @click.option("--run-b", "opt_b", help="The second run.")
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@json_option("the comparison")
 def diff(run_a, run_b, opt_a, opt_b, db, as_json):
     """Find where RUN_B first diverges from RUN_A, classify why, and show what followed.
 

@@ -1,4 +1,5 @@
-"""One set of output options shared by every listing command (as sqlite-utils does)."""
+"""The output options every command shares (as sqlite-utils does): `--json` for commands that print one
+document, `--json/--nl/--csv/--table` for listings."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def output_options(fn):
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+def json_option(what: str):
+    """`--json` (as `as_json`): print `what` as JSON on stdout instead of for a person."""
+    return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON on stdout.")
 
 
 def emit(rows: Iterable[dict], fmt: str, columns: Sequence[str], *, title: str | None = None) -> None:

@@ -15,6 +15,7 @@ from ..store.db import open_db
 from ..store.queries import resolve_run
 from .common import confdir_option, db_option
 from .errors import UserError
+from .output import json_option
 
 
 def _pairs(values, what: str) -> dict[str, str]:
@@ -44,7 +45,7 @@ def _pairs(values, what: str) -> dict[str, str]:
 @click.option("--only-failed", is_flag=True, help="Only calls that failed, were cut or were truncated.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False), help="Extra CA for the provider.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option("the result")
 def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, headers, only_failed, concurrency,
            upstream_ca, as_json):
     """Re-send RUN's requests --times times and score how deterministic the answers are.

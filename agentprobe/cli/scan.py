@@ -13,7 +13,28 @@ from ..store.db import open_db
 from ..store.queries import resolve_run
 from .common import db_option, load_config
 from .errors import UserError
-from .output import write_output
+from .output import json_option, write_output
+
+
+FORMATS = ["table", "json", "sarif", "junit", "xml"]
+
+
+def output_format(fmt: str | None, as_json: bool, output: Path | None) -> str:
+    """--format, else --json, else what -o's name says, else a table."""
+    if as_json:
+        if fmt not in (None, "json"):
+            raise UserError(f"--json and --format {fmt} ask for two formats: give one")
+        return "json"
+    if fmt:
+        return fmt
+    name = output.name.lower() if output else ""
+    if name.endswith((".sarif", ".sarif.json")):
+        return "sarif"
+    if name.endswith(".json"):
+        return "json"
+    if name.endswith(".xml"):
+        return "junit" if "junit" in name else "xml"
+    return "table"
 
 
 def select_runs(db, run_refs, all_runs: bool, label: str | None) -> list[str]:
@@ -35,14 +56,16 @@ def select_runs(db, run_refs, all_runs: bool, label: str | None) -> list[str]:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Agent config (agent_config.json) to check, alone or against the runs.")
 @click.option("--env", "env_name", help="Config environment the runs should match (default: the run's label).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "sarif", "junit", "xml"]), default="table",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="Output format (default: from -o's extension: .json, .sarif, .xml for the analysis XML,"
+                   " junit*.xml for JUnit, anything else a table; without -o, a table).")
+@json_option("the findings (the same as --format json)")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the report here.")
 @click.option("--fail-on", type=click.Choice(SEVERITIES), help="Exit 1 if any finding is at or above this severity.")
 @click.option("--context-threshold", type=click.FloatRange(0, 1, min_open=True), help="Default 0.75.")
 @click.option("--latency-budget-ms", type=click.FloatRange(0, min_open=True), help="Default 30000.")
 @click.option("--usage-tolerance", type=click.FloatRange(0, min_open=True), help="Default 0.10.")
-def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, output, fail_on, context_threshold,
+def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, as_json, output, fail_on, context_threshold,
          latency_budget_ms, usage_tolerance):
     """Find temperature drift, context overflow, truncation, prompt drift, swallowed API errors and
     race conditions in recorded runs (default: the latest) and in an agent config.
@@ -53,6 +76,7 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, output, fail
     agentprobe scan --label prod --fail-on high  # CI gate
     agentprobe scan --format sarif -o agentprobe.sarif
     """
+    fmt = output_format(fmt, as_json, output)
     config = load_config(config_path)
     thresholds = thresholds_for(config, context=context_threshold, latency_ms=latency_budget_ms,
                                 usage_tolerance=usage_tolerance)
@@ -69,7 +93,7 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, output, fail
 
         print_findings(findings, meta)
     else:
-        text = render("json" if fmt == "table" else fmt, findings, meta)
+        text = render(fmt, findings, meta)
         write_output(text + "\n", output, f"{len(findings)} finding(s)")
     if fail_on and any(severity_rank(f.severity) >= severity_rank(fail_on) for f in findings):
         return 1

@@ -17,11 +17,12 @@ from ..store.db import open_db
 from ..store.queries import summarize
 from .common import fastpath_wanted, proxy_options
 from .errors import UserError
+from .output import json_option
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @proxy_options
-@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@json_option("the run summary")
 @click.option("--serve", "serve_run", metavar="RUN", help="Answer the command's LLM calls from recorded RUN, offline.")
 @click.option("--realtime", is_flag=True, help="With --serve: reproduce the recorded timing.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),

@@ -1,4 +1,4 @@
-"""Renderings of scan findings: console, JSON, SARIF 2.1.0, JUnit XML, and the analyst XML."""
+"""Renderings of scan findings: console (or its plain text for a file), JSON, SARIF 2.1.0, JUnit XML, and the analyst XML."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ def to_json(findings: list[Finding], meta: dict) -> str:
 
 
 def render(fmt: str, findings: list[Finding], meta: dict) -> str:
+    if fmt == "table":
+        import io
+
+        from rich.console import Console
+
+        from .console import print_findings
+
+        buffer = io.StringIO()
+        print_findings(findings, meta, Console(file=buffer, width=120, color_system=None))
+        return buffer.getvalue().rstrip("\n")
     if fmt == "json":
         return to_json(findings, meta)
     if fmt == "sarif":
