@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import cpu_priority
+from .catch_up import CatchUp
 from .db import StoreError, connect
 
 log = logging.getLogger("agentprobe.writer")
@@ -30,12 +30,6 @@ _STOP = object()
 # the next commit waits for it.
 CHECKPOINT_IDLE_S = 0.25
 CHECKPOINT_BYTES = 8 * 1024 * 1024
-
-# A low-priority writer that has let a call wait this long gets normal priority until the
-# queue is this fresh again. The durability goal is 1 s at p99; the watcher looks every WATCH_S.
-BEHIND_S = 0.25
-CAUGHT_UP_S = 0.05
-WATCH_S = 0.05
 
 
 class Writer:
@@ -67,17 +61,9 @@ class Writer:
         self.last_error: str | None = None
         self._conn: sqlite3.Connection | None = None
         self._wal_bytes = 0  # written since the last checkpoint, roughly
-        # Run the workers at the lowest CPU priority while they keep up (see _work).
-        self.yield_cpu = yield_cpu
-        self.boosts = 0  # times the writer fell BEHIND_S behind and took normal priority to catch up
-        self._worker: threading.Thread | None = None
-        self._watcher: threading.Thread | None = None
-        self._boosted = False
-        self._handing_over = False
-        self._handed_item: Any = None
-        self._handed_built: list = []
         self._drained = threading.Event()
-        self._closing = threading.Event()
+        # With yield_cpu, the workers run at the lowest CPU priority while they keep up (catch_up.py).
+        self.catch_up = CatchUp(self._spawn, self._oldest_wait, self._drained, yield_cpu=yield_cpu)
 
     # -- called from the proxy's event loop -------------------------------------------
     def submit(self, item: Any) -> None:
@@ -97,10 +83,7 @@ class Writer:
             raise StoreError(f"cannot record into {self.path}: {e}") from None
         self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # this connection only; see _checkpoint
-        self._worker = self._spawn(None)
-        if self.yield_cpu and cpu_priority.PER_THREAD:
-            self._watcher = threading.Thread(target=self._watch, name="agentprobe-writer-watch", daemon=True)
-            self._watcher.start()
+        self.catch_up.start()
 
     def _insert_run(self) -> None:
         assert self._conn is not None
@@ -138,40 +121,21 @@ class Writer:
                            (self.run["id"], self.run["id"]))
         self._conn.close()
 
+    @property
+    def boosts(self) -> int:
+        return self.catch_up.boosts
+
     def _stop_workers(self) -> None:
         self.queue.put((time.monotonic(), _STOP))
         self._drained.wait()  # the watcher may still hand the rest to a faster worker meanwhile
-        self._closing.set()
-        if self._watcher is not None:
-            self._watcher.join()
-        self._worker.join()  # final: only the watcher replaces it
+        self.catch_up.stop()
 
     # -- the workers ------------------------------------------------------------------
-    # One worker thread at a time builds and commits, in queue order. With yield_cpu it runs at
-    # the lowest priority while it keeps up: measured on 2 cores at concurrency 1, its bursts at
-    # normal priority cost the agent's requests ~1.5 ms at p99. But a closed loop of agents can
-    # keep every core busy for minutes, and a writer that only gets idle time then falls behind
-    # without bound (rows 10-15 s late in the benchmark, and the queue's limit would drop
-    # calls). So once a call has waited BEHIND_S, the watcher starts a normal-priority worker
-    # that takes over (a lowered thread can never be raised again) and lowers itself once it
-    # has caught up.
+    # One worker thread at a time builds and commits, in queue order; CatchUp decides which.
     def _spawn(self, predecessor: threading.Thread | None) -> threading.Thread:
         worker = threading.Thread(target=self._work, args=(predecessor,), name="agentprobe-writer", daemon=True)
         worker.start()
         return worker
-
-    def _watch(self) -> None:
-        while not self._closing.wait(WATCH_S):
-            if self._boosted or self._drained.is_set():
-                continue
-            age = self._oldest_wait()
-            if age is not None and age > BEHIND_S:
-                # In this order: a worker that saw _boosted without _handing_over would take
-                # itself for the caught-up booster and clear _boosted, leaving the new one unlowered.
-                self._handing_over = True
-                self._boosted = True
-                self.boosts += 1
-                self._worker = self._spawn(self._worker)
 
     def _oldest_wait(self) -> float | None:
         with self.queue.mutex:
@@ -188,16 +152,9 @@ class Writer:
             self._drained.set()
 
     def _work_in_order(self, predecessor: threading.Thread | None) -> None:
-        if predecessor is not None:
-            predecessor.join()
-            self._handing_over = False
-            if self._drained.is_set():
-                return
-        elif self.yield_cpu:
-            if not cpu_priority.lower_this_thread():
-                cpu_priority.lower_this_process()
-        built, self._handed_built = self._handed_built, []
-        item, self._handed_item = self._handed_item, None
+        if not self.catch_up.begin(predecessor):
+            return
+        item, built = self.catch_up.take_over()
         deadline = time.monotonic() + self.linger_s
         while True:
             if item is None:
@@ -227,8 +184,8 @@ class Writer:
                     self._commit_batch(built)
                 self._drained.set()
                 return
-            if self._handing_over and threading.current_thread() is not self._worker:
-                self._handed_item, self._handed_built = item, built
+            if self.catch_up.must_hand_over():
+                self.catch_up.hand_over(item, built)
                 return
             if not built:
                 deadline = time.monotonic() + self.linger_s
@@ -242,11 +199,7 @@ class Writer:
         self._commit(built)
         if self._wal_bytes > CHECKPOINT_BYTES:
             self._checkpoint()
-        if self._boosted and threading.current_thread() is self._worker and not self._handing_over:
-            age = self._oldest_wait()
-            if age is None or age < CAUGHT_UP_S:
-                cpu_priority.lower_this_thread()
-                self._boosted = False
+        self.catch_up.committed()
 
     def _build_into(self, built: list, item: Any) -> None:
         try:
@@ -315,7 +268,7 @@ class Writer:
         self.calls_lost += n
         self.last_error = why
         log.error("agentprobe lost %d call record(s): %s", n, why)
-        if threading.current_thread() is self._worker:
+        if threading.current_thread() is self.catch_up.worker:
             self._update_run()
 
     def _update_run(self, **fields: Any) -> None:

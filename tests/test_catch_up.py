@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from agentprobe.capture.rows import Rows
-from agentprobe.store import cpu_priority
-from agentprobe.store import writer as writer_mod
+from agentprobe.store import catch_up, cpu_priority
 from agentprobe.store.writer import Writer
 
 from proxy_fixtures import Recorded, wait_until
@@ -85,7 +84,7 @@ def test_without_yield_cpu_the_writer_keeps_its_priority(tmp_path):
 
 
 def test_a_backlog_becomes_readable_a_batch_at_a_time(tmp_path, monkeypatch):
-    monkeypatch.setattr(writer_mod, "BEHIND_S", 3600)  # no takeover: this is about batch size
+    monkeypatch.setattr(catch_up, "BEHIND_S", 3600)  # no takeover: this is about batch size
     build = SlowBuild(0.005)
     db = tmp_path / "a.db"
     w = Writer(db, RUN, build, yield_cpu=True)
@@ -102,8 +101,8 @@ def test_a_backlog_becomes_readable_a_batch_at_a_time(tmp_path, monkeypatch):
 
 
 def test_close_during_a_takeover_writes_everything_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(writer_mod, "BEHIND_S", 0.01)
-    monkeypatch.setattr(writer_mod, "WATCH_S", 0.005)
+    monkeypatch.setattr(catch_up, "BEHIND_S", 0.01)
+    monkeypatch.setattr(catch_up, "WATCH_S", 0.005)
     build = SlowBuild(0.002)
     db = tmp_path / "a.db"
     w = Writer(db, RUN, build, yield_cpu=True)
