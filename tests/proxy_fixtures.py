@@ -117,3 +117,29 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120, cwd=None)
         env={**base, **(env or {})},
         cwd=cwd,
     )
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs (a real filesystem that can fill up), mounted for the test and unmounted after."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"a disk-full test mounts a small tmpfs and could not: {done.stderr.strip()}"
+                    " (it needs root, as .ci/run has)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill(directory: Path) -> None:
+    """Fill the filesystem under `directory` until a write fails with ENOSPC."""
+    with open(directory / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass

@@ -18,7 +18,7 @@ import httpx2
 import openai
 import pytest
 
-from proxy_fixtures import Recorded, run_cli
+from proxy_fixtures import Recorded, fill, run_cli, wait_until
 from tcp_server import RawServer
 
 
@@ -202,20 +202,24 @@ def test_db_locked_traffic_flows_and_loss_is_counted(tmp_path, tls_ca_bundle, fa
     assert json.loads(out.stdout)[0]["calls_lost"] == 3
 
 
-def test_disk_full_traffic_flows_and_loss_is_counted(tmp_path, tls_ca_bundle, fake_provider_tls):
-    # The in-process writer, so the test can shrink its connection's page budget to "disk full".
-    rec = Recorded(tmp_path, Path(tls_ca_bundle), writer="thread")
-    conn = rec.recording.writer._conn
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite now answers SQLITE_FULL, as on a full disk
+def test_disk_full_traffic_flows_and_loss_is_counted(small_disk, tls_ca_bundle, fake_provider_tls):
+    # A real full disk: the database lives on a 4 MB tmpfs that a filler file then fills up.
+    rec = Recorded(small_disk, Path(tls_ca_bundle))
     client = rec.openai(fake_provider_tls)
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": "before"}])
+    assert wait_until(lambda: rec.recording.writer.calls_written == 1)
+    fill(small_disk)
     for i in range(2):
-        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x" * 20000 + str(i)}])
+        reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x" * 200_000 + str(i)}])
+        assert reply.choices[0].message.content  # the agent is not held up by our full disk
     rec.stop()
-    assert rec.recording.writer.calls_lost == 2
+    assert rec.recording.writer.calls_written + rec.recording.writer.calls_lost == 3
+    assert rec.recording.writer.calls_lost >= 1
+    (small_disk / "filler").unlink()
     db = sqlite3.connect(rec.db_path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert db.execute("SELECT calls_lost, status FROM runs").fetchone() == (2, "completed")
+    lost, status = db.execute("SELECT calls_lost, status FROM runs").fetchone()
+    assert lost == rec.recording.writer.calls_lost and status is not None
 
 
 def test_two_record_processes_share_one_db(tmp_path, tls_ca_bundle, fake_provider_tls):

@@ -13,10 +13,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from mitmproxy import ctx, http
+from mitmproxy import http
 
 from ..capture.decoders import decoder_for
-from ..capture.exchange import Capture
+from ..capture.exchange import STORED_BODY_LIMIT, Capture
 from ..providers import detect
 from ..providers.common import feed_in_pieces
 
@@ -89,24 +89,12 @@ def _is_event_stream(flow: http.HTTPFlow) -> bool:
 class Recorder:
     """Hands one Capture per finished exchange to `sink` (the writer's submit)."""
 
-    def __init__(self, sink: Callable[[Capture], None], *, body_limit: int = 2 * 1024 * 1024) -> None:
+    def __init__(self, sink: Callable[[Capture], None], *, body_limit: int = STORED_BODY_LIMIT) -> None:
         self.sink = sink
         self.body_limit = body_limit
         self.dispatched = 0
         self.completed = 0
         self.errors = 0
-
-    def load(self, loader) -> None:
-        loader.add_option(
-            "agentprobe_body_limit",
-            int,
-            self.body_limit,
-            "Bytes of each LLM response body kept for the database.",
-        )
-
-    def configure(self, updated) -> None:
-        if "agentprobe_body_limit" in updated:
-            self.body_limit = ctx.options.agentprobe_body_limit
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         self.dispatched += 1

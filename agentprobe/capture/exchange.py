@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from ..providers.base import ParsedResponse
 
 
+# Bytes of a body kept for the database (and, for a stream, teed while it passes).
+STORED_BODY_LIMIT = 2 * 1024 * 1024
+
+
 @dataclass
 class Capture:
     seq: int

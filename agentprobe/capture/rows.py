@@ -18,10 +18,9 @@ from ..util.clock import iso, new_id
 from ..util.hashing import canonical_json, sha256_json, sha256_text
 from ..util.http_headers import retry_after
 from . import redact, tokens
-from .exchange import Capture
+from .exchange import STORED_BODY_LIMIT, Capture
 from .linking import RunTracker
 
-STORED_BODY_LIMIT = 2 * 1024 * 1024
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""One recorded run: the writer thread and the proxy thread, started and stopped together."""
+"""One recorded run: the writer process and the proxy thread, started and stopped together."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from ..proxy import fastpath
 from ..proxy.ca import bundle_path, child_env
 from ..proxy.runner import ProxyConfig, ProxyThread
 from ..store.db import resolve_path
-from ..store.writer import Writer
 from ..store.writer_process import WriterProcess
 from ..util.clock import new_id, now_iso
-from .rows import RowBuilder
 
 log = logging.getLogger("agentprobe")
 
@@ -31,7 +29,6 @@ class Recording:
         parent_run_id: str | None = None,
         addons: list | None = None,
         otlp_endpoint: str | None = None,
-        writer: str = "process",
         busy_timeout_ms: int = 5000,
     ) -> None:
         self.db_path = resolve_path(db)
@@ -48,18 +45,7 @@ class Recording:
             "agentprobe_version": __version__,
             "fastpath": fastpath.plan(proxy.fastpath).describe(),
         }
-        self.exporter = None
-        if writer == "thread":
-            # Same process as the proxy: for tests that need to reach into the writer's connection.
-            if otlp_endpoint:
-                from ..traces.otlp import LiveExporter
-
-                self.exporter = LiveExporter(otlp_endpoint)
-            self.writer = Writer(self.db_path, run, RowBuilder(self.run_id).build, busy_timeout_ms=busy_timeout_ms,
-                                 on_written=self.exporter.submit if self.exporter else None)
-        else:
-            self.writer = WriterProcess(self.db_path, run, busy_timeout_ms=busy_timeout_ms,
-                                        otlp_endpoint=otlp_endpoint)
+        self.writer = WriterProcess(self.db_path, run, busy_timeout_ms=busy_timeout_ms, otlp_endpoint=otlp_endpoint)
         self.recorder = Recorder(self.writer.submit)
         # Extra addons (e.g. the serve redirect) run before the recorder sees the flow.
         self.proxy = ProxyThread(proxy, [*(addons or []), self.recorder])
@@ -90,8 +76,6 @@ class Recording:
         self._started = False
         self.proxy.stop()
         self.writer.close(status=status, exit_code=exit_code, ended_at=now_iso())
-        if self.exporter is not None:
-            self.exporter.close()
 
     def __enter__(self) -> "Recording":
         return self.start()

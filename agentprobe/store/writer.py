@@ -61,6 +61,7 @@ class Writer:
         self.last_error: str | None = None
         self._conn: sqlite3.Connection | None = None
         self._wal_bytes = 0  # written since the last checkpoint, roughly
+        self._reserve = Reserve(path.with_name(path.name + "-reserve"))
         self._drained = threading.Event()
         # With yield_cpu, the workers run at the lowest CPU priority while they keep up (catch_up.py).
         self.catch_up = CatchUp(self._spawn, self._oldest_wait, self._drained, yield_cpu=yield_cpu)
@@ -76,6 +77,7 @@ class Writer:
     # -- lifecycle --------------------------------------------------------------------
     def start(self) -> None:
         self._conn = connect(self.path, create=True)
+        self._reserve.hold()
         try:
             self._insert_run()
         except sqlite3.DatabaseError as e:
@@ -112,6 +114,7 @@ class Writer:
         except sqlite3.DatabaseError:
             pass
         self._conn.close()
+        self._reserve.drop()
 
     def discard(self) -> None:
         """Undo start() when the proxy never came up: no traffic, so no run to keep."""
@@ -120,6 +123,7 @@ class Writer:
         self._conn.execute("DELETE FROM runs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM calls WHERE run_id = ?)",
                            (self.run["id"], self.run["id"]))
         self._conn.close()
+        self._reserve.drop()
 
     @property
     def boosts(self) -> int:
@@ -218,9 +222,11 @@ class Writer:
                     self.on_written([rows.call for rows in built])
                 return
             except sqlite3.OperationalError as e:
-                # "database is locked" is worth waiting for; disk full usually is not, but
-                # a few short retries cost the agent nothing since we are off its path.
                 self.last_error = str(e)
+                # "database is locked" is worth waiting for. A full disk or a read-only file is not:
+                # retrying each batch with backoff made a recorder on a full disk take minutes to stop.
+                if not _transient(e):
+                    break
                 time.sleep(0.05 * (2**attempt))
             except sqlite3.DatabaseError as e:
                 self.last_error = str(e)
@@ -274,11 +280,63 @@ class Writer:
     def _update_run(self, **fields: Any) -> None:
         fields["calls_lost"] = self.calls_lost
         sets = ", ".join(f"{k} = :{k}" for k in fields)
+        assert self._conn is not None
+        for _ in range(2):
+            try:
+                self._conn.execute(f"UPDATE runs SET {sets} WHERE id = :run_id", {**fields, "run_id": self.run["id"]})
+                return
+            except sqlite3.DatabaseError as e:
+                # On a full disk, the reserve makes room for the run row, so the loss is on record.
+                if not (_full(e) and self._reserve.release()):
+                    log.error("could not update run %s: %s", self.run["id"], e)
+                    return
+
+
+def _transient(e: sqlite3.OperationalError) -> bool:
+    text = str(e).lower()
+    return "locked" in text or "busy" in text
+
+
+def _full(e: sqlite3.DatabaseError) -> bool:
+    return "full" in str(e).lower()
+
+
+class Reserve:
+    """A little disk space set aside beside the database, given back when the disk fills up.
+
+    A run row that cannot be updated on a full disk would keep saying `running` and
+    `calls_lost = 0` for a run that lost calls. Deleting this file frees the few pages the
+    update needs.
+    """
+
+    BYTES = 1024 * 1024
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.owned = False
+
+    def hold(self) -> None:
+        if self.path.exists():
+            return  # another writer's, or left by a killed one: either way it is there
         try:
-            assert self._conn is not None
-            self._conn.execute(f"UPDATE runs SET {sets} WHERE id = :run_id", {**fields, "run_id": self.run["id"]})
-        except sqlite3.DatabaseError as e:
-            log.error("could not update run %s: %s", self.run["id"], e)
+            with open(self.path, "xb") as f:
+                f.write(b"\0" * self.BYTES)
+            self.owned = True
+        except OSError:
+            pass  # already full, or read-only: nothing to set aside
+
+    def release(self) -> bool:
+        """Free the space; False when there was none left to free."""
+        try:
+            self.path.unlink()
+        except OSError:
+            return False
+        self.owned = False
+        return True
+
+    def drop(self) -> None:
+        if self.owned:
+            self.release()
 
 
 def _size(rows: Any) -> int:
