@@ -29,6 +29,8 @@ _STOP = object()
 # The size bound stays close to SQLite's own (4 MB): a checkpoint's pause grows with it, and
 # the next commit waits for it.
 CHECKPOINT_IDLE_S = 0.25
+# A checkpoint that a reader kept from finishing (PASSIVE never waits for one) is tried again this soon.
+CHECKPOINT_RETRY_S = 0.05
 CHECKPOINT_BYTES = 8 * 1024 * 1024
 
 
@@ -61,6 +63,7 @@ class Writer:
         self.last_error: str | None = None
         self._conn: sqlite3.Connection | None = None
         self._wal_bytes = 0  # written since the last checkpoint, roughly
+        self._checkpoint_partial = False
         self._reserve = Reserve(path.with_name(path.name + "-reserve"))
         self._drained = threading.Event()
         # With yield_cpu, the workers run at the lowest CPU priority while they keep up (catch_up.py).
@@ -173,7 +176,8 @@ class Writer:
                     if built:
                         _, item = self.queue.get(timeout=left)
                     elif self._wal_bytes:
-                        _, item = self.queue.get(timeout=CHECKPOINT_IDLE_S)
+                        _, item = self.queue.get(
+                            timeout=CHECKPOINT_RETRY_S if self._checkpoint_partial else CHECKPOINT_IDLE_S)
                     else:
                         _, item = self.queue.get()
                 except queue.Empty:
@@ -265,10 +269,15 @@ class Writer:
     def _checkpoint(self) -> None:
         assert self._conn is not None
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            busy, wal_pages, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.DatabaseError as e:  # busy or locked: the next pause tries again
             log.debug("checkpoint skipped: %s", e)
-        self._wal_bytes = 0
+            self._checkpoint_partial = True
+            return
+        # A reader's snapshot can hold frames back; then the WAL is still owed to the database.
+        self._checkpoint_partial = bool(busy) or (wal_pages > 0 and copied < wal_pages)
+        if not self._checkpoint_partial:
+            self._wal_bytes = 0
 
     def _lost(self, n: int, why: str) -> None:
         self.calls_lost += n
