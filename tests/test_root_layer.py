@@ -86,9 +86,9 @@ def _call(rec: Recorded, upstream: RawServer) -> str:
 
 
 def test_plain_hooks_finish_inline_with_their_effects(tmp_path, tls_ca_bundle, monkeypatch):
-    started = _hook_tasks(monkeypatch)
     upstream, counting = RawServer(_answer), Counting()
     rec = Recorded(tmp_path, Path(tls_ca_bundle), addons=[counting], fastpath=ALL_PATCHES)
+    started = _hook_tasks(monkeypatch)  # after start: the fast path checks hook_task's source when it installs
     try:
         assert _call(rec, upstream) == "ok"
         assert _call(rec, upstream) == "ok"
@@ -106,9 +106,9 @@ def test_plain_hooks_finish_inline_with_their_effects(tmp_path, tls_ca_bundle, m
 
 
 def test_hooks_that_must_wait_still_hold_the_request(tmp_path, tls_ca_bundle, monkeypatch):
-    started = _hook_tasks(monkeypatch)
     upstream, counting, waiting = RawServer(_answer), Counting(), Waiting()
     rec = Recorded(tmp_path, Path(tls_ca_bundle), addons=[counting, waiting], fastpath=ALL_PATCHES)
+    started = _hook_tasks(monkeypatch)
     try:
         assert _call(rec, upstream) == "ok"
         [sent] = upstream.requests
