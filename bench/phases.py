@@ -20,7 +20,18 @@ import time
 from pathlib import Path
 
 from loadgen import Connection, Scenario, Target, next_id, percentile, run_count, run_load
-from processes import PY, ROOT, Proc, count_calls, hostport, log, run_stats, start_agentprobe, wait_calls
+from processes import (
+    PY,
+    ROOT,
+    Proc,
+    child_env,
+    count_calls,
+    hostport,
+    log,
+    run_stats,
+    start_agentprobe,
+    wait_calls,
+)
 
 
 def _median(values):
@@ -301,7 +312,7 @@ def measure_calls_json(tmp: Path, n: int) -> dict:
     gen = time.perf_counter() - t0
     t0 = time.perf_counter()
     p = subprocess.Popen([PY, "-m", "agentprobe", "calls", "--db", str(db), "--json"],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env(), cwd=ROOT)
     _, status, usage = os.wait4(p.pid, 0)
     elapsed = time.perf_counter() - t0
     p.returncode = os.waitstatus_to_exitcode(status)
@@ -322,7 +333,7 @@ def measure_soak(seconds: int) -> dict:
     t0 = time.perf_counter()
     p = subprocess.run([PY, "-m", "pytest", "-q", "-m", "slow", "-p", "no:cacheprovider",
                         str(ROOT / "tests" / "test_load.py")], capture_output=True, text=True, cwd=ROOT,
-                       env={**os.environ, "AGENTPROBE_SOAK_SECONDS": str(seconds)})
+                       env=child_env({"AGENTPROBE_SOAK_SECONDS": str(seconds)}))
     out = {"seconds": seconds, "wall_seconds": round(time.perf_counter() - t0, 1), "passed": p.returncode == 0,
            "summary": (p.stdout.strip().splitlines() or [""])[-1]}
     log(f"soak: {out}")
@@ -332,7 +343,8 @@ def measure_soak(seconds: int) -> dict:
 def _timed_cli(args: list[str]) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of one `agentprobe` command; a non-zero exit other than 1 (findings) is a crash."""
     t0 = time.perf_counter()
-    p = subprocess.Popen([PY, "-m", "agentprobe", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen([PY, "-m", "agentprobe", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         env=child_env(), cwd=ROOT)
     _, status, usage = os.wait4(p.pid, 0)
     elapsed = time.perf_counter() - t0
     code = os.waitstatus_to_exitcode(status)

@@ -3,6 +3,11 @@
 Proc runs a child with its output drained and measures its tree (RSS, CPU); start_fake,
 start_mitmdump and start_agentprobe bring one up and return where it listens; count_calls,
 wait_calls and run_stats read the rows an agentprobe target has written.
+
+Every child that imports agentprobe (the fake provider, `record`, `calls`, `scan`, the soak
+test) runs from this checkout with it first on PYTHONPATH (child_env, ROOT as its working
+directory): the benchmark measures the code next to it, not whatever copy the interpreter
+has installed (an editable install of another worktree, say). check_checkout() proves it.
 """
 
 from __future__ import annotations
@@ -27,16 +32,38 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child that imports agentprobe: this checkout's package first."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
+    return env
+
+
+def check_checkout() -> str:
+    """Where this process and its children import agentprobe from; raises unless it is ROOT's package."""
+    import agentprobe
+
+    want = (ROOT / "agentprobe" / "__init__.py").resolve()
+    here = Path(agentprobe.__file__).resolve()
+    p = subprocess.run([PY, "-c", "import agentprobe; print(agentprobe.__file__)"], capture_output=True,
+                       text=True, env=child_env(), cwd=ROOT, timeout=60, check=False)
+    child = Path(p.stdout.strip()).resolve() if p.returncode == 0 and p.stdout.strip() else None
+    for who, got in (("the benchmark", here), ("its children", child)):
+        if got != want:
+            raise RuntimeError(f"{who} imported agentprobe from {got or p.stderr.strip()[-300:]}, not from {want}")
+    return str(want.parent)
+
+
 class Proc:
     """A child process with its stdout/stderr drained by threads (a full pipe would stall it)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict | None = None) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict | None = None, cwd: Path | None = None) -> None:
         self.name = name
         self.argv = argv
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      env=env, start_new_session=True)
+                                      env=env, cwd=cwd, start_new_session=True)
         for stream in (self.popen.stdout, self.popen.stderr):
             threading.Thread(target=self._drain, args=(stream,), daemon=True).start()
 
@@ -155,7 +182,7 @@ def mitmdump_path() -> str:
 
 
 def start_fake() -> tuple[Proc, str]:
-    proc = Proc("fakeprovider", [PY, "-m", "agentprobe.fakeprovider", "--port", "0"])
+    proc = Proc("fakeprovider", [PY, "-m", "agentprobe.fakeprovider", "--port", "0"], env=child_env(), cwd=ROOT)
     url = proc.wait_for(r"listening on (http://\S+)").group(1)
     return proc, url
 
@@ -171,7 +198,7 @@ def start_mitmdump(tmp: Path, name: str = "mitmdump", *extra: str) -> tuple[Proc
 def start_agentprobe(tmp: Path, name: str) -> tuple[Proc, int, Path]:
     db = tmp / f"{name}.db"
     proc = Proc(name, [PY, "-m", "agentprobe", "record", "--port", "0", "--db", str(db),
-                       "--confdir", str(tmp / "agentprobe-conf"), "--label", "bench"])
+                       "--confdir", str(tmp / "agentprobe-conf"), "--label", "bench"], env=child_env(), cwd=ROOT)
     m = proc.wait_for(r"recording run \S+ on http://127\.0\.0\.1:(\d+)")
     return proc, int(m.group(1)), db
 

@@ -60,7 +60,16 @@ from phases import (  # noqa: E402
     measure_soak,
     measure_ttft,
 )
-from processes import Proc, hostport, log, run_stats, start_agentprobe, start_fake, start_mitmdump  # noqa: E402
+from processes import (  # noqa: E402
+    Proc,
+    check_checkout,
+    hostport,
+    log,
+    run_stats,
+    start_agentprobe,
+    start_fake,
+    start_mitmdump,
+)
 from report import environment, goals, markdown  # noqa: E402
 
 RESULTS = BENCH / "results"
@@ -107,7 +116,9 @@ TARGETS = ("direct", "mitmdump-stream", "mitmdump", "agentprobe")
 
 
 async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None) -> dict:
-    results: dict = {"mode": mode, "config": {k: v for k, v in cfg.items()}, "environment": environment(),
+    source = check_checkout()  # before anything is measured: the code measured is this checkout's
+    results: dict = {"mode": mode, "config": {k: v for k, v in cfg.items()},
+                     "environment": {**environment(), "agentprobe_path": source},
                      "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "errors": []}
     want = (lambda phase: only is None or phase in only)
 
