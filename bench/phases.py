@@ -34,16 +34,22 @@ from processes import (
 )
 
 
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def _median(values):
     values = [v for v in values if v is not None]
     return round(statistics.median(values), 3) if values else None
 
 
-async def measure_matrix(targets: dict[str, Target], procs: dict[str, Proc], cfg: dict, ap_db: Path, *,
+async def measure_matrix(targets: dict[str, Target], procs: dict[str, Proc], cfg: dict, dbs: dict[str, Path], *,
                          scenarios: list[Scenario], concurrency: tuple[int, ...]) -> list[dict]:
-    """Every scenario x concurrency x target; targets interleaved so machine noise hits all three alike.
+    """Every scenario x concurrency x target; targets interleaved so machine noise hits them all alike.
 
-    `targets` run in their order in even rounds, in reverse in odd ones.
+    `targets` run in their order in even rounds, in reverse in odd ones. `dbs` holds the
+    database of each agentprobe target: "agentprobe", and with --fastpath each its variants
+    (every other agentprobe target), each compared round by round with "agentprobe".
 
     agentprobe's writer runs at the lowest CPU priority, so under a load that keeps
     every core busy it writes little until the load ends. After each agentprobe load
@@ -52,8 +58,8 @@ async def measure_matrix(targets: dict[str, Target], procs: dict[str, Proc], cfg
     must not pay for it, and CPU per request must include it.
     """
     rows = []
-    ap_target = targets["agentprobe"]
     names = tuple(targets)
+    variants = [name for name in dbs if name != "agentprobe"]
     for scenario in scenarios:
         for conc in concurrency:
             per_target: dict[str, list[dict]] = {t: [] for t in names}
@@ -63,19 +69,21 @@ async def measure_matrix(targets: dict[str, Target], procs: dict[str, Proc], cfg
                     proc = procs.get(name)
                     cpu0 = proc.cpu_s() if proc else None
                     own0 = proc.cpu_s(children=False) if proc else None
-                    sent0 = ap_target.sent
-                    rows0 = count_calls(ap_db) if name == "agentprobe" else 0
+                    db = dbs.get(name)
+                    sent0 = targets[name].sent
+                    rows0 = count_calls(db) if db else 0
                     r = await run_load(targets[name], scenario, conc, duration=cfg["duration"], warmup=cfg["warmup"])
                     if proc:
                         r["own_cpu_s"] = proc.cpu_s(children=False) - own0  # the proxy's process alone
-                    if name == "agentprobe":
-                        expected = rows0 + ap_target.sent - sent0
-                        r["rows_behind_at_end"] = expected - count_calls(ap_db)
+                    if db:
+                        expected = rows0 + targets[name].sent - sent0
+                        r["rows_behind_at_end"] = expected - count_calls(db)
                         t0 = time.perf_counter()
-                        written = wait_calls(ap_db, expected, timeout=300)
+                        written = wait_calls(db, expected, timeout=300)
                         r["catch_up_s"] = round(time.perf_counter() - t0, 2)
                         if written < expected:
-                            raise RuntimeError(f"{expected - written} calls never written ({scenario.name}, c={conc})")
+                            raise RuntimeError(f"{expected - written} calls never written by {name} "
+                                               f"({scenario.name}, c={conc})")
                     if proc:
                         # The proxy's CPU over the whole load, warm-up included as in "completed",
                         # plus the writer's catch-up.
@@ -96,7 +104,7 @@ async def measure_matrix(targets: dict[str, Target], procs: dict[str, Proc], cfg
                 if cpu and done:
                     row[name]["proxy_cpu_ms_per_req"] = round(1000 * sum(cpu) / done, 3)
                     row[name]["own_cpu_ms_per_req"] = round(1000 * sum(r["own_cpu_s"] for r in results) / done, 3)
-                if name == "agentprobe":
+                if name in dbs:
                     row[name]["rows_behind_at_end"] = max(r["rows_behind_at_end"] for r in results)
                     row[name]["catch_up_s"] = max(r["catch_up_s"] for r in results)
             ap, mitm = row["agentprobe"], row["mitmdump"]
@@ -112,9 +120,24 @@ async def measure_matrix(targets: dict[str, Target], procs: dict[str, Proc], cfg
             row["added_p50_ms_vs_direct"] = (round(ap["p50_ms"] - row["direct"]["p50_ms"], 3)
                                               if ap["p50_ms"] is not None and row["direct"]["p50_ms"] is not None
                                               else None)
+            if variants:
+                # Each variant against everything on, paired round by round as agentprobe is with mitmdump.
+                row["fastpath_vs_on"] = {}
+                for name in variants:
+                    pairs = [v["rps"] / a["rps"] for v, a in zip(per_target[name], per_target["agentprobe"])
+                             if v["rps"] and a["rps"]]
+                    row["fastpath_vs_on"][name] = {
+                        "ratio_rps": round(statistics.median(pairs), 3) if pairs else None,
+                        "ratio_rps_rounds": [round(x, 3) for x in pairs],
+                    }
             log(f"{scenario.name:22} c={conc:<2} req/s direct {row['direct']['rps']:7.1f}  mitmdump "
                 f"{mitm['rps']:7.1f}  agentprobe {ap['rps']:7.1f}  ratio {row['ratio_rps']}  "
                 f"p50 {mitm['p50_ms']} -> {ap['p50_ms']} ms")
+            if variants:
+                log(f"{'':22} {'':4} fast path: agentprobe {ap['rps']:.1f} req/s "
+                    f"{_f(ap.get('own_cpu_ms_per_req'))} ms CPU/req; "
+                    + ", ".join(f"{name} {row[name]['rps']:.1f} {_f(row[name].get('own_cpu_ms_per_req'))}"
+                                for name in variants))
             rows.append(row)
     return rows
 
@@ -228,9 +251,12 @@ async def measure_durability(target: Target, db: Path, probes: int) -> dict:
     return out
 
 
-async def measure_memory(tmp: Path, provider: str, cfg: dict) -> dict:
-    """A fresh `record` process: RSS after 1,000 and N calls, then during a 50 MB stream."""
-    proc, port, db = start_agentprobe(tmp, "agentprobe-memory")
+async def measure_memory(tmp: Path, provider: str, cfg: dict, fastpath: str | None = None) -> dict:
+    """A fresh `record` process: RSS after 1,000 and N calls, then during a 50 MB stream.
+
+    It runs with AGENTPROBE_FASTPATH=`fastpath` (see start_agentprobe); out["fastpath"] says what it ran.
+    """
+    proc, port, db = start_agentprobe(tmp, "agentprobe-memory", fastpath)
     try:
         target = Target("agentprobe", ("127.0.0.1", port), provider, True)
         small_json, small_sse = Scenario("json small"), Scenario("sse small", stream=True)
@@ -253,6 +279,7 @@ async def measure_memory(tmp: Path, provider: str, cfg: dict) -> dict:
         out["stream"] = await _big_stream(proc, target, provider, cfg["stream_mb"])
         proc.stop()
         out["stats"] = {**run_stats(db), "sent": target.sent}
+        out["fastpath"] = proc.fastpath
         return out
     finally:
         proc.stop()

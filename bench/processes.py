@@ -26,6 +26,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 PY = sys.executable
+FASTPATH_ENV = "AGENTPROBE_FASTPATH"
 
 
 def log(msg: str) -> None:
@@ -60,6 +61,7 @@ class Proc:
     def __init__(self, name: str, argv: list[str], env: dict | None = None, cwd: Path | None = None) -> None:
         self.name = name
         self.argv = argv
+        self.fastpath: dict | None = None  # `record` only: what it was asked to run and ran (check_fastpath)
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -195,12 +197,67 @@ def start_mitmdump(tmp: Path, name: str = "mitmdump", *extra: str) -> tuple[Proc
     return proc, port
 
 
-def start_agentprobe(tmp: Path, name: str) -> tuple[Proc, int, Path]:
-    db = tmp / f"{name}.db"
+def start_agentprobe(tmp: Path, name: str, fastpath: str | None = None) -> tuple[Proc, int, Path]:
+    """`agentprobe record` on a free port, recording into tmp/<name>.db.
+
+    It runs with AGENTPROBE_FASTPATH=`fastpath` (None: the caller's value, if any), and must
+    have run what that asks for: check_fastpath raises otherwise. proc.fastpath keeps what it
+    was asked and what its run row says it ran.
+    """
+    db = tmp / (re.sub(r"[^\w.-]", "_", name) + ".db")
+    value = os.environ.get(FASTPATH_ENV, "") if fastpath is None else fastpath
     proc = Proc(name, [PY, "-m", "agentprobe", "record", "--port", "0", "--db", str(db),
-                       "--confdir", str(tmp / "agentprobe-conf"), "--label", "bench"], env=child_env(), cwd=ROOT)
-    m = proc.wait_for(r"recording run \S+ on http://127\.0\.0\.1:(\d+)")
+                       "--confdir", str(tmp / "agentprobe-conf"), "--label", "bench"],
+                env=child_env({FASTPATH_ENV: value}), cwd=ROOT)
+    try:
+        m = proc.wait_for(r"recording run \S+ on http://127\.0\.0\.1:(\d+)")
+        proc.fastpath = check_fastpath(proc, db, value)
+    except BaseException:
+        proc.stop()
+        raise
     return proc, int(m.group(1)), db
+
+
+def expected_fastpath(value: str) -> tuple[frozenset[str], str]:
+    """The patches AGENTPROBE_FASTPATH=`value` turns on, and the runs.fastpath that says so.
+
+    Every patch asked for, less any whose prerequisite is not (inline_hooks without hook_index).
+    """
+    from agentprobe.proxy import fastpath
+
+    asked = fastpath.wanted(value)
+    active: set[str] = set()
+    for patch in fastpath.PATCHES:
+        if patch in asked and all(need in active for need in fastpath.NEEDS.get(patch, ())):
+            active.add(patch)
+    return frozenset(active), fastpath.Plan(frozenset(active)).describe()
+
+
+def check_fastpath(proc: Proc, db: Path, value: str, timeout: float = 10) -> dict:
+    """What a `record` process ran, from its run row and its log; raises unless it is what `value` asks."""
+    active, expected = expected_fastpath(value)
+    deadline = time.monotonic() + timeout
+    ran: list = []
+    while not ran and time.monotonic() < deadline:
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                ran = [r[0] for r in conn.execute("SELECT fastpath FROM runs")]
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:  # not created yet
+            pass
+        if not ran:
+            time.sleep(0.05)
+    # A patch that plan() allowed but install() could not apply is logged, not written to the run row.
+    with proc._cond:
+        logged = dict(m.groups() for line in proc.lines if (m := re.search(r"fast path (\w+) is off: (.*?);", line)))
+    failed = {patch: why for patch, why in logged.items() if patch in active}
+    if ran != [expected] or failed:
+        raise RuntimeError(f"{proc.name} was started with {FASTPATH_ENV}={value!r}, which should record "
+                           f"runs.fastpath {expected!r}, but its run rows say {ran!r}"
+                           + (f" and its log says {failed}" if failed else "") + f": {proc.tail()}")
+    return {"asked": f"{FASTPATH_ENV}={value}", "ran": ran[0], "logged_off": logged}
 
 
 def hostport(url: str) -> tuple[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def goals(results: dict, mode: str) -> list[dict]:
     def goal(name: str, ok: bool | None, detail: str) -> None:
         out.append({"goal": name, "status": "SKIP" if ok is None else ("PASS" if ok else "FAIL"), "detail": detail})
 
+    # The goals judge the "agentprobe" target: everything on, except with --fastpath off.
+    fp = " [agentprobe's fast path off]" if (results.get("fastpath") or {}).get("mode") == "off" else ""
     matrix = results.get("matrix") or []
     for conc in sorted({r["concurrency"] for r in matrix}):
         rows = [r for r in matrix if r["concurrency"] == conc and r["ratio_rps"] is not None]
@@ -32,19 +35,20 @@ def goals(results: dict, mode: str) -> list[dict]:
             misses = [f"{r['scenario']} {r['ratio_rps']:.1%}{_range(r)}" for r in rows
                       if r["ratio_rps"] < GOAL_RPS_RATIO]
             vs_stream = min(r["ratio_rps_vs_streaming"] or 0 for r in rows)
-            goal(f"agentprobe >= {GOAL_RPS_RATIO:.0%} of mitmdump req/s at concurrency {conc}",
+            goal(f"agentprobe >= {GOAL_RPS_RATIO:.0%} of mitmdump req/s at concurrency {conc}{fp}",
                  not misses, f"worst {worst['scenario']} {worst['ratio_rps']:.1%}{_range(worst)}"
                  + (f"; below: {', '.join(misses)}" if misses else "")
                  + f" (worst against streaming mitmdump: {vs_stream:.0%})")
     rows = [r for r in matrix if r["concurrency"] == 1 and r["added_p50_ms_vs_mitmdump"] is not None]
     if rows:
         worst = max(rows, key=lambda r: r["added_p50_ms_vs_mitmdump"])
-        goal(f"added p50 latency over mitmdump <= {GOAL_ADDED_P50_MS:g} ms (concurrency 1)",
+        goal(f"added p50 latency over mitmdump <= {GOAL_ADDED_P50_MS:g} ms (concurrency 1){fp}",
              worst["added_p50_ms_vs_mitmdump"] <= GOAL_ADDED_P50_MS,
              f"worst {worst['scenario']} {worst['added_p50_ms_vs_mitmdump']:+.2f} ms")
     ttft = results.get("ttft")
     if ttft:
-        goal(f"TTFT added over direct <= {GOAL_TTFT_ADDED_MS:g} ms", ttft["added_p50_ms_vs_direct"] <= GOAL_TTFT_ADDED_MS,
+        goal(f"TTFT added over direct <= {GOAL_TTFT_ADDED_MS:g} ms{fp}",
+             ttft["added_p50_ms_vs_direct"] <= GOAL_TTFT_ADDED_MS,
              f"p50 {ttft['direct']['p50_ms']:.2f} -> {ttft['agentprobe']['p50_ms']:.2f} ms "
              f"({ttft['added_p50_ms_vs_direct']:+.2f}; bare mitmdump {ttft['mitmdump_added_p50_ms_vs_direct']:+.2f} "
              f"buffering, {ttft['mitmdump_stream_added_p50_ms_vs_direct']:+.2f} streaming)")
@@ -54,19 +58,20 @@ def goals(results: dict, mode: str) -> list[dict]:
         p99 = dur[worst]["p99_ms"] or 0
         missing = sum(v["missing"] for v in dur.values())
         goal(f"durability lag p99 <= {GOAL_DURABILITY_P99_S:g} s (idle, 16 connections of small calls, "
-             "16 of 100 KB streams)",
+             f"16 of 100 KB streams){fp}",
              p99 <= GOAL_DURABILITY_P99_S * 1000 and not missing,
              f"worst p99 {p99:.1f} ms ({worst})" + (f"; {missing} probe rows never appeared" if missing else ""))
     mem = results.get("memory")
     if mem:
         a, b = mem["growth_calls"]
-        goal(f"memory growth between {a:,} and {b:,} calls <= {GOAL_MEMORY_GROWTH_MB:g} MB",
+        goal(f"memory growth between {a:,} and {b:,} calls <= {GOAL_MEMORY_GROWTH_MB:g} MB{fp}",
              mem["growth_mb"] <= GOAL_MEMORY_GROWTH_MB,
              f"{mem['points'][0]['rss_mb']} -> {mem['points'][-1]['rss_mb']} MB ({mem['growth_mb']:+.1f})"
              + ("" if b >= 20_000 else " [quick mode: fewer calls than the 20,000 of the goal]"))
         s = mem.get("stream")
         if s:
-            goal(f"RSS stays flat during a {s['body_mb']:g} MB stream (peak growth <= {GOAL_MEMORY_GROWTH_MB:g} MB)",
+            goal(f"RSS stays flat during a {s['body_mb']:g} MB stream "
+                 f"(peak growth <= {GOAL_MEMORY_GROWTH_MB:g} MB){fp}",
                  s["peak_growth_mb"] <= GOAL_MEMORY_GROWTH_MB,
                  f"{s['rss_before_mb']} -> peak {s['rss_peak_mb']} MB ({s['peak_growth_mb']:+.1f})")
     soak = results.get("soak")
@@ -105,6 +110,10 @@ def markdown(results: dict) -> str:
         f"agentprobe {env['agentprobe']} ({env['git']}); load average at start {env['loadavg_start']}.",
         "",
     ]
+    ran = (results.get("fastpath") or {}).get("targets") or {}
+    if ran:
+        lines += ["agentprobe's fast path, as each `record` process's run row (`runs.fastpath`) says it ran: "
+                  + ", ".join(f"{name} `{v['ran']}`" for name, v in ran.items()) + ".", ""]
     matrix = results.get("matrix")
     if matrix:
         lines += [
@@ -167,6 +176,7 @@ def markdown(results: dict) -> str:
                          f"max RSS {r['scan_all_max_rss_mb']} MB |")
     if len(other) > 2:
         lines += other + [""]
+    lines += fastpath_table(results)
     lines.append("| goal | status | measured |")
     lines.append("|---|---|---|")
     for g in results.get("goals", []):
@@ -204,3 +214,78 @@ def environment() -> dict:
         "git": git,
         "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
+
+
+def fastpath_table(results: dict) -> list[str]:
+    """What each patch buys (--fastpath each): every variant against agentprobe with everything on.
+
+    Per matrix cell: req/s with the variant (the median of its per-round ratio to all-on, measured
+    in the same interleaved rounds) and the CPU per request of the proxy process alone (the
+    writer's is left out: no patch touches it), then their medians over the cells, then TTFT.
+    """
+    fp = results.get("fastpath") or {}
+    variants = fp.get("variants") or []
+    matrix = [r for r in results.get("matrix") or [] if r.get("fastpath_vs_on")]
+    ttft = results.get("ttft") or {}
+    if not variants or not (matrix or all(v in ttft for v in variants)):
+        return []
+    ran = fp.get("targets") or {}
+    rounds = max((len(r["agentprobe"]["rounds"]) for r in matrix), default=0)
+    lines = [
+        "What each patch buys: agentprobe with everything on against the same with one patch off "
+        "(`AGENTPROBE_FASTPATH=-name`) or all off, in the same interleaved rounds"
+        + (f" ({rounds} per cell)" if matrix else "") + ". Each cell: req/s (change against all on, the median of "
+        "per-round ratios) · CPU ms per request of the proxy process alone (change).",
+        "",
+        "| scenario | conc. | all on | " + " | ".join(_variant_label(v, variants, ran) for v in variants) + " |",
+        "|---|--:|--:|" + "--:|" * len(variants),
+    ]
+    changes: dict[str, list[tuple[float | None, float | None]]] = {v: [] for v in variants}
+    for r in matrix:
+        on = r["agentprobe"]
+        cells = []
+        for v in variants:
+            off = r[v]
+            ratio = r["fastpath_vs_on"][v]["ratio_rps"]
+            cpu = _diff(off.get("own_cpu_ms_per_req"), on.get("own_cpu_ms_per_req"))
+            changes[v].append((ratio, cpu))
+            cells.append(f"{_f(off['rps'], '{:.0f}')} ({_f(None if ratio is None else ratio - 1, '{:+.0%}')}) "
+                         f"· {_f(off.get('own_cpu_ms_per_req'), '{:.2f}')} ({_f(cpu, '{:+.2f}')})")
+        lines.append(f"| {r['scenario']} | {r['concurrency']} | {_f(on['rps'], '{:.0f}')} "
+                     f"· {_f(on.get('own_cpu_ms_per_req'), '{:.2f}')} | " + " | ".join(cells) + " |")
+    if len(matrix) > 1:
+        cells = []
+        for v in variants:
+            ratio = _median([c[0] for c in changes[v]])
+            cpu = _median([c[1] for c in changes[v]])
+            cells.append(f"{_f(None if ratio is None else ratio - 1, '{:+.0%}')} · {_f(cpu, '{:+.2f}')}")
+        lines.append("| median of the cells | | | " + " | ".join(cells) + " |")
+    if ttft and all(v in ttft for v in variants):
+        on = ttft["agentprobe"]
+        cells = [f"{ttft[v]['p50_ms']:.2f} ({_f(_diff(ttft[v]['p50_ms'], on['p50_ms']), '{:+.2f}')}) "
+                 f"/ {ttft[v]['p99_ms']:.2f}" for v in variants]
+        lines.append(f"| TTFT p50 (change) / p99, ms | | {on['p50_ms']:.2f} / {on['p99_ms']:.2f} | "
+                     + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _variant_label(name: str, variants: list[str], ran: dict) -> str:
+    """'agentprobe[-coalesce]' -> '-coalesce', 'agentprobe[off]' -> 'all off'; a patch that took another
+    with it (hook_index, which inline_hooks needs) says so: '-hook_index (so -inline_hooks)'."""
+    inner = name[name.find("[") + 1:name.rfind("]")] if "[" in name else name
+    if inner == "off":
+        return "all off"
+    patches = [v[v.find("[") + 2:v.rfind("]")] for v in variants if "[-" in v]
+    what = (ran.get(name) or {}).get("ran") or ""
+    active = set(what.removeprefix("partial: ").split(",")) if what.startswith("partial: ") else set()
+    also = [p for p in patches if p != inner[1:] and p not in active] if active else []
+    return inner + (f" (so {', '.join('-' + p for p in also)})" if also else "")
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _median(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None

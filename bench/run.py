@@ -3,6 +3,7 @@
 
     python bench/run.py --quick     # under 2 minutes; what CI runs
     python bench/run.py --full      # by hand; 5 interleaved rounds, scan of 1,000,000 calls
+    python bench/run.py --fastpath each --only matrix,ttft   # what each patch of mitmproxy buys
 
 One run measures, side by side on this machine, a load generator talking to the
 local fake provider directly, through a bare `mitmdump` (no addon) and through
@@ -21,6 +22,12 @@ local fake provider directly, through a bare `mitmdump` (no addon) and through
    50 MB streamed response;
 5. `agentprobe calls --json` over 100,000 synthetic calls, and `scan` over
    100,000 (quick) or 100,000 and 1,000,000 (full) synthetic calls (bench/synth.py).
+
+`--fastpath off` runs `record` with AGENTPROBE_FASTPATH=0 (plain mitmproxy); `--fastpath each`
+adds, in the matrix and the TTFT phase, `record` with every patch off and with each patch
+alone off, and a table of what each patch buys. The goals judge the all-on target (with
+`off`, the one there is, and say so). Each `record` must run what it was asked to: its run
+row (`runs.fastpath`) goes into the results, and a mismatch stops the run.
 
 Each goal prints PASS or FAIL. The exit code reports crashes only (a missed
 goal still exits 0), so CI can keep the numbers without flaking on a busy box.
@@ -113,14 +120,38 @@ CONCURRENCY = (1, 16)
 # mitmdump and agentprobe sit side by side in either order, so each round's pair shares its moment
 # of machine noise: on a shared 2-core VM one 3-second window can run 20% faster than the next.
 TARGETS = ("direct", "mitmdump-stream", "mitmdump", "agentprobe")
+FASTPATH_CHOICES = ("on", "off", "each")
 
 
-async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None) -> dict:
+def fastpath_targets(choice: str) -> dict[str, str]:
+    """The agentprobe targets of --fastpath `choice`, each with its AGENTPROBE_FASTPATH value.
+
+    "agentprobe" is the one compared with mitmdump and judged by the goals: everything on, or
+    with `off` everything off. `each` adds, after it in the interleaved rounds of the matrix
+    and the TTFT phase, one target with everything off and one per patch with that patch
+    alone off (agentprobe/proxy/fastpath PATCHES).
+    """
+    if choice == "off":
+        return {"agentprobe": "0"}
+    out = {"agentprobe": "1"}
+    if choice == "each":
+        from agentprobe.proxy.fastpath import PATCHES
+
+        out["agentprobe[off]"] = "0"
+        out.update({f"agentprobe[-{patch}]": f"-{patch}" for patch in PATCHES})
+    return out
+
+
+async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None, fastpath: str = "on") -> dict:
     source = check_checkout()  # before anything is measured: the code measured is this checkout's
     results: dict = {"mode": mode, "config": {k: v for k, v in cfg.items()},
                      "environment": {**environment(), "agentprobe_path": source},
                      "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "errors": []}
     want = (lambda phase: only is None or phase in only)
+    switch = fastpath_targets(fastpath)
+    # What each agentprobe process was asked to run and what its run row says it ran (start_agentprobe
+    # raises when the two differ): the report shows it, and the goals are judged on "agentprobe".
+    results["fastpath"] = {"mode": fastpath, "variants": [], "targets": {}}
 
     async def phase(name: str, run, title: str | None = None) -> None:
         """Run one wanted phase into results[name]; one phase failing must not hide the others."""
@@ -136,8 +167,9 @@ async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None) -> dic
             results["errors"].append({"phase": name, "error": f"{type(e).__name__}: {e}"})
 
     async def memory() -> dict:
-        measured = await measure_memory(tmp, provider, cfg)
+        measured = await measure_memory(tmp, provider, cfg, switch["agentprobe"])
         results["stats_memory"] = measured.pop("stats")
+        results["fastpath"]["targets"]["agentprobe-memory"] = measured.pop("fastpath")
         return measured
 
     fake, provider = start_fake()
@@ -145,18 +177,35 @@ async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None) -> dic
     try:
         log(f"fake provider {provider} (pid {fake.pid})")
         if want("matrix") or want("ttft") or want("durability"):
+            # Each process joins procs as soon as it is up, so a later one failing to start stops it too.
             mitm, mitm_port = start_mitmdump(tmp)
+            procs["mitmdump"] = mitm
             mitms, mitms_port = start_mitmdump(tmp, "mitmdump-stream", "--set", "stream_large_bodies=1")
-            ap, ap_port, ap_db = start_agentprobe(tmp, "agentprobe")
-            procs = {"mitmdump": mitm, "mitmdump-stream": mitms, "agentprobe": ap}
-            log(f"mitmdump :{mitm_port} (pid {mitm.pid}), agentprobe record :{ap_port} (pid {ap.pid})")
+            procs["mitmdump-stream"] = mitms
             connect = {"direct": hostport(provider), "mitmdump": ("127.0.0.1", mitm_port),
-                       "mitmdump-stream": ("127.0.0.1", mitms_port), "agentprobe": ("127.0.0.1", ap_port)}
-            # In TARGETS order: the order the matrix and the TTFT phase interleave them in.
-            targets = {name: Target(name, connect[name], provider, name != "direct") for name in TARGETS}
-            await phase("matrix", lambda: measure_matrix(targets, procs, cfg, ap_db, scenarios=SCENARIOS,
+                       "mitmdump-stream": ("127.0.0.1", mitms_port)}
+            dbs: dict[str, Path] = {}
+            # The variants only run in the matrix and the TTFT phase.
+            started = switch if want("matrix") or want("ttft") else {"agentprobe": switch["agentprobe"]}
+            for name, value in started.items():
+                procs[name], port, dbs[name] = start_agentprobe(tmp, name, value)
+                connect[name] = ("127.0.0.1", port)
+                results["fastpath"]["targets"][name] = procs[name].fastpath
+                log(f"{name} record :{port} (pid {procs[name].pid}): runs.fastpath {procs[name].fastpath['ran']!r}")
+            variants = [name for name in dbs if name != "agentprobe"]
+            results["fastpath"]["variants"] = variants
+            ap, ap_db = procs["agentprobe"], dbs["agentprobe"]
+            log(f"mitmdump :{mitm_port} (pid {mitm.pid}), agentprobe record :{connect['agentprobe'][1]} "
+                f"(pid {ap.pid})")
+            # In TARGETS order, then the variants: the order the matrix and the TTFT phase interleave them in.
+            targets = {name: Target(name, connect[name], provider, name != "direct") for name in (*TARGETS, *variants)}
+            await phase("matrix", lambda: measure_matrix(targets, procs, cfg, dbs, scenarios=SCENARIOS,
                                                          concurrency=CONCURRENCY))
             await phase("ttft", lambda: measure_ttft(targets, cfg["ttft_samples"]))
+            for name in variants:
+                procs[name].stop()
+                results["fastpath"]["targets"][name]["stats"] = {**run_stats(dbs[name]), "sent": targets[name].sent}
+                del targets[name]
             await phase("durability", lambda: measure_durability(targets["agentprobe"], ap_db,
                                                                  cfg["durability_probes"]))
             mitm.stop()
@@ -187,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
                         help="matrix: only this scenario (repeatable); to chase one cell")
     parser.add_argument("--no-save", action="store_true", help="print the table only; write nothing to bench/results")
+    parser.add_argument("--fastpath", choices=FASTPATH_CHOICES, default="on",
+                        help="agentprobe's patches of mitmproxy: on (default), off (AGENTPROBE_FASTPATH=0), or each: "
+                             "also agentprobe with all off and with each patch alone off, in the matrix and TTFT "
+                             "phases, and a table of what each patch buys (the goals judge the all-on target)")
     args = parser.parse_args(argv)
     mode = args.mode or "quick"
     only = set(args.only.split(",")) if args.only else None
@@ -194,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         SCENARIOS[:] = [s for s in SCENARIOS if s.name in args.scenario]
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="agentprobe-bench-") as tmp:
-        results = asyncio.run(run_all(mode, MODES[mode], Path(tmp), only))
+        results = asyncio.run(run_all(mode, MODES[mode], Path(tmp), only, args.fastpath))
     results["wall_seconds"] = round(time.monotonic() - t0, 1)
     table = markdown(results)
     print(table)
