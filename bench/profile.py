@@ -25,8 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as bench  # noqa: E402
 from loadgen import Target, run_load  # noqa: E402
+from processes import start_agentprobe, start_fake  # noqa: E402
+from run import SCENARIOS  # noqa: E402
 
 
 def summarize(collapsed: Path, top: int) -> str:
@@ -53,7 +54,7 @@ def summarize(collapsed: Path, top: int) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("scenario", choices=[s.name for s in bench.SCENARIOS])
+    parser.add_argument("scenario", choices=[s.name for s in SCENARIOS])
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
@@ -63,11 +64,11 @@ def main() -> int:
     parser.add_argument("-o", "--output", type=Path, help="keep the collapsed stacks here")
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    scenario = next(s for s in bench.SCENARIOS if s.name == args.scenario)
+    scenario = next(s for s in SCENARIOS if s.name == args.scenario)
     with tempfile.TemporaryDirectory(prefix="agentprobe-profile-") as tmp:
         tmp = Path(tmp)
-        fake, provider = bench.start_fake()
-        ap, port, db = bench.start_agentprobe(tmp, "agentprobe")
+        fake, provider = start_fake()
+        ap, port, db = start_agentprobe(tmp, "agentprobe")
         out = args.output or tmp / "stacks.txt"
         try:
             target = Target("agentprobe", ("127.0.0.1", port), provider, True)

@@ -3,8 +3,8 @@
 mitmproxy turns every chunk of a streamed response into its own write to the
 client. An LLM stream is hundreds of small SSE events, and one socket read from
 the provider often holds dozens of them, so a streaming proxy made dozens of
-send() calls where one would do: the benchmark measured the transport's write
-as the largest single cost of the proxy's event loop on a 100 KB stream.
+send() calls, each a pass through the asyncio transport and a system call,
+where one would do. `bench/run.py --fastpath each` measures what merging buys.
 
 The connection handler runs its layer's commands to the end without awaiting
 anything, so holding a write back until the next command is known delays it by
@@ -12,9 +12,10 @@ microseconds, never across a socket read. Order on the wire is kept: any
 other command flushes the held data first, except a log line, which is only
 ever printed. mitmproxy logs "Streaming response from ..." between a streamed
 response's head and its body, so flushing there sent the head alone, and the
-first event the provider had sent with it followed in a second write, about
-0.25 ms later on the benchmark's machine, the time the agent waits for its
-first token. UDP is never merged, since each datagram is a message of its own.
+first event the provider had sent with it followed in a second write, which
+the agent then waited for to see its first token (the same benchmark reports
+TTFT with and without this patch). UDP is never merged, since each datagram is
+a message of its own.
 
 The same holds one step earlier: h11 hands out a chunked body one chunk at a
 time, and each chunk then travelled alone through mitmproxy's HTTP layers, the
