@@ -119,3 +119,13 @@ def test_inline_hooks_turn_off_when_mitmproxy_changes_what_they_stand_in_for(mon
     p = fastpath.plan(ALL)
     assert "inline_hooks" not in p.active
     assert p.skipped["inline_hooks"] == "mitmproxy's ConnectionHandler.hook_task is not the one this patch was written for"
+
+
+def test_the_run_row_says_what_the_proxy_really_ran(tmp_path, tls_ca_bundle, monkeypatch):
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(coalesce, "patch", broken)  # the plan says on; installing it fails
+    rec = Recorded(tmp_path, Path(tls_ca_bundle), fastpath=ALL)
+    rec.stop()
+    assert rec.db().execute("SELECT fastpath FROM runs").fetchone()[0].startswith("off (RuntimeError: boom")

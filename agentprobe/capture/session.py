@@ -75,7 +75,9 @@ class Recording:
             return
         self._started = False
         self.proxy.stop()
-        self.writer.close(status=status, exit_code=exit_code, ended_at=now_iso())
+        # What the proxy really ran (an install that failed falls back), not what was planned at start.
+        ran = {"fastpath": self.proxy.fastpath.describe()} if self.proxy.fastpath else {}
+        self.writer.close(status=status, exit_code=exit_code, ended_at=now_iso(), **ran)
 
     def __enter__(self) -> "Recording":
         return self.start()

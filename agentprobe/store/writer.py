@@ -108,9 +108,9 @@ class Writer:
             },
         )
 
-    def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str) -> None:
+    def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str, **run: str) -> None:
         self._stop_workers()
-        self._update_run(ended_at=ended_at, status=status, exit_code=exit_code)
+        self._update_run(ended_at=ended_at, status=status, exit_code=exit_code, **run)
         assert self._conn is not None
         try:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")

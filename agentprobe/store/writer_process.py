@@ -116,8 +116,9 @@ class WriterProcess:
             self.last_error = self._feed.error or "writer queue full"
             log.error("agentprobe lost a call record: %s", self.last_error)
 
-    def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str) -> None:
-        self._finish((_CLOSE, {"status": status, "exit_code": exit_code, "ended_at": ended_at,
+    def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str, **run: str) -> None:
+        """`run` holds other run columns the end of the run settles (e.g. fastpath)."""
+        self._finish((_CLOSE, {"status": status, "exit_code": exit_code, "ended_at": ended_at, **run,
                                "lost_before": self._lost_here + self._feed.lost}))
 
     def discard(self) -> None:
