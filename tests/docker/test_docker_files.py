@@ -1,13 +1,10 @@
-"""docker/: the Dockerfile passes hadolint and holds the promises the README makes about the image,
-its entry command is a command line the real CLI accepts, and compose wires an agent through it.
-
-No Docker daemon is needed: the files are parsed and checked against the code they describe.
+"""docker/: the Dockerfile passes hadolint, its entry command is a command line the real CLI accepts,
+and compose wires an agent through the proxy. No Docker daemon is needed.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import shutil
 import subprocess
@@ -21,7 +18,7 @@ import yaml
 from agentprobe.proxy.ca import BUNDLE, CA_CERT
 from proxy_fixtures import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker" / "compose.yaml"
 
@@ -95,56 +92,6 @@ def test_hadolint_is_clean():
     assert r.returncode == 0, r.stderr
 
 
-def test_two_stages_on_a_slim_python_of_at_least_3_12(image):
-    build, final = image
-    build_from, final_from = one(build, "FROM").split(), one(final, "FROM").split()
-    assert [w.upper() for w in build_from[1:]] == ["AS", "BUILD"], build_from
-    for base in (build_from[0], final_from[0]):
-        m = re.fullmatch(r"python:(\d+)\.(\d+)(?:\.\d+)?-slim(?:-[a-z]+)?", base)
-        assert m, f"{base} is not a python:X.Y-slim image"
-        assert (int(m[1]), int(m[2])) >= (3, 12), f"{base}: mitmproxy 12 needs Python >= 3.12"
-    assert build_from[0] == final_from[0], "the venv copied between stages needs the same interpreter"
-    copies = [args for k, args in final if k == "COPY"]
-    assert any(a.startswith("--from=build ") for a in copies), "the final stage takes the install from the build stage"
-    assert not [a for k, a in final if k == "RUN" and "pip install" in a], "installing happens in the build stage"
-    # Every source the build stage copies exists, relative to compose's build context (the repository root).
-    for args in (a for k, a in build if k == "COPY"):
-        for source in args.split()[:-1]:
-            assert (ROOT / source).exists(), source
-
-
-def test_runs_as_a_numeric_non_root_user(image):
-    _, final = image
-    user = one(final, "USER")
-    uid, _, gid = user.partition(":")
-    assert uid.isdigit() and int(uid) != 0, f"USER {user} must be a numeric non-root uid"
-    assert not gid or (gid.isdigit() and int(gid) != 0)
-    setup = " ".join(args for k, args in final if k == "RUN")
-    assert f"--uid {uid}" in setup, "the user the image runs as is the one it creates"
-    owner = f"{uid}:{gid}" if gid else uid
-    assert f"chown {owner} /data /conf" in setup, "the volumes must be writable by it"
-
-
-def test_volumes_env_expose_and_healthcheck_agree(image):
-    _, final = image
-    env = env_vars(final)
-    volumes = exec_form(one(final, "VOLUME"))
-    assert set(volumes) == {"/data", "/conf"}
-    assert Path(env["AGENTPROBE_DB"]).parent.as_posix() == "/data"
-    assert env["AGENTPROBE_CONFDIR"] == "/conf"
-    assert env["PATH"].startswith("/opt/agentprobe/bin:")
-    [port] = one(final, "EXPOSE").split()
-    health = one(final, "HEALTHCHECK")
-    options, _, command = health.partition(" CMD ")
-    assert options.split() and all(o.startswith("--") for o in options.split()), health
-    probe = exec_form(command)
-    assert probe[:2] == ["python", "-c"]
-    compile(probe[2], "HEALTHCHECK", "exec")
-    assert f", {port})" in probe[2], "the health check probes the exposed port"
-    cmd = exec_form(one(final, "CMD"))
-    assert cmd[cmd.index("--port") + 1] == port, "the proxy listens on the exposed port"
-
-
 def test_entry_command_is_the_real_cli(image):
     """ENTRYPOINT + CMD parse with the click CLI the suite tests, options and all."""
     from agentprobe.cli import cli
@@ -191,8 +138,3 @@ def test_compose_runs_the_agent_through_the_proxy(image):
         assert agent_env[name] == f"{mount[1]}/{expected}", name
     # Installing the agent's packages is not part of its recorded run.
     assert "env -u HTTPS_PROXY -u HTTP_PROXY pip install" in " ".join(agent["command"])
-
-
-def test_the_parser_reads_continuations_and_comments():
-    text = "# c\nFROM python:3.12-slim AS build\nRUN a \\\n # inner\n && b\n\nCMD [\"x\"]\n"
-    assert parse_dockerfile(text) == [("FROM", "python:3.12-slim AS build"), ("RUN", "a && b"), ("CMD", '["x"]')]
