@@ -9,13 +9,12 @@ import textwrap
 import time
 from pathlib import Path
 
-from test_otlp import Receiver
-
 from agentprobe.capture.exchange import Capture
 from agentprobe.capture.redact import REDACTED
 from agentprobe.capture.rows import RowBuilder
 from agentprobe.providers import detect
 
+from otlp_receiver import Receiver
 from proxy_fixtures import Recorded, run_cli
 
 SECRETS = {

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from otlp_receiver import Receiver, attributes
 from proxy_fixtures import run_cli
 
 AGENT = textwrap.dedent(
@@ -21,40 +20,6 @@ AGENT = textwrap.dedent(
                               extra_headers={"x-fake": "status=429; retry_after=0.1; fail_times=1"})
     """
 )
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.posts.append((self.path, json.loads(body)))
-                self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def spans(self) -> list[dict]:
-        return [s for _, p in self.posts for rs in p["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
-
-
-def _attrs(span: dict) -> dict:
-    def value(v):
-        if "arrayValue" in v:
-            return [value(x) for x in v["arrayValue"]["values"]]
-        return next(iter(v.values()))
-
-    return {a["key"]: value(a["value"]) for a in span["attributes"]}
 
 
 @pytest.fixture
@@ -72,17 +37,17 @@ def test_trace_streams_spans_live(tmp_path, tls_ca_bundle, fake_provider_tls, re
                 str(tmp_path / "agent.py"), env=env)
     assert r.returncode == 0, r.stderr
     assert {path for path, _ in receiver.posts} == {"/v1/traces"}
-    failed, ok = sorted(receiver.spans(), key=lambda s: _attrs(s)["agentprobe.seq"])
+    failed, ok = sorted(receiver.spans(), key=lambda s: attributes(s)["agentprobe.seq"])
     assert failed["traceId"] == ok["traceId"] and len(ok["traceId"]) == 32 and len(ok["spanId"]) == 16
     assert ok["name"] == "chat gpt-4o-mini" and ok["kind"] == 3
-    a = _attrs(ok)
+    a = attributes(ok)
     assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "gpt-4o-mini"
     assert a["gen_ai.request.temperature"] == 0.2 and a["gen_ai.request.max_tokens"] == "40"
     assert a["gen_ai.request.seed"] == "1" and a["gen_ai.response.finish_reasons"] == ["stop"]
     assert int(a["gen_ai.usage.input_tokens"]) > 0 and int(a["gen_ai.usage.output_tokens"]) > 0
     assert a["gen_ai.conversation.id"] and a["agentprobe.attempt"] == "2"
-    assert a["agentprobe.retry_of"] == _attrs(failed)["agentprobe.call.id"]
-    assert failed["status"]["code"] == 2 and _attrs(failed)["error.type"] == "rate_limit_exceeded"
+    assert a["agentprobe.retry_of"] == attributes(failed)["agentprobe.call.id"]
+    assert failed["status"]["code"] == 2 and attributes(failed)["error.type"] == "rate_limit_exceeded"
     assert int(ok["endTimeUnixNano"]) > int(ok["startTimeUnixNano"]) > 0
     assert "SECRET" not in json.dumps(receiver.posts)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from otlp_receiver import Receiver, attributes
 from proxy_fixtures import PLANTED_ANTHROPIC_KEY, PLANTED_OPENAI_KEY, Recorded, run_cli
-from test_otlp import Receiver, _attrs
 
 AZURE_KEY = "azure-PLANTED-key-0123456789"
 
@@ -116,7 +116,7 @@ def test_export_otlp_sends_one_span_per_call_with_findings(run_db):
     assert [p for p, _ in receiver.posts] == ["/v1/traces"]
     assert len(spans) == 4 and len({s["traceId"] for s in spans}) == 1
     assert {s["name"] for s in spans} == {"chat gpt-4o-mini", "chat claude-haiku-4-5"}
-    attrs = [_attrs(s) for s in spans]
+    attrs = [attributes(s) for s in spans]
     assert {a["gen_ai.request.model"] for a in attrs} == {"gpt-4o-mini", "claude-haiku-4-5"}
     assert all(a["agentprobe.run.id"] == run_id for a in attrs)
     assert any(a.get("error.type") for a in attrs)  # the 429
