@@ -1,0 +1,62 @@
+"""The stream callback every LLM response goes through: forward each chunk as it is, read a decoded copy."""
+
+from __future__ import annotations
+
+import time
+
+from mitmproxy import http
+
+from ..capture.decoders import decoder_for
+from ..providers.common import feed_in_pieces
+
+
+class StreamTee:
+    """mitmproxy stream callback: forwards every chunk unchanged, reads a decoded copy."""
+
+    def __init__(self, flow: http.HTTPFlow, parser_factory, keep_limit: int) -> None:
+        # No reference back to the flow: the flow holds this tee, and a cycle would keep every
+        # flow alive until the cyclic GC, whose pauses the agent would feel.
+        # Parsing waits for the writer process, off the event loop the agent's bytes go through,
+        # unless the stream outgrows what we keep: then it has to be read as it passes.
+        self.parser_factory = parser_factory  # dialect stream parser factory, or None to just keep the body
+        self.parser = None
+        self.keep_limit = keep_limit
+        self.kept = bytearray()
+        self.truncated = False
+        self.first_chunk_at: float | None = None
+        self.decoder = decoder_for(flow.response.headers.get("content-encoding"))
+        self.decode_error: str | None = None
+        self.ended = False
+
+    def __call__(self, chunk: bytes) -> bytes:
+        try:
+            self._read(chunk)
+        except Exception as e:  # the tee must never break the stream
+            if self.decode_error is None:
+                self.decode_error = f"{type(e).__name__}: {e}"
+            self.decoder = None
+        return chunk
+
+    def _read(self, chunk: bytes) -> None:
+        if chunk and self.first_chunk_at is None:
+            self.first_chunk_at = time.time()
+        if not chunk:
+            self.ended = True
+        if self.decoder is None:
+            if self.decode_error is None:
+                self.decode_error = "unsupported content-encoding"
+            return
+        data = self.decoder.decompress(chunk) if chunk else self.decoder.flush()
+        if not data:
+            return
+        room = self.keep_limit - len(self.kept)
+        if self.parser is not None:
+            self.parser.feed(data)
+        elif self.parser_factory is not None and len(data) > room:
+            self.parser = self.parser_factory()
+            feed_in_pieces(self.parser, self.kept)
+            self.parser.feed(data)
+        if room > 0:
+            self.kept += data[:room]
+        if len(data) > max(room, 0):
+            self.truncated = True
