@@ -87,3 +87,126 @@ def test_plain_sqlite3_reads_it(tmp_path):
     open_db(path, create=True)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+# The whole schema a fresh database gets, column by column (as llm's test_migrate does): a
+# migration that changes anything must change this too, so every change to the contract is seen.
+EXPECTED_SCHEMA = """
+_migrations.name TEXT PRIMARY KEY
+_migrations.applied_at TEXT
+bodies.id TEXT PRIMARY KEY
+bodies.content BLOB
+bodies.size INTEGER
+bodies.content_type TEXT
+bodies.truncated INTEGER NOT NULL DEFAULT 0
+calls.id TEXT PRIMARY KEY
+calls.run_id TEXT NOT NULL
+calls.seq INTEGER NOT NULL
+calls.completion_seq INTEGER
+calls.started_at TEXT
+calls.first_byte_at TEXT
+calls.ended_at TEXT
+calls.latency_ms REAL
+calls.ttft_ms REAL
+calls.method TEXT
+calls.scheme TEXT
+calls.host TEXT
+calls.port INTEGER
+calls.path TEXT
+calls.provider TEXT
+calls.api TEXT
+calls.model TEXT
+calls.response_model TEXT
+calls.response_id TEXT
+calls.stream INTEGER
+calls.include_usage INTEGER
+calls.temperature REAL
+calls.top_p REAL
+calls.max_tokens INTEGER
+calls.seed INTEGER
+calls.parallel_tool_calls INTEGER
+calls.status INTEGER
+calls.error_type TEXT
+calls.error_message TEXT
+calls.attempt INTEGER NOT NULL DEFAULT 1
+calls.retry_of TEXT
+calls.conversation_id TEXT
+calls.turn INTEGER
+calls.message_count INTEGER
+calls.system_prompt_sha256 TEXT
+calls.prompt_sha256 TEXT
+calls.tools_sha256 TEXT
+calls.request_sha256 TEXT
+calls.output_sha256 TEXT
+calls.input_tokens INTEGER
+calls.output_tokens INTEGER
+calls.cached_input_tokens INTEGER
+calls.reasoning_tokens INTEGER
+calls.usage_source TEXT
+calls.counted_input_tokens INTEGER
+calls.tokenizer TEXT
+calls.finish_reason TEXT
+calls.raw_finish_reason TEXT
+calls.stream_complete INTEGER
+calls.tool_calls TEXT
+calls.tool_result_ids TEXT
+calls.retry_after_s REAL
+calls.ratelimit TEXT
+calls.request_headers TEXT
+calls.response_headers TEXT
+calls.request_body TEXT
+calls.response_body TEXT
+calls.parse_error TEXT
+prompts.sha256 TEXT PRIMARY KEY
+prompts.kind TEXT
+prompts.text TEXT
+runs.id TEXT PRIMARY KEY
+runs.started_at TEXT
+runs.ended_at TEXT
+runs.label TEXT
+runs.command TEXT
+runs.config_sha256 TEXT
+runs.status TEXT
+runs.calls_lost INTEGER NOT NULL DEFAULT 0
+runs.exit_code INTEGER
+runs.mode TEXT
+runs.parent_run_id TEXT
+runs.agentprobe_version TEXT
+runs.fastpath TEXT
+index calls_conversation: calls(conversation_id, turn)
+index calls_prompt_sha: calls(system_prompt_sha256)
+index calls_request_sha: calls(request_sha256)
+index calls_run_seq: calls(run_id, seq)
+index runs_label: runs(label)
+"""
+
+
+def describe(conn: sqlite3.Connection) -> str:
+    out = []
+    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"):
+        for _, name, kind, notnull, default, pk in conn.execute(f"PRAGMA table_info({table})"):
+            parts = [name, kind, "NOT NULL" if notnull else "", f"DEFAULT {default}" if default is not None else "",
+                     "PRIMARY KEY" if pk else ""]
+            out.append(f"{table}." + " ".join(p for p in parts if p))
+    for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type='index' AND sql IS NOT NULL"
+                                  " ORDER BY name"):
+        out.append(f"index {name}: {sql.split(' ON ', 1)[1]}")
+    return "\n".join(out)
+
+
+def test_the_whole_schema(tmp_path):
+    assert describe(connect(tmp_path / "a.db", create=True)) == EXPECTED_SCHEMA.strip()
+
+
+def test_an_old_database_migrates_to_the_same_schema(tmp_path):
+    """A database made by the first release, then opened by this one, ends up exactly like a new one."""
+    old = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    old.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+    name, first = MIGRATIONS[0]
+    first(old)
+    old.execute("INSERT INTO _migrations VALUES (?, 'then')", [name])
+    old.execute("INSERT INTO runs (id, status) VALUES ('r1', 'completed')")
+    old.close()
+    conn = connect(tmp_path / "old.db", create=True)
+    assert describe(conn) == EXPECTED_SCHEMA.strip()
+    assert conn.execute("SELECT id, status FROM runs").fetchall() == [("r1", "completed")]
