@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Finding, ScanContext, seqs
+from .base import Finding, ScanContext, by_run, seqs
 
 FAILED = "(c.error_type IS NOT NULL OR c.status IS NULL OR c.status >= 400 OR c.stream_complete = 0)"
 OK = "(s.error_type IS NULL AND s.status < 400 AND coalesce(s.stream_complete, 1) = 1)"
@@ -22,8 +22,7 @@ def swallowed_error(ctx: ScanContext) -> list[Finding]:
         "   AND n.started_at >= c.ended_at AND n.request_sha256 IS NOT c.request_sha256)"
         " ORDER BY c.run_id, c.seq", params))
     out = []
-    for run_id in sorted({r["run_id"] for r in rows}):
-        mine = [r for r in rows if r["run_id"] == run_id]
+    for run_id, mine in by_run(rows):
         first = mine[0]
         later = ctx.db.execute(
             "SELECT count(*) FROM calls WHERE run_id = ? AND seq > ? AND api IS NOT NULL AND started_at >= ?",
@@ -46,8 +45,7 @@ def rate_limited(ctx: ScanContext) -> list[Finding]:
     for run_id, n, waits, most in ctx.db.execute(
             f"SELECT run_id, count(*), avg(retry_after_s), max(retry_after_s) FROM calls WHERE {where}"
             " AND status = 429 GROUP BY run_id", params).fetchall():
-        rows = list(ctx.db.query("SELECT id, run_id, seq, model FROM calls WHERE run_id = ? AND status = 429"
-                                 " ORDER BY seq LIMIT ?", [run_id, ctx.thresholds.max_call_refs]))
+        rows = ctx.cited("run_id = ? AND status = 429", [run_id])
         wait_text = f"; retry-after averaged {waits:.1f}s (max {most:.1f}s)" if waits is not None else ""
         out.append(Finding(
             rule="api_latency/rate_limited", severity="medium",
@@ -65,8 +63,7 @@ def retry(ctx: ScanContext) -> list[Finding]:
     for run_id, n, worst in ctx.db.execute(
             f"SELECT run_id, count(*), max(attempt) FROM calls WHERE {where} AND attempt > 1 GROUP BY run_id",
             params).fetchall():
-        rows = list(ctx.db.query("SELECT id, run_id, seq, model FROM calls WHERE run_id = ? AND attempt > 1"
-                                 " ORDER BY seq LIMIT ?", [run_id, ctx.thresholds.max_call_refs]))
+        rows = ctx.cited("run_id = ? AND attempt > 1", [run_id])
         out.append(Finding(
             rule="api_latency/retry", severity="low",
             title=f"{n} request(s) were retries of failed calls",
@@ -84,8 +81,7 @@ def stream_cut(ctx: ScanContext) -> list[Finding]:
         " AND (stream_complete = 0 OR error_type IN ('stream_cut', 'client_disconnected')) ORDER BY run_id, seq",
         params))
     out = []
-    for run_id in sorted({r["run_id"] for r in rows}):
-        mine = [r for r in rows if r["run_id"] == run_id]
+    for run_id, mine in by_run(rows):
         out.append(Finding(
             rule="api_latency/stream_cut", severity="high",
             title=f"{len(mine)} response(s) ended before their final event",
@@ -104,9 +100,8 @@ def slow(ctx: ScanContext) -> list[Finding]:
     for run_id, n, worst in ctx.db.execute(
             f"SELECT run_id, count(*), max(latency_ms) FROM calls WHERE {where} AND api IS NOT NULL"
             " AND latency_ms > ? GROUP BY run_id", params + [budget]).fetchall():
-        rows = list(ctx.db.query(
-            "SELECT id, run_id, seq, model, latency_ms FROM calls WHERE run_id = ? AND api IS NOT NULL"
-            " AND latency_ms > ? ORDER BY latency_ms DESC LIMIT ?", [run_id, budget, ctx.thresholds.max_call_refs]))
+        rows = ctx.cited("run_id = ? AND api IS NOT NULL AND latency_ms > ?", [run_id, budget], "latency_ms",
+                         order="latency_ms DESC")
         out.append(Finding(
             rule="api_latency/slow", severity="medium",
             title=f"{n} call(s) took longer than the {budget / 1000:g}s latency budget",

@@ -76,6 +76,20 @@ class ScanContext:
     def refs(self, rows: list[dict]) -> list[dict[str, Any]]:
         return [self.ref(r) for r in rows[: self.thresholds.max_call_refs]]
 
+    def cited(self, where: str, params: list, columns: str = "", order: str = "seq") -> list[dict]:
+        """The calls a finding names: those `where` (SQL over calls) selects, at most max_call_refs of them."""
+        cols = "id, run_id, seq, model" + (f", {columns}" if columns else "")
+        return list(self.db.query(f"SELECT {cols} FROM calls WHERE {where} ORDER BY {order} LIMIT ?",
+                                  [*params, self.thresholds.max_call_refs]))
+
+
+def by_run(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Rows grouped by run, runs in id order, each run's rows in their original order."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["run_id"], []).append(row)
+    return sorted(groups.items())
+
 
 def seqs(rows: list[dict], limit: int = 8) -> str:
     shown = ", ".join(str(r["seq"]) for r in rows[:limit])

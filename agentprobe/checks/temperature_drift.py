@@ -12,9 +12,7 @@ def implicit_default(ctx: ScanContext) -> list[Finding]:
         f"SELECT run_id, model, provider, count(*) FROM calls WHERE {where} AND api IS NOT NULL"
         " AND temperature IS NULL GROUP BY run_id, model, provider", params).fetchall()
     for run_id, model, provider, n in groups:
-        rows = list(ctx.db.query(
-            "SELECT id, run_id, seq, model FROM calls WHERE run_id = ? AND model IS ? AND api IS NOT NULL"
-            " AND temperature IS NULL ORDER BY seq LIMIT ?", [run_id, model, ctx.thresholds.max_call_refs]))
+        rows = ctx.cited("run_id = ? AND model IS ? AND api IS NOT NULL AND temperature IS NULL", [run_id, model])
         out.append(Finding(
             rule="temperature_drift/implicit_default", severity="medium",
             title=f"{n} call(s) to {model} sent no temperature",

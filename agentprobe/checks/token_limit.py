@@ -13,11 +13,9 @@ def truncated(ctx: ScanContext) -> list[Finding]:
         " GROUP BY run_id, model", params).fetchall()
     out = []
     for run_id, model, n, limit in groups:
-        rows = list(ctx.db.query(
-            "SELECT id, run_id, seq, model, max_tokens, output_tokens, raw_finish_reason FROM calls"
-            " WHERE run_id = ? AND model IS ? AND api IS NOT NULL AND (finish_reason = 'length'"
-            " OR (max_tokens IS NOT NULL AND output_tokens >= max_tokens)) ORDER BY seq LIMIT ?",
-            [run_id, model, ctx.thresholds.max_call_refs]))
+        rows = ctx.cited("run_id = ? AND model IS ? AND api IS NOT NULL AND (finish_reason = 'length'"
+                         " OR (max_tokens IS NOT NULL AND output_tokens >= max_tokens))", [run_id, model],
+                         "max_tokens, output_tokens, raw_finish_reason")
         reason = rows[0]["raw_finish_reason"] or "length"
         limit_text = f"max_tokens {limit}" if limit else "the model's output ceiling"
         out.append(Finding(

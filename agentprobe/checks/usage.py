@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Finding, ScanContext, seqs
+from .base import Finding, ScanContext, by_run, seqs
 from .models import price
 
 
@@ -18,8 +18,7 @@ def mismatch(ctx: ScanContext) -> list[Finding]:
         " AND abs(input_tokens - counted_input_tokens) >= ?"
         " ORDER BY off DESC", params + [t.usage_tolerance_estimate, t.usage_tolerance, t.usage_min_tokens]))
     out = []
-    for run_id in sorted({r["run_id"] for r in rows}):
-        mine = [r for r in rows if r["run_id"] == run_id]
+    for run_id, mine in by_run(rows):
         worst = mine[0]
         out.append(Finding(
             rule="usage/mismatch", severity="low",
@@ -40,10 +39,8 @@ def missing(ctx: ScanContext) -> list[Finding]:
             f"SELECT run_id, api, count(*) FROM calls WHERE {where} AND stream = 1 AND status < 300"
             " AND stream_complete = 1 AND input_tokens IS NULL AND output_tokens IS NULL GROUP BY run_id, api",
             params).fetchall():
-        rows = list(ctx.db.query(
-            "SELECT id, run_id, seq, model FROM calls WHERE run_id = ? AND api = ? AND stream = 1 AND status < 300"
-            " AND stream_complete = 1 AND input_tokens IS NULL AND output_tokens IS NULL ORDER BY seq LIMIT ?",
-            [run_id, api, ctx.thresholds.max_call_refs]))
+        rows = ctx.cited("run_id = ? AND api = ? AND stream = 1 AND status < 300 AND stream_complete = 1"
+                         " AND input_tokens IS NULL AND output_tokens IS NULL", [run_id, api])
         fix = ('Send stream_options={"include_usage": true} with streamed chat completions so the final chunk'
                " reports usage." if api == "chat.completions" else
                "Read usage from the stream's final event; if the server never sends it, count tokens yourself.")

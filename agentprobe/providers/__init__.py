@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from . import anthropic, gemini, openai_chat, openai_responses
-from .base import Dialect, ParseError, ParsedRequest, ParsedResponse
+from .base import Dialect, ParsedRequest, ParsedResponse, ParseError
 from .common import load_json
 
 __all__ = ["detect", "provider_for", "load_json", "Dialect", "ParseError", "ParsedRequest", "ParsedResponse"]

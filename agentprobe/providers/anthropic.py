@@ -6,10 +6,19 @@ from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
 from .common import (
-    TextParts, as_dict, as_list, finished_tool_calls, flag, integer, json_text, num, parts_text, require_dict,
+    TextParts,
+    as_dict,
+    as_list,
+    finished_tool_calls,
+    flag,
+    integer,
+    json_text,
+    num,
+    parts_text,
+    require_dict,
     string,
 )
-from .sse import DONE, NOT_JSON, SSEReader, json_payloads
+from .sse import JSONEventStream
 
 name = "messages"
 
@@ -113,22 +122,13 @@ def parse_response(status: int, body: Any) -> ParsedResponse:
     return resp
 
 
-class StreamParser:
+class StreamParser(JSONEventStream):
     def __init__(self) -> None:
-        self.sse = SSEReader()
-        self.resp = ParsedResponse(complete=False)
-        self.text = TextParts()
+        super().__init__()
         self.blocks: dict[int, dict] = {}
 
-    def feed(self, data: bytes) -> None:
-        for _event, _payload, ev in json_payloads(self.sse.feed(data)):
-            if ev is NOT_JSON or ev is DONE:
-                self.sse.errors += 1
-                continue
-            self._event(as_dict(ev))
-
-    def _event(self, ev: dict) -> None:
-        kind = ev.get("type")
+    def event(self, _kind: str | None, ev: dict) -> None:
+        kind = ev.get("type")  # Anthropic's events always say their type in the body
         if kind == "message_start":
             msg = as_dict(ev.get("message"))
             self.resp.response_model = string(msg.get("model"))

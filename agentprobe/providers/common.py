@@ -92,6 +92,29 @@ def json_text(value: Any) -> str:
         return str(value)
 
 
+def trailing_tool_results(messages: list[dict]) -> list[str]:
+    """Ids of the tool results that end a normalized conversation, in the order they are sent back."""
+    ids = []
+    for msg in reversed(messages):
+        if msg["role"] != "tool":
+            break
+        ids.append(msg.get("tool_call_id") or "")
+    return ids[::-1]
+
+
+def read_usage(resp, usage: Any, input_key: str, output_key: str, details: tuple[str, str]) -> None:
+    """OpenAI-style usage: counts under input_key/output_key, cached and reasoning tokens under
+    `{details[0]}.cached_tokens` and `{details[1]}.reasoning_tokens`."""
+    usage = as_dict(usage)
+    if not usage:
+        return
+    resp.input_tokens = integer(usage.get(input_key))
+    resp.output_tokens = integer(usage.get(output_key))
+    resp.cached_input_tokens = integer(as_dict(usage.get(details[0])).get("cached_tokens"))
+    resp.reasoning_tokens = integer(as_dict(usage.get(details[1])).get("reasoning_tokens"))
+    resp.usage_source = "provider"
+
+
 def require_dict(body: Any) -> dict:
     if not isinstance(body, dict):
         raise ParseError("request body is not a JSON object")

@@ -6,8 +6,19 @@ from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
 from .common import (
-    TextParts, as_dict, as_list, finished_tool_calls, flag, integer, json_text, num, parts_text, require_dict,
+    TextParts,
+    as_dict,
+    as_list,
+    finished_tool_calls,
+    flag,
+    integer,
+    json_text,
+    num,
+    parts_text,
+    read_usage,
+    require_dict,
     string,
+    trailing_tool_results,
 )
 from .sse import DONE, NOT_JSON, SSEReader, json_payloads
 
@@ -45,11 +56,6 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
         if role == "tool":
             msg["tool_call_id"] = string(m.get("tool_call_id"))
         messages.append(msg)
-    trailing = []
-    for msg in reversed(messages):
-        if msg["role"] != "tool":
-            break
-        trailing.append(msg.get("tool_call_id") or "")
     stream_options = as_dict(body.get("stream_options"))
     model = string(body.get("model"))
     if model is None and "/deployments/" in path:  # Azure names the deployment in the path
@@ -68,7 +74,7 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
         system_prompt="\n\n".join(system) if system else None,
         messages=messages,
         tools=as_list(body.get("tools")) or (as_list(body.get("functions")) or None),
-        tool_result_ids=list(reversed(trailing)),
+        tool_result_ids=trailing_tool_results(messages),
     )
 
 
@@ -86,14 +92,8 @@ def error_fields(resp: ParsedResponse, body: dict) -> bool:
 
 
 def _usage(resp: ParsedResponse, usage: Any) -> None:
-    usage = as_dict(usage)
-    if not usage:
-        return
-    resp.input_tokens = integer(usage.get("prompt_tokens"))
-    resp.output_tokens = integer(usage.get("completion_tokens"))
-    resp.cached_input_tokens = integer(as_dict(usage.get("prompt_tokens_details")).get("cached_tokens"))
-    resp.reasoning_tokens = integer(as_dict(usage.get("completion_tokens_details")).get("reasoning_tokens"))
-    resp.usage_source = "provider"
+    read_usage(resp, usage, "prompt_tokens", "completion_tokens",
+               ("prompt_tokens_details", "completion_tokens_details"))
 
 
 def parse_response(status: int, body: Any) -> ParsedResponse:

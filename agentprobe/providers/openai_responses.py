@@ -6,11 +6,22 @@ from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
 from .common import (
-    TextParts, as_dict, as_list, finished_tool_calls, flag, integer, json_text, num, parts_text, require_dict,
+    TextParts,
+    as_dict,
+    as_list,
+    finished_tool_calls,
+    flag,
+    integer,
+    json_text,
+    num,
+    parts_text,
+    read_usage,
+    require_dict,
     string,
+    trailing_tool_results,
 )
 from .openai_chat import error_fields
-from .sse import DONE, NOT_JSON, SSEReader, json_payloads
+from .sse import JSONEventStream
 
 name = "responses"
 
@@ -47,11 +58,6 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
                              "tool_call_id": string(item.get("call_id"))})
         else:
             messages.append({"role": "item", "content": f"[{kind}]"})
-    trailing = []
-    for msg in reversed(messages):
-        if msg["role"] != "tool":
-            break
-        trailing.append(msg.get("tool_call_id") or "")
     return ParsedRequest(
         provider=provider_for(host, name),
         api=name,
@@ -64,7 +70,7 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
         system_prompt="\n\n".join(system) if system else None,
         messages=messages,
         tools=as_list(body.get("tools")) or None,
-        tool_result_ids=list(reversed(trailing)),
+        tool_result_ids=trailing_tool_results(messages),
     )
 
 
@@ -100,13 +106,8 @@ def _fill(resp: ParsedResponse, body: dict) -> None:
     elif status == "completed":
         resp.raw_finish_reason = "completed"
         resp.finish_reason = "tool_calls" if calls else "stop"
-    usage = as_dict(body.get("usage"))
-    if usage:
-        resp.input_tokens = integer(usage.get("input_tokens"))
-        resp.output_tokens = integer(usage.get("output_tokens"))
-        resp.cached_input_tokens = integer(as_dict(usage.get("input_tokens_details")).get("cached_tokens"))
-        resp.reasoning_tokens = integer(as_dict(usage.get("output_tokens_details")).get("reasoning_tokens"))
-        resp.usage_source = "provider"
+    read_usage(resp, body.get("usage"), "input_tokens", "output_tokens",
+               ("input_tokens_details", "output_tokens_details"))
 
 
 def parse_response(status: int, body: Any) -> ParsedResponse:
@@ -115,25 +116,15 @@ def parse_response(status: int, body: Any) -> ParsedResponse:
     return resp
 
 
-class StreamParser:
+class StreamParser(JSONEventStream):
     FINAL = ("response.completed", "response.incomplete", "response.failed")
 
     def __init__(self) -> None:
-        self.sse = SSEReader()
-        self.resp = ParsedResponse(complete=False)
-        self.text = TextParts()
+        super().__init__()
         self.calls: dict[str, dict] = {}
         self.final = False
 
-    def feed(self, data: bytes) -> None:
-        for event, _payload, ev in json_payloads(self.sse.feed(data)):
-            if ev is NOT_JSON or ev is DONE:
-                self.sse.errors += 1
-                continue
-            ev = as_dict(ev)
-            self._event(string(ev.get("type")) or event, ev)
-
-    def _event(self, kind: str | None, ev: dict) -> None:
+    def event(self, kind: str | None, ev: dict) -> None:
         if kind == "response.created":
             _fill(self.resp, as_dict(ev.get("response")))
         elif kind == "response.output_text.delta":

@@ -126,3 +126,32 @@ def _loads(text: str) -> object:
 
 DONE = object()
 NOT_JSON = object()
+
+
+class JSONEventStream:
+    """What a dialect's stream parser shares: SSE events of one JSON object each, joined text, a result.
+
+    Subclasses handle each decoded event in `event(kind, value)`, where kind is the event's
+    `type` field or else its SSE event name. A payload that is not JSON (or a stray [DONE])
+    is counted as a malformed event, and the rest of the stream is still read.
+    """
+
+    def __init__(self) -> None:
+        from .base import ParsedResponse
+        from .common import TextParts
+
+        self.sse = SSEReader()
+        self.resp = ParsedResponse(complete=False)
+        self.text = TextParts()
+
+    def feed(self, data: bytes) -> None:
+        for name, _payload, value in json_payloads(self.sse.feed(data)):
+            if value is NOT_JSON or value is DONE:
+                self.sse.errors += 1
+                continue
+            value = value if isinstance(value, dict) else {}
+            kind = value.get("type")
+            self.event(kind if isinstance(kind, str) and kind else name, value)
+
+    def event(self, kind: str | None, value: dict) -> None:
+        raise NotImplementedError
