@@ -6,17 +6,8 @@ from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
 from .common import (
-    TextParts,
-    as_dict,
-    as_list,
-    finished_tool_calls,
-    flag,
-    integer,
-    json_text,
-    num,
-    parts_text,
-    require_dict,
-    string,
+    TextParts, as_dict, as_list, finished_tool_calls, flag, integer, json_text, num, parts_text, require_dict,
+    string
 )
 from .sse import JSONEventStream
 

@@ -6,19 +6,8 @@ from typing import Any
 
 from .base import ParsedRequest, ParsedResponse
 from .common import (
-    TextParts,
-    as_dict,
-    as_list,
-    finished_tool_calls,
-    flag,
-    integer,
-    json_text,
-    num,
-    parts_text,
-    read_usage,
-    require_dict,
-    string,
-    trailing_tool_results,
+    TextParts, as_dict, as_list, finished_tool_calls, flag, integer, json_text, num, parts_text, read_usage,
+    require_dict, string, trailing_tool_results
 )
 from .openai_chat import error_fields
 from .sse import JSONEventStream

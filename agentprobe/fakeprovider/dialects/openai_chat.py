@@ -96,15 +96,8 @@ class OpenAIChat(OpenAIFamily):
         with_usage = reply.ask.include_usage and reply.usage
 
         def chunk(delta: dict[str, Any], finish: str | None = None, choices: bool = True) -> bytes:
-            data: dict[str, Any] = {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": reply.created,
-                "model": reply.model,
-                "service_tier": "default",
-                "system_fingerprint": fingerprint,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}] if choices else [],
-            }
+            data = _chunk_envelope(ident, fingerprint, reply)
+            data["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}] if choices else []
             # With include_usage every chunk carries "usage": null until the last one.
             if with_usage:
                 data["usage"] = None
@@ -133,14 +126,10 @@ class OpenAIChat(OpenAIFamily):
         return [sse(error)]
 
 
+def _chunk_envelope(ident: str, fingerprint: str, reply: Reply) -> dict[str, Any]:
+    return {"id": ident, "object": "chat.completion.chunk", "created": reply.created, "model": reply.model,
+            "service_tier": "default", "system_fingerprint": fingerprint}
+
+
 def _usage_chunk(ident: str, fingerprint: str, reply: Reply) -> dict[str, Any]:
-    return {
-        "id": ident,
-        "object": "chat.completion.chunk",
-        "created": reply.created,
-        "model": reply.model,
-        "service_tier": "default",
-        "system_fingerprint": fingerprint,
-        "choices": [],
-        "usage": _usage(reply),
-    }
+    return {**_chunk_envelope(ident, fingerprint, reply), "choices": [], "usage": _usage(reply)}
