@@ -19,6 +19,10 @@ from ..util.lru import LRU
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
 _lock = threading.Lock()
+# The writer warms the encoding on a thread of its own while its first rows are built: two
+# threads importing tiktoken's modules at once can see one half-initialised, so the first
+# lookup of each model is serialised. Later lookups hit encoding_for's cache and never wait.
+_lookup_lock = threading.RLock()
 
 
 def _cache_dir() -> str:
@@ -59,6 +63,11 @@ def _model_encoding(model: str | None) -> str | None:
 @functools.lru_cache(maxsize=256)
 def encoding_for(model: str | None) -> tuple[object | None, str]:
     """(encoder or None, label). The label goes into calls.tokenizer."""
+    with _lookup_lock:
+        return _encoding_for(model)
+
+
+def _encoding_for(model: str | None) -> tuple[object | None, str]:
     wanted = _model_encoding(model)
     if wanted and _cached(wanted):
         try:

@@ -70,7 +70,7 @@ def test_provider_faults_reach_the_agent_as_they_would_directly(fault, recorded)
     if expected[0] == "ok":
         assert got[1:] == expected[1:]  # same status, same bytes
     [call] = recorded.calls()
-    assert call["api"] == "chat.completions"
+    assert call["api"] == "chat.completions", call
     kinds = {
         "reset_mid_body": lambda c: c["error_type"] == "stream_cut",
         "invalid_json": lambda c: c["status"] == 200 and c["parse_error"],
