@@ -177,3 +177,34 @@ def fill(directory: Path) -> None:
                 f.flush()
         except OSError:
             pass
+
+
+def provider_saw(provider) -> list[tuple[str, str]]:
+    """(path, canonical JSON body) of every POST the fake provider received."""
+    import json as _json
+    from urllib.parse import urlsplit
+
+    out = []
+    for r in provider.requests:
+        try:
+            body = _json.dumps(_json.loads(r["body"]), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        except ValueError:
+            body = r["body"].decode("utf-8", "replace")
+        out.append((urlsplit(r["path"]).path, body))
+    return out
+
+
+def recorded_calls(db) -> list[tuple[str, str]]:
+    """(path, stored request body) of every LLM call in the database, the same shape as provider_saw()."""
+    from urllib.parse import urlsplit
+
+    rows = db.execute("SELECT c.path, b.content FROM calls c LEFT JOIN bodies b ON b.id = c.request_body"
+                      " WHERE c.method = 'POST' ORDER BY c.seq").fetchall()
+    return [(urlsplit(path).path, content.decode() if isinstance(content, bytes) else content) for path, content in rows]
+
+
+def assert_same_calls(provider, db) -> None:
+    """The calls the provider saw are the calls in the database, one for one (order aside: concurrent
+    calls may reach the provider in another order than the proxy dispatched them)."""
+    saw, stored = sorted(provider_saw(provider)), sorted(recorded_calls(db))
+    assert saw == stored, f"provider saw {len(saw)} call(s), the database holds {len(stored)}"

@@ -114,6 +114,31 @@ def scrub_text(text: str, secrets: Iterable[str] = ()) -> str:
     return _KEY_SHAPES.sub(REDACTED, text)
 
 
+# In a command line: a credential header given to curl/httpie (-H "x-api-key: ..."), an option that
+# takes a secret (--api-key VALUE, --token=VALUE), or an environment assignment (OPENAI_API_KEY=...).
+_CLI_SECRETS = re.compile(
+    r"(?i)((?:authorization|proxy-authorization|x-api-key|api-key|x-goog-api-key|cookie)\s*:\s*)([^'\"\n]+)"
+    r"|(--?(?:api[-_]?key|key|token|auth[-_]?token|access[-_]?token|password|passwd|secret|client[-_]?secret)"
+    r"(?:=|\s+))(\S+)"
+    r"|(\b[A-Z0-9_]*(?:API_KEY|APIKEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)[A-Z0-9_]*=)(\S+)"
+)
+
+
+def scrub_command(command: str | None) -> str | None:
+    """A command line as it may be stored: key shapes, credential headers, secret options and
+    secret environment assignments replaced. The shell expands $OPENAI_API_KEY before we see it."""
+    if not command:
+        return command
+
+    def keep_name(m: re.Match) -> str:
+        for name, _value in ((1, 2), (3, 4), (5, 6)):
+            if m.group(name) is not None:
+                return m.group(name) + REDACTED
+        return m.group(0)
+
+    return scrub_text(_CLI_SECRETS.sub(keep_name, command))
+
+
 def scrub_json(value, secrets: Iterable[str] = ()):
     """A copy of a JSON value with credential fields and key-shaped strings replaced."""
     secrets = tuple(secrets)

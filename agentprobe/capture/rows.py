@@ -81,7 +81,19 @@ def _ms(a: float | None, b: float | None) -> float | None:
     return round((b - a) * 1000, 3)
 
 
+def _final_event_seen(cap: Capture, resp: ParsedResponse | None) -> bool:
+    """A stream whose final event arrived is complete, however the connection closed afterwards.
+
+    SDKs stop reading at the final event ([DONE], message_stop, response.completed) and hang up;
+    a gateway that flushes its compression trailer or terminating chunk a moment later then sees
+    a client disconnect on a stream the agent read whole.
+    """
+    return cap.streamed and resp is not None and resp.complete
+
+
 def _error_type(cap: Capture, resp: ParsedResponse | None) -> str | None:
+    if _final_event_seen(cap, resp):
+        return resp.error_type  # an error event inside the stream still counts
     if cap.client_disconnected:
         return "client_disconnected"
     if resp is not None and resp.error_type:
@@ -215,11 +227,13 @@ class RowBuilder:
         if call["error_type"] and not call.get("finish_reason"):
             call["finish_reason"] = "error"
         if cap.streamed:
-            call["stream_complete"] = int(bool(resp and resp.complete and not cap.error))
+            call["stream_complete"] = int(_final_event_seen(cap, resp))
+            if call["stream_complete"] and cap.error and not call.get("error_type"):
+                call["error_message"] = None  # the hang-up after the final event is not a failure
         if errors:
             call["parse_error"] = "; ".join(errors)[:500]
         failed = bool(call["error_type"]) or cap.status is None or cap.status >= 400
-        self.tracker.link(call, parsed, failed)
+        self.tracker.link(call, parsed, failed, cap.started_at, cap.ended_at)
         return rows
 
     def _response(self, cap: Capture, errors: list[str]) -> ParsedResponse | None:
@@ -262,6 +276,7 @@ class RowBuilder:
             prompt_sha256=sha256_json(p.messages),
             tools_sha256=sha256_json(p.tools) if p.tools else None,
             tool_result_ids=json.dumps(p.tool_result_ids) if p.tool_result_ids else None,
+            server_context=p.server_context,
         )
         if p.system_prompt is not None:
             rows.prompts.append(

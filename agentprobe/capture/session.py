@@ -13,6 +13,7 @@ from ..proxy.runner import ProxyConfig, ProxyThread
 from ..store.db import resolve_path
 from ..store.writer_process import WriterProcess
 from ..util.clock import new_id, now_iso
+from . import redact
 
 log = logging.getLogger("agentprobe")
 
@@ -37,8 +38,9 @@ class Recording:
         run = {
             "id": self.run_id,
             "started_at": now_iso(),
-            "label": label,
-            "command": command,
+            # What a user typed can hold a key (`trace -- curl -H "Authorization: Bearer $KEY"`).
+            "label": redact.scrub_command(label),
+            "command": redact.scrub_command(command),
             "config_sha256": config_sha256,
             "mode": f"reverse:{proxy.upstream}" if proxy.upstream else "regular",
             "parent_run_id": parent_run_id,

@@ -77,7 +77,7 @@ def retry(ctx: ScanContext) -> list[Finding]:
 def stream_cut(ctx: ScanContext) -> list[Finding]:
     where, params = ctx.runs_sql()
     rows = list(ctx.db.query(
-        f"SELECT id, run_id, seq, model, error_type FROM calls WHERE {where} AND api IS NOT NULL"
+        f"SELECT id, run_id, seq, model, error_type FROM calls WHERE {where} AND api IS NOT NULL AND stream = 1"
         " AND (stream_complete = 0 OR error_type IN ('stream_cut', 'client_disconnected')) ORDER BY run_id, seq",
         params))
     out = []
@@ -90,6 +90,31 @@ def stream_cut(ctx: ScanContext) -> list[Finding]:
             fix="Check for the stream's terminal event ([DONE], message_stop, response.completed) before using"
                 " the text, and retry the call when it is missing; set read timeouts above your longest answer.",
             run_id=run_id, calls=ctx.refs(mine), data={"calls": len(mine)}))
+    return out
+
+
+def abandoned(ctx: ScanContext) -> list[Finding]:
+    """Calls (not streams) the client gave up on before the answer came: a client-side timeout."""
+    where, params = ctx.runs_sql("c.run_id")
+    rows = list(ctx.db.query(
+        "SELECT c.id, c.run_id, c.seq, c.model, c.latency_ms,"
+        " EXISTS (SELECT 1 FROM calls r WHERE r.retry_of = coalesce(c.retry_of, c.id) AND r.seq > c.seq) AS retried"
+        f" FROM calls c WHERE {where} AND c.api IS NOT NULL AND coalesce(c.stream, 0) = 0"
+        " AND c.error_type = 'client_disconnected' ORDER BY c.run_id, c.seq", params))
+    out = []
+    for run_id, mine in by_run(rows):
+        retried = sum(1 for r in mine if r["retried"])
+        waits = sorted(r["latency_ms"] for r in mine if r["latency_ms"] is not None)
+        gave_up = f"after {waits[0]:,.0f} ms" if len(set(waits)) <= 1 and waits else \
+            f"after {waits[0]:,.0f} to {waits[-1]:,.0f} ms" if waits else "at an unknown time"
+        out.append(Finding(
+            rule="api_latency/abandoned", severity="medium" if retried == len(mine) else "high",
+            title=f"the client gave up on {len(mine)} call(s) before the answer came",
+            evidence=f"in run {run_id}, the agent hung up on call(s) {seqs(mine)} {gave_up}; {retried} of them were"
+                     " retried. The provider may still have done (and billed) the work.",
+            fix="Set the client timeout above the slowest answer you expect (stream long answers so the first"
+                " tokens arrive early), and make sure a timed-out call is retried or fails the step loudly.",
+            run_id=run_id, calls=ctx.refs(mine), data={"calls": len(mine), "retried": retried}))
     return out
 
 
@@ -113,4 +138,4 @@ def slow(ctx: ScanContext) -> list[Finding]:
     return out
 
 
-CHECKS = [swallowed_error, rate_limited, retry, stream_cut, slow]
+CHECKS = [swallowed_error, rate_limited, retry, stream_cut, abandoned, slow]

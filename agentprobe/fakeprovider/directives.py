@@ -30,6 +30,10 @@ class Directives:
     fail_times: int | None = None
     delay: float = 0.0
     chunk_delay: float = 0.0
+    # Seconds between a stream's last event and the end of its body (the encoder's final bytes and
+    # the terminating chunk), as gateways that flush late do: a client that stops at the final
+    # event hangs up in between.
+    end_delay: float = 0.0
     cut_after: int | None = None
     encoding: str | None = None
     words: int | None = None
@@ -98,6 +102,7 @@ _CONVERTERS = {
     "fail_times": _non_negative(int),
     "delay": _non_negative(float),
     "chunk_delay": _non_negative(float),
+    "end_delay": _non_negative(float),
     "cut_after": _non_negative(int),
     "encoding": _encoding,
     "words": _non_negative(int),

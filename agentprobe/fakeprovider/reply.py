@@ -45,6 +45,7 @@ class Ask:
     tool_name: str | None = None
     include_usage: bool = False  # OpenAI chat streams only
     body: dict[str, Any] = field(default_factory=dict)
+    held_tokens: int = 0  # context the provider keeps for this request (Responses previous_response_id)
 
     def __post_init__(self):
         # Bodies are untrusted JSON: a string max_tokens must not crash the reply.
@@ -65,7 +66,7 @@ class Ask:
         tools = self.body.get("tools") if isinstance(self.body, dict) else None
         schema_chars = len(json.dumps(tools, separators=(",", ":"))) if tools else 0
         chars = sum(len(text) for text in self.texts) + schema_chars
-        return (chars + 3) // 4 + TOKENS_PER_MESSAGE * self.messages
+        return (chars + 3) // 4 + TOKENS_PER_MESSAGE * self.messages + self.held_tokens
 
 
 @dataclass

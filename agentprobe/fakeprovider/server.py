@@ -287,6 +287,11 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(wanted.chunk_delay)
             self.wfile.write(pending + self._frame(coder.feed(event), chunked))
             pending = b""
+        if wanted.end_delay:
+            self.wfile.write(pending)
+            self.wfile.flush()
+            pending = b""
+            time.sleep(wanted.end_delay)
         self.wfile.write(pending + self._frame(coder.finish(), chunked) + (b"0\r\n\r\n" if chunked else b""))
 
     @staticmethod

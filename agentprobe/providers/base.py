@@ -36,6 +36,13 @@ class ParsedRequest:
     tools: list[Any] | None = None  # tool schemas as sent, None when absent
     # Tool result ids in the order the request sends them back (trailing tool results only).
     tool_result_ids: list[str] = field(default_factory=list)
+    # History the provider keeps instead of the request. The request alone then no longer shows
+    # how large the context is. previous_response_id / conversation_ref chain Responses API calls
+    # into one conversation; server_context names what was held ("previous_response_id",
+    # "conversation", "cachedContent") and goes to calls.server_context.
+    previous_response_id: str | None = None
+    conversation_ref: str | None = None
+    server_context: str | None = None
 
 
 @dataclass

@@ -63,6 +63,8 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
         messages=messages,
         tools=as_list(body.get("tools")) or None,
         tool_result_ids=last_results,
+        # A context cache holds part of the conversation: the request alone undercounts the input.
+        server_context="cachedContent" if string(body.get("cachedContent", body.get("cached_content"))) else None,
     )
 
 

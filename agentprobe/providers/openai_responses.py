@@ -47,6 +47,10 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
                              "tool_call_id": string(item.get("call_id"))})
         else:
             messages.append({"role": "item", "content": f"[{kind}]"})
+    previous = string(body.get("previous_response_id"))
+    # `conversation` is a conversation object's id, or an object holding it.
+    raw_conversation = body.get("conversation")
+    conversation = string(raw_conversation) or string(as_dict(raw_conversation).get("id"))
     return ParsedRequest(
         provider=provider_for(host, name),
         api=name,
@@ -60,6 +64,9 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
         messages=messages,
         tools=as_list(body.get("tools")) or None,
         tool_result_ids=trailing_tool_results(messages),
+        previous_response_id=previous,
+        conversation_ref=conversation,
+        server_context="previous_response_id" if previous else ("conversation" if conversation else None),
     )
 
 

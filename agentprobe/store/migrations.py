@@ -129,6 +129,13 @@ def m002_run_fastpath(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN fastpath TEXT")
 
 
+@migration
+def m004_call_server_context(conn: sqlite3.Connection) -> None:
+    # What the provider held of the conversation (previous_response_id, conversation, cachedContent):
+    # the request alone then undercounts the context.
+    conn.execute("ALTER TABLE calls ADD COLUMN server_context TEXT")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     if not conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_migrations'"

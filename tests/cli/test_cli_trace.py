@@ -164,3 +164,23 @@ def test_record_reverse_mode_needs_no_ca(tmp_path):
         assert call["status"] == 200 and call["output_tokens"] > 0
         runs = json.loads(run_cli("runs", "--json", env=env).stdout)
         assert runs[0]["mode"].startswith("reverse:")
+
+
+def test_a_key_in_the_traced_command_line_is_not_stored(workdir, fake_provider_tls):
+    """The usual way: the shell expands $OPENAI_API_KEY into curl's arguments before agentprobe sees them."""
+    tmp, env, ca = workdir
+    key = "sk-proj-CMDLINEkeyCMDLINE0123456789"
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+    r = run_cli("trace", "--label", f"api_key={key}", "--upstream-ca", ca, "--", "curl", "-sS", "--fail",
+                "-H", f"Authorization: Bearer {key}", "-H", "content-type: application/json", "-d", body,
+                f"{fake_provider_tls.url}/v1/chat/completions", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "chat.completion" in r.stdout  # curl went through the proxy to the provider
+    [sent] = fake_provider_tls.requests
+    assert sent["headers"]["authorization"] == f"Bearer {key}"  # the agent's own request is untouched
+    [run] = json.loads(run_cli("runs", "--json", env=env).stdout)
+    assert run["calls"] == 1 and "curl" in run["command"] and "Authorization: [REDACTED]" in run["command"]
+    assert key not in r.stderr + r.stdout.replace(sent["headers"]["authorization"], "")
+    db = tmp / "ap.db"
+    stored = b"".join(p.read_bytes() for p in tmp.glob("ap.db*"))
+    assert key.encode() not in stored and db.exists()

@@ -157,6 +157,7 @@ calls.response_headers TEXT
 calls.request_body TEXT
 calls.response_body TEXT
 calls.parse_error TEXT
+calls.server_context TEXT
 prompts.sha256 TEXT PRIMARY KEY
 prompts.kind TEXT
 prompts.text TEXT

@@ -26,6 +26,12 @@ def _text_part(text: str) -> dict[str, Any]:
 
 class OpenAIResponses(OpenAIFamily):
     name = "openai.responses"
+    # Responses this server "stored" (store defaults to true): id -> the tokens of that context,
+    # its input and its answer, which a call naming it as previous_response_id is billed for again.
+    HELD_LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
 
     def read(self, body: dict[str, Any], route: Route) -> Ask:
         items = body.get("input")
@@ -58,6 +64,8 @@ class OpenAIResponses(OpenAIFamily):
             temperature=body.get("temperature"),
             tool_name=tool_name,
             body=body,
+            held_tokens=self._held.get(body.get("previous_response_id"), 0)
+            if isinstance(body.get("previous_response_id"), str) else 0,
         )
 
     def _items(self, reply: Reply, ids: list[str], done: bool) -> list[dict[str, Any]]:
@@ -115,7 +123,12 @@ class OpenAIResponses(OpenAIFamily):
     def _ids(self, reply: Reply) -> tuple[str, list[str]]:
         prefix = "fc_" if reply.tool_calls else "msg_"
         count = max(1, len(reply.tool_calls))
-        return "resp_" + secrets.token_hex(24), [prefix + secrets.token_hex(24) for _ in range(count)]
+        ident = "resp_" + secrets.token_hex(24)
+        if reply.ask.body.get("store", True) is not False:
+            if len(self._held) >= self.HELD_LIMIT:
+                self._held.pop(next(iter(self._held)))
+            self._held[ident] = reply.input_tokens + reply.output_tokens
+        return ident, [prefix + secrets.token_hex(24) for _ in range(count)]
 
     def render(self, reply: Reply) -> dict[str, Any]:
         ident, item_ids = self._ids(reply)
