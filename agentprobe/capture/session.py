@@ -8,7 +8,8 @@ from pathlib import Path
 from .. import __version__
 from ..addons.recorder import Recorder
 from ..proxy import fastpath
-from ..proxy.ca import bundle_path, child_env
+from ..proxy.ca import bundle_path
+from ..proxy.child_env import child_env
 from ..proxy.runner import ProxyConfig, ProxyThread
 from ..store.db import resolve_path
 from ..store.writer_process import WriterProcess
@@ -70,7 +71,23 @@ class Recording:
         return self.proxy.url
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        return child_env(self.url, self._bundle, base)
+        """The environment for the traced command (see proxy/child_env.py for what each setting is for)."""
+        return child_env(self.url, self._bundle, base, java_truststore=self._java_truststore(base))
+
+    def _java_truststore(self, base: dict[str, str] | None):
+        import os
+        import shutil
+
+        env = os.environ if base is None else base
+        if not (shutil.which("java", path=env.get("PATH")) or env.get("JAVA_HOME")):
+            return None  # no JVM to steer
+        from ..proxy.java_trust import JavaTrustError, truststore
+
+        try:
+            return truststore(self.proxy_config.confdir, self._bundle)
+        except (JavaTrustError, OSError, ValueError) as e:
+            log.warning("agentprobe: Java clients are not steered through the proxy: %s", e)
+            return None
 
     def stop(self, *, status: str = "completed", exit_code: int | None = None) -> None:
         if not self._started:

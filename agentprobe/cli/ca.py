@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
-from ..proxy.ca import bundle_path, child_env, default_confdir, ensure_ca, shell_exports
-from ..proxy.running import running_proxy
+from ..proxy.ca import bundle_path, default_confdir, ensure_ca
+from ..proxy.child_env import child_env, shell_exports
+from ..proxy.running import running_state
+from ..proxy.upstream_proxy import from_env
 from .common import confdir_option
 
 
@@ -18,7 +22,16 @@ def ca(confdir, show_env, show_bundle, proxy_url):
     """Show the proxy's CA certificate, trust bundle, or shell exports."""
     confdir = confdir or default_confdir()
     if show_env:
-        url = proxy_url or running_proxy(confdir) or "http://127.0.0.1:8080"
+        state = running_state(confdir)
+        url = proxy_url or (state or {}).get("url") or "http://127.0.0.1:8080"
+        mine = from_env(os.environ, ours={url})
+        if mine is not None:
+            # The exports replace this shell's proxy: say whether the recorder forwards through it.
+            via = (state or {}).get("upstream_proxy")
+            click.echo(f"agentprobe: note: this shell's HTTPS_PROXY ({mine.display}) is replaced by {url};"
+                       + (f" the running record forwards through {via}" if via else
+                          " start `agentprobe record` in a shell where it is set (or with --upstream-proxy) so the"
+                          " recorder forwards through it"), err=True)
         env = child_env(url, bundle_path(confdir), base={})
         click.echo(shell_exports(env))
     elif show_bundle:

@@ -40,6 +40,9 @@ def proxy_options(fn):
     fn = click.option("--label", help="Tag the run, e.g. dev or prod (cross-run checks compare labels).")(fn)
     fn = click.option("--otlp", "otlp_endpoint", metavar="URL",
                       help="Also stream each call as an OpenTelemetry span to this OTLP/HTTP endpoint.")(fn)
+    fn = click.option("--upstream-proxy", metavar="URL|none",
+                      help="Forward through this proxy (a company's egress proxy; user:pass@ allowed). Default:"
+                           " HTTPS_PROXY as it was set, with its NO_PROXY; 'none' connects directly.")(fn)
     fn = click.option("--no-fastpath", "fastpath", flag_value="off", default=None,
                       help="Run plain mitmproxy, without agentprobe's patches of its internals"
                            " (as AGENTPROBE_FASTPATH=0).")(fn)
@@ -55,3 +58,31 @@ def fastpath_wanted(flag: str | None) -> frozenset[str]:
         return fastpath.wanted(flag)
     except fastpath.SwitchError as e:
         raise UserError(str(e)) from None
+
+
+def proxy_config(*, confdir, upstream_proxy: str | None, fastpath: str | None, **settings):
+    """The ProxyConfig the capture commands run with: their options, and the user's own proxy."""
+    import os
+
+    from ..proxy import upstream_proxy as chain
+    from ..proxy.ca import default_confdir
+    from ..proxy.running import running_proxy
+    from ..proxy.runner import ProxyConfig
+
+    confdir = confdir or default_confdir()
+    try:
+        if upstream_proxy is None:
+            # A shell pointed at a running `record` with `ca --env` is not a proxy to chain behind.
+            ours = {url for url in [running_proxy(confdir)] if url}
+            upstream = chain.from_env(os.environ, ours=ours)
+            if upstream is not None and settings.get("upstream"):
+                click.echo(f"agentprobe: warning: reverse mode connects to {settings['upstream']} directly, not"
+                           f" through HTTPS_PROXY ({upstream.display}); mitmproxy cannot chain reverse mode", err=True)
+                upstream = None
+        elif upstream_proxy.lower() == "none":
+            upstream = None
+        else:
+            upstream = chain.parse(upstream_proxy, os.environ.get("no_proxy") or os.environ.get("NO_PROXY") or "")
+    except chain.UpstreamProxyError as e:
+        raise UserError(str(e)) from None
+    return ProxyConfig(confdir=confdir, upstream_proxy=upstream, fastpath=fastpath_wanted(fastpath), **settings)

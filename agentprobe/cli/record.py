@@ -10,12 +10,10 @@ import click
 
 from ..capture.session import Recording
 from ..proxy import running
-from ..proxy.ca import default_confdir
-from ..proxy.runner import ProxyConfig
 from ..report.console import print_summary
 from ..store.db import open_db
 from ..store.queries import summarize
-from .common import fastpath_wanted, proxy_options
+from .common import proxy_config, proxy_options
 from .errors import UserError
 
 
@@ -38,7 +36,7 @@ def _check_host(host: str, allow_remote: bool) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port (0 = any free port).")
 @click.option("--upstream", help="Reverse mode: forward everything to this URL (then point the SDK's base URL here).")
 @click.option("--allow-remote", is_flag=True, help="Allow listening on a non-loopback address.")
-def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, fastpath, host, port, upstream,
+def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream_proxy, fastpath, host, port, upstream,
            allow_remote):
     """Run the proxy until Ctrl-C, recording one run.
 
@@ -50,12 +48,13 @@ def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, fastpat
     _check_host(host, allow_remote)
     if upstream and not upstream.startswith(("http://", "https://")):
         raise UserError(f"--upstream must be an http:// or https:// URL, not {upstream!r}")
-    confdir = confdir or default_confdir()
-    config = ProxyConfig(host=host, port=port, confdir=confdir, upstream=upstream,
-                         upstream_ca=upstream_ca, ssl_insecure=ssl_insecure, fastpath=fastpath_wanted(fastpath))
+    config = proxy_config(confdir=confdir, upstream_proxy=upstream_proxy, fastpath=fastpath, host=host, port=port,
+                          upstream=upstream, upstream_ca=upstream_ca, ssl_insecure=ssl_insecure)
+    confdir = config.confdir
     recording = Recording(db, config, label=label, command="agentprobe record",
                           otlp_endpoint=otlp_endpoint).start()
-    running.announce(confdir, recording.url, recording.run_id)
+    running.announce(confdir, recording.url, recording.run_id,
+                     config.upstream_proxy.display if config.upstream_proxy else None)
     stop = threading.Event()
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: stop.set())
@@ -63,7 +62,9 @@ def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, fastpat
         hint = f"point your SDK's base URL at {recording.url} (e.g. OPENAI_BASE_URL={recording.url}/v1)"
     else:
         hint = 'in another shell: eval "$(agentprobe ca --env)"'
-    click.echo(f"agentprobe: recording run {recording.run_id} on {recording.url}; {hint}; Ctrl-C to stop", err=True)
+    via = f", forwarding through {config.upstream_proxy.display}" if config.upstream_proxy else ""
+    click.echo(f"agentprobe: recording run {recording.run_id} on {recording.url}{via}; {hint}; Ctrl-C to stop",
+               err=True)
     try:
         while not stop.wait(0.5):
             pass

@@ -10,12 +10,10 @@ from pathlib import Path
 import click
 
 from ..capture.session import Recording
-from ..proxy.ca import default_confdir
-from ..proxy.runner import ProxyConfig
 from ..report.console import print_serve_summary, print_summary
 from ..store.db import open_db
 from ..store.queries import summarize
-from .common import fastpath_wanted, proxy_options
+from .common import proxy_config, proxy_options
 from .errors import UserError
 from .output import json_option
 
@@ -33,8 +31,8 @@ from .output import json_option
               help="With --prompt: send it this many times (shows whether the answer is deterministic).")
 @click.option("--base-url", help="With --prompt: the provider endpoint (default: the SDK's, or *_BASE_URL).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, fastpath, as_json, serve_run, realtime,
-          config_path, prompt, env_name, times, base_url, command):
+def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream_proxy, fastpath, as_json, serve_run,
+          realtime, config_path, prompt, env_name, times, base_url, command):
     """Run COMMAND behind the proxy and record every LLM call it makes.
 
     \b
@@ -42,8 +40,8 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, fastpath
     agentprobe trace --label prod -- npm run agent
     agentprobe trace --config agent_config.json --prompt "Summarize..." --env prod --times 5
     """
-    config = ProxyConfig(confdir=confdir or default_confdir(), upstream_ca=upstream_ca, ssl_insecure=ssl_insecure,
-                         fastpath=fastpath_wanted(fastpath))
+    config = proxy_config(confdir=confdir, upstream_proxy=upstream_proxy, fastpath=fastpath, upstream_ca=upstream_ca,
+                          ssl_insecure=ssl_insecure)
     if prompt is not None or config_path is not None:
         if command or serve_run:
             raise UserError("--prompt sends one prompt itself: give either --config/--prompt or a command, not both")

@@ -8,6 +8,10 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .upstream_proxy import UpstreamProxy
 
 log = logging.getLogger("agentprobe.proxy")
 
@@ -32,6 +36,13 @@ class ProxyConfig:
     upstream_ca: Path | None = None  # extra CA to trust for upstream servers (tests, corporate CAs)
     ssl_insecure: bool = False
     fastpath: frozenset[str] | None = None  # patches asked for; None: $AGENTPROBE_FASTPATH, else all
+    upstream_proxy: "UpstreamProxy | None" = None  # the user's own proxy, to forward through (regular mode)
+
+    def __post_init__(self) -> None:
+        if self.upstream and self.upstream_proxy:
+            raise ProxyStartError(
+                f"reverse mode (--upstream {self.upstream}) cannot forward through the proxy"
+                f" {self.upstream_proxy.display}: use the regular mode (HTTPS_PROXY) there, or --upstream-proxy none")
 
 
 _active_lock = threading.Lock()
@@ -96,6 +107,7 @@ class ProxyThread:
         from mitmproxy.master import Master
 
         from . import fastpath
+        from .trust import upstream_trust
 
         self.fastpath = fastpath.install(self.config.fastpath)
         asyncio.get_running_loop().set_exception_handler(_quiet_cancellation)
@@ -107,13 +119,17 @@ class ProxyThread:
         master = Master(opts)
         fastpath.adopt(master)
         master.addons.add(*fastpath.default_addons(default_addons()))
+        if cfg.upstream_proxy is not None:
+            from ..addons.upstream_proxy import ChainUpstream
+
+            master.addons.add(ChainUpstream(cfg.upstream_proxy))
         master.addons.add(*self.addons)
         updates = {
             "connection_strategy": "lazy",
             "ssl_insecure": cfg.ssl_insecure,
         }
-        if cfg.upstream_ca:
-            updates["ssl_verify_upstream_trusted_ca"] = str(cfg.upstream_ca)
+        # Public roots, the user's own roots and --upstream-ca: mitmproxy's option replaces its defaults.
+        updates["ssl_verify_upstream_trusted_ca"] = str(upstream_trust(cfg.confdir, cfg.upstream_ca))
         if cfg.upstream:
             updates["keep_host_header"] = False
         opts.update(**updates)

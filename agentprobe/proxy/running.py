@@ -9,9 +9,10 @@ from pathlib import Path
 STATE_FILE = "record.json"
 
 
-def announce(confdir: Path, url: str, run_id: str) -> Path:
+def announce(confdir: Path, url: str, run_id: str, upstream_proxy: str | None = None) -> Path:
+    """upstream_proxy: the proxy it forwards through, as displayed (never with its password)."""
     state = confdir / STATE_FILE
-    state.write_text(json.dumps({"url": url, "pid": os.getpid(), "run_id": run_id}))
+    state.write_text(json.dumps({"url": url, "pid": os.getpid(), "run_id": run_id, "upstream_proxy": upstream_proxy}))
     return state
 
 
@@ -25,11 +26,17 @@ def withdraw(confdir: Path) -> None:
         pass
 
 
-def running_proxy(confdir: Path) -> str | None:
-    """The URL of a live `record` using this confdir, if any."""
+def running_state(confdir: Path) -> dict | None:
+    """What a live `record` using this confdir announced, if one runs."""
     try:
         state = json.loads((confdir / STATE_FILE).read_text())
         os.kill(int(state["pid"]), 0)
-        return state["url"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return state if isinstance(state.get("url"), str) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def running_proxy(confdir: Path) -> str | None:
+    """The URL of a live `record` using this confdir, if any."""
+    state = running_state(confdir)
+    return state["url"] if state else None
