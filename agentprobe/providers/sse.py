@@ -15,7 +15,11 @@ MAX_LINE = 16 * 1024 * 1024
 class SSEReader:
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._buf = ""
+        # The unfinished last line, as the pieces it arrived in: joined only once its end arrives,
+        # so a line that spans thousands of chunks costs one copy, not one per chunk.
+        self._parts: list[str] = []
+        self._pending = 0  # characters in _parts
+        self._discarding = False  # inside a line that outgrew max_line: drop it up to its end
         self._event: str | None = None
         self._data: list[str] = []
         self._started = False
@@ -31,30 +35,48 @@ class SSEReader:
         if self._skip_lf and text.startswith("\n"):
             text = text[1:]
         self._skip_lf = False
-        # One pass over the new text with an index: slicing the remainder off after every line
-        # would copy the buffer once per event, quadratic when a whole body arrives at once.
-        buf = self._buf + text
         out: list[tuple[str | None, str]] = []
-        if "\r" in buf:
-            pos = 0
-            for m in _EOL.finditer(buf):
-                if m.end() == len(buf) and m.group() == "\r":
-                    self._skip_lf = True  # a CRLF split across chunks: the next LF belongs to this line end
-                self._line(buf[pos:m.start()], out)
-                pos = m.end()
-            self._buf = buf[pos:]
-        else:  # the usual case, LF line ends only: split in C
-            lines = buf.split("\n")
-            self._buf = lines.pop()
-            for line in lines:
-                self._line(line, out)
-        if len(self._buf) > self.max_line:
-            self._buf = ""
-            self.errors += 1
-        if not data and self._buf:  # end of stream: a last line without a newline
-            self._line(self._buf, out)
-            self._buf = ""
+        if "\n" not in text and "\r" not in text:
+            self._hold(text)
+        else:
+            # One pass over the new text with an index: slicing the remainder off after every line
+            # would copy the buffer once per event, quadratic when a whole body arrives at once.
+            head, self._parts, self._pending = self._parts, [], 0
+            buf = "".join(head) + text if head else text
+            if "\r" in buf:
+                pos = 0
+                for m in _EOL.finditer(buf):
+                    if m.end() == len(buf) and m.group() == "\r":
+                        self._skip_lf = True  # a CRLF split across chunks: the next LF belongs to this line end
+                    self._complete(buf[pos:m.start()], out)
+                    pos = m.end()
+                rest = buf[pos:]
+            else:  # the usual case, LF line ends only: split in C
+                lines = buf.split("\n")
+                rest = lines.pop()
+                for line in lines:
+                    self._complete(line, out)
+            self._hold(rest)
+        if not data and (self._parts or self._discarding):  # end of stream: a last line without a newline
+            line, self._parts, self._pending = "".join(self._parts), [], 0
+            self._complete(line, out)
         return out
+
+    def _hold(self, text: str) -> None:
+        if not text or self._discarding:
+            return
+        self._parts.append(text)
+        self._pending += len(text)
+        if self._pending > self.max_line:
+            self._parts, self._pending = [], 0
+            self._discarding = True
+            self.errors += 1
+
+    def _complete(self, line: str, out: list) -> None:
+        if self._discarding:  # the end of a line already given up on
+            self._discarding = False
+            return
+        self._line(line, out)
 
     def _line(self, line: str, out: list) -> None:
         if line == "":

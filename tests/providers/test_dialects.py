@@ -220,3 +220,25 @@ def test_sse_reader_caps_a_runaway_line():
     assert reader.feed(b"data: " + b"x" * 500) == []
     assert reader.errors == 1
     assert reader.feed(b"\n\ndata: ok\n\n") == [(None, "ok")]
+
+
+def test_sse_reader_a_line_spanning_many_chunks_is_joined_once_and_exactly():
+    reader = SSEReader(max_line=1 << 20)
+    line = "data: " + "".join(f"{i:05d}" for i in range(40_000))  # 200 KB in one line
+    events = []
+    for start in range(0, len(line), 1000):
+        events += reader.feed(line[start:start + 1000].encode())
+        assert len(reader._parts) <= start // 1000 + 1  # kept as pieces, not re-joined per chunk
+    events += reader.feed(b"\n\n")
+    assert events == [(None, line[len("data: "):])]
+
+
+def test_sse_reader_drops_the_rest_of_a_runaway_line_and_reads_on():
+    reader = SSEReader(max_line=10_000)
+    events = reader.feed(b"data: {\"a\": 1}\n\n")
+    for _ in range(100):  # 100 KB of one line, far past the cap, in pieces
+        events += reader.feed(b"y" * 1000)
+        assert reader._pending <= 10_000
+    events += reader.feed(b"still the same line\n\ndata: {\"b\": 2}\n\n")
+    events += reader.feed(b"")
+    assert events == [(None, '{"a": 1}'), (None, '{"b": 2}')] and reader.errors == 1

@@ -123,3 +123,19 @@ def test_sse_reader_matches_the_plain_rules_under_any_chunking(text, cuts):
         got += reader.feed(data[a:b])
     got += reader.feed(b"")
     assert got == _reference_events(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=5), st.one_of(st.text(max_size=20), st.integers()), max_size=4),
+                min_size=1, max_size=5),
+       st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=50))
+def test_gemini_array_reader_splits_any_chunking_like_json(objects, cuts):
+    from agentprobe.providers.gemini import _ArrayReader
+
+    text = ("[" + ",".join(json.dumps(o) for o in objects) + "]").encode()
+    reader, got, i, k = _ArrayReader(), [], 0, 0
+    while i < len(text):
+        n = cuts[k % len(cuts)]
+        got += reader.feed(text[i:i + n])
+        i, k = i + n, k + 1
+    assert [json.loads(g) for g in got] == objects
