@@ -21,7 +21,7 @@ from .stream_tee import StreamTee
 
 log = logging.getLogger("agentprobe.recorder")
 
-PARSE_LIMIT = 64 * 1024 * 1024  # decoded bytes kept for parsing a non-SSE body
+PARSE_LIMIT = 32 * 1024 * 1024  # decoded bytes of a non-SSE body kept for the writer to parse
 
 
 def _is_event_stream(flow: http.HTTPFlow) -> bool:
@@ -116,13 +116,9 @@ class Recorder:
             error=err,
             client_disconnected=bool(err and "client disconnected" in err.lower()),
         )
-        if req.raw_content and cap.request_body is not None:
-            encoding = req.headers.get("content-encoding")
-            if encoding:
-                try:
-                    cap.request_body = req.get_content(strict=True)
-                except Exception:
-                    cap.decode_error = f"request content-encoding {encoding}"
+        if cap.request_body:
+            # Decoded by the writer, with a cap: an 800-byte brotli request can expand to gigabytes.
+            cap.request_encoding = req.headers.get("content-encoding")
         if resp is not None:
             cap.status = resp.status_code
             cap.response_headers = list(resp.headers.items(multi=True))
@@ -130,7 +126,7 @@ class Recorder:
             cap.first_chunk_at = tee.first_chunk_at
             cap.response_body = bytes(tee.kept)
             cap.response_truncated = tee.truncated
-            cap.decode_error = cap.decode_error or tee.decode_error
+            cap.decode_error = tee.decode_error
             if tee.parser_factory is not None:
                 cap.streamed = True
                 if tee.parser is not None:

@@ -6,7 +6,7 @@ import time
 
 from mitmproxy import http
 
-from ..capture.decoders import decoder_for
+from ..capture.decoders import DecodeLimit, decoder_for
 from ..providers.common import feed_in_pieces
 
 
@@ -24,16 +24,22 @@ class StreamTee:
         self.kept = bytearray()
         self.truncated = False
         self.first_chunk_at: float | None = None
-        self.decoder = decoder_for(flow.response.headers.get("content-encoding"))
-        self.decode_error: str | None = None
+        encoding = flow.response.headers.get("content-encoding")
+        # A body only kept for the writer (not parsed as it passes) is not decoded past what is kept.
+        self.decoder = decoder_for(encoding) if parser_factory else decoder_for(encoding, limit=keep_limit)
+        self.decode_error: str | None = None if self.decoder else f"unsupported content-encoding {encoding!r}"
         self.ended = False
 
     def __call__(self, chunk: bytes) -> bytes:
         try:
             self._read(chunk)
+        except DecodeLimit as e:
+            self.decode_error = str(e)
+            self.decoder = None  # stop reading; the bytes still pass untouched
         except Exception as e:  # the tee must never break the stream
             if self.decode_error is None:
-                self.decode_error = f"{type(e).__name__}: {e}"
+                encoding = type(self.decoder).__name__.lstrip("_").lower() if self.decoder else "?"
+                self.decode_error = f"could not decode the {encoding} body: {type(e).__name__}: {e}"
             self.decoder = None
         return chunk
 
@@ -43,8 +49,6 @@ class StreamTee:
         if not chunk:
             self.ended = True
         if self.decoder is None:
-            if self.decode_error is None:
-                self.decode_error = "unsupported content-encoding"
             return
         data = self.decoder.decompress(chunk) if chunk else self.decoder.flush()
         if not data:

@@ -31,7 +31,7 @@ class Capture:
     port: int
     path: str
     request_headers: list[tuple[str, str]]
-    request_body: bytes | None
+    request_body: bytes | None  # as sent, still content-encoded (decoded in the writer, bounded)
     dialect: object | None = None  # providers Dialect, when the path looked like an LLM API
     first_byte_at: float | None = None  # response headers arrived
     first_chunk_at: float | None = None  # first body bytes of a stream
@@ -44,7 +44,8 @@ class Capture:
     stream_deferred: bool = False  # the kept body is the whole stream: parse it when building the row
     error: str | None = None  # mitmproxy's error message when the exchange failed
     client_disconnected: bool = False
-    decode_error: str | None = None
+    decode_error: str | None = None  # why the response body could not be read (whole)
+    request_encoding: str | None = None  # the request's content-encoding, when it had one
 
 
 def to_wire(cap: Capture) -> Capture:

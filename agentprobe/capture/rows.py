@@ -18,6 +18,7 @@ from ..util.clock import iso, new_id
 from ..util.hashing import canonical_json, sha256_json, sha256_text
 from ..util.http_headers import retry_after
 from . import redact, tokens
+from .decoders import decode_body
 from .exchange import STORED_BODY_LIMIT, Capture
 from .linking import RunTracker
 
@@ -39,6 +40,10 @@ def request_digest(method: str, path: str, stored_body: bytes) -> str:
 def stored_request_body(body_json) -> bytes:
     """The form a JSON request body is stored in (and hashed in): canonical and redacted."""
     return canonical_json(body_json).encode()
+
+
+# A request body decodes to at most this much; agents send prompts of a few MB at most.
+REQUEST_DECODED_LIMIT = 64 * 1024 * 1024
 
 
 def _body_row(content: bytes | None, content_type: str | None, truncated: bool) -> dict | None:
@@ -186,20 +191,24 @@ class RowBuilder:
         parsed: ParsedRequest | None = None
         errors: list[str] = []
         body_json = None
-        try:
-            body_json = redact.scrub_json(load_json(cap.request_body or b""), secrets)
-            parsed = cap.dialect.parse_request(body_json, cap.path, cap.host)
-        except ParseError as e:
-            errors.append(f"request: {e}")
-        except Exception as e:  # a parser bug must not lose the call
-            errors.append(f"request: {type(e).__name__}: {e}")
+        raw_request, failure = cap.request_body or b"", None
+        if cap.request_encoding and raw_request:
+            raw_request, failure = decode_body(raw_request, cap.request_encoding, limit=REQUEST_DECODED_LIMIT)
+            if failure:
+                errors.append(f"request: {failure}")
+        if raw_request or not failure:  # nothing decoded was already said; no second, vaguer error
+            try:
+                body_json = redact.scrub_json(load_json(raw_request), secrets)
+                parsed = cap.dialect.parse_request(body_json, cap.path, cap.host)
+            except ParseError as e:
+                errors.append(f"request: {e}")
+            except Exception as e:  # a parser bug must not lose the call
+                errors.append(f"request: {type(e).__name__}: {e}")
 
         if body_json is not None:
             stored_request = stored_request_body(body_json)
         else:
-            stored_request = redact.scrub_text(
-                (cap.request_body or b"").decode("utf-8", "replace"), secrets
-            ).encode()
+            stored_request = redact.scrub_text(raw_request.decode("utf-8", "replace"), secrets).encode()
         call["request_sha256"] = request_digest(cap.method, cap.path, stored_request)
         body = _body_row(stored_request, content_type, False)
         if body:
@@ -222,16 +231,25 @@ class RowBuilder:
         if resp is not None:
             self._response_fields(call, rows, _scrubbed(resp, secrets))
         call["error_type"] = _error_type(cap, resp)
-        if call["error_type"] is None and cap.status and cap.status < 300 and not cap.response_body and not cap.error:
+        if cap.decode_error:
+            # We could not read the body (an unknown or wrong content-encoding, or one past the
+            # decoding cap): say so, and do not guess an empty or cut answer from what we did read.
+            errors.append(f"response: {cap.decode_error}")
+        elif call["error_type"] is None and cap.status and cap.status < 300 and not cap.response_body \
+                and not cap.error:
             call["error_type"] = "empty_response"  # the agent got a success status and nothing to read
         if call["error_type"] and not call.get("finish_reason"):
             call["finish_reason"] = "error"
-        if cap.streamed:
+        if cap.streamed and cap.decode_error and not _final_event_seen(cap, resp):
+            call["stream_complete"] = None  # unknown: we stopped reading, the agent did not
+            if call["error_type"] == "stream_cut" and not cap.error:
+                call["error_type"] = None
+        elif cap.streamed:
             call["stream_complete"] = int(_final_event_seen(cap, resp))
             if call["stream_complete"] and cap.error and not call.get("error_type"):
                 call["error_message"] = None  # the hang-up after the final event is not a failure
         if errors:
-            call["parse_error"] = "; ".join(errors)[:500]
+            call["parse_error"] = redact.scrub_text("; ".join(errors), secrets)[:500]
         failed = bool(call["error_type"]) or cap.status is None or cap.status >= 400
         self.tracker.link(call, parsed, failed, cap.started_at, cap.ended_at)
         return rows
