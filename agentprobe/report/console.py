@@ -59,7 +59,9 @@ def print_summary(summary: dict, as_json: bool = False) -> None:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
     errors = ", ".join(f"{n}x {s}" for s, n in summary["errors_by_status"].items()) or "none"
-    lines = [f"agentprobe: run {summary['run_id']}" + (f" [{summary['label']}]" if summary["label"] else "")]
+    status = summary.get("status")
+    lines = [f"agentprobe: run {summary['run_id']}" + (f" [{summary['label']}]" if summary["label"] else "")
+             + (f" ({status})" if status and status not in ("completed", "running") else "")]
     lines.append(
         f"  calls {summary['calls']} (LLM {summary['llm_calls']}, conversations {summary['conversations']},"
         f" retries {summary['retries']}, streams cut {summary['streams_cut']})"

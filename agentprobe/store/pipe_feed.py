@@ -81,6 +81,15 @@ class PipeFeed:
             self._pickle_pending()
             self._write(block=asyncio._get_running_loop() is None)
 
+    def send_control(self, message: tuple) -> None:
+        """A message for the child now, off the event loop (from the thread that restarts a writer)."""
+        with self._lock:
+            self._pickle_pending()
+            self._push(pickle.dumps(message), 0)
+            self._write(block=True)
+            if self._dead:
+                raise OSError(self.error or "the writer process is gone")
+
     def finish(self, control: tuple) -> None:
         """Write everything queued, then `control`, blocking: the proxy has stopped by now."""
         with self._lock:

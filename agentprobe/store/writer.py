@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from .catch_up import CatchUp
@@ -22,6 +23,12 @@ from .db import StoreError, connect
 log = logging.getLogger("agentprobe.writer")
 
 _STOP = object()
+
+
+@dataclass
+class _Lost:
+    n: int
+    why: str
 
 # SQLite's automatic checkpoint copies the WAL into the database, with an fsync, in whichever
 # commit crosses 1,000 pages: with 100 KB bodies, every ~40 calls, while the agent is busy.
@@ -78,17 +85,33 @@ class Writer:
             self._lost(1, "writer queue full")
 
     # -- lifecycle --------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, *, resume: bool = False) -> int:
+        """Open the database and begin; returns the rows the run already has.
+
+        resume: carry on a run another writer (one that died) began, marking it degraded.
+        """
         self._conn = connect(self.path, create=True)
         self._reserve.hold()
+        rows = 0
         try:
-            self._insert_run()
+            if resume:
+                rows = self._conn.execute("SELECT count(*) FROM calls WHERE run_id = ?", [self.run["id"]]).fetchone()[0]
+                self._conn.execute("UPDATE runs SET status = 'degraded' WHERE id = ?", [self.run["id"]])
+            else:
+                self._insert_run()
         except sqlite3.DatabaseError as e:
             self._conn.close()
             raise StoreError(f"cannot record into {self.path}: {e}") from None
         self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")  # this connection only; see _checkpoint
         self.catch_up.start()
+        return rows
+
+    def add_lost(self, n: int, why: str) -> None:
+        """Calls lost outside this writer (handed to one that died): counted, and put on the run row by
+        the worker, in queue order (the connection is the worker's)."""
+        if n > 0:
+            self.queue.put((time.monotonic(), _Lost(n, why)))
 
     def _insert_run(self) -> None:
         assert self._conn is not None
@@ -192,6 +215,10 @@ class Writer:
                     self._commit_batch(built)
                 self._drained.set()
                 return
+            if isinstance(item, _Lost):
+                self._lost(item.n, item.why)
+                item = None
+                continue
             if self.catch_up.must_hand_over():
                 self.catch_up.hand_over(item, built)
                 return

@@ -30,20 +30,50 @@ from typing import Any
 from ..capture.exchange import from_wire, to_wire
 from . import cpu_priority
 from .db import StoreError
+from ..util.say import warn
 from .pipe_feed import PipeFeed
 
 log = logging.getLogger("agentprobe.writer")
 
 _CLOSE = "close"
 _DISCARD = "discard"
+_LOST = "lost"  # to a replacement writer: calls the dead one took with it
 START_TIMEOUT_S = 60
 FEED_LINGER_S = 0.005  # a few ms of calls per pickle and pipe write
 STATS_EVERY_S = 0.25
+LOSS_LOG_EVERY_S = 5.0
 PIPE_BYTES = 1024 * 1024
 
 
+# A writer that dies (kill -9, the OOM killer) is replaced this many times in a run; after that
+# the proxy keeps serving and only counts what it cannot record.
+MAX_RESTARTS = 3
+
+
+class _Child:
+    """One writer process and the pipes to it."""
+
+    def __init__(self, proc, send: Connection, recv: Connection, feed: PipeFeed) -> None:
+        self.proc, self.send, self.recv, self.feed = proc, send, recv, feed
+        self.handed = 0  # calls put on its feed (each is written by it, lost by it, or lost with it)
+        self.closed_cleanly = False
+
+    def close_pipes(self) -> None:
+        for conn in (self.send, self.recv):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+
 class WriterProcess:
-    """Same surface as `Writer` (submit, start, close, discard, the counters), across a process boundary."""
+    """Same surface as `Writer` (submit, start, close, discard, the counters), across a process boundary.
+
+    If the writer process dies, the proxy notices at once (its stats pipe closes), says so on
+    stderr, and starts another for the same run (up to MAX_RESTARTS). The new one counts the
+    run's rows in the database, so every call handed to the dead one is either there or counted
+    in calls_lost, exactly; the run then ends `degraded`, never `running`.
+    """
 
     def __init__(
         self,
@@ -61,20 +91,36 @@ class WriterProcess:
         self.otlp_endpoint = otlp_endpoint
         self.max_batch = max_batch
         self.max_queue = max_queue
-        self._feed: PipeFeed | None = None
         self.calls_written = 0
         self.calls_lost = 0  # what the child reports plus what never reached it
         self.boosts = 0  # times the writer fell behind and took normal CPU priority to catch up
+        self.deaths = 0  # writer processes that died during the run
         self.last_error: str | None = None
-        self._lost_here = 0
+        self._child: _Child | None = None
+        self._lost_here = 0  # refused before reaching a writer: queue full, no writer
+        self._lost_with_dead = 0  # handed to writers that died without writing them
+        self._closing = False
         self._closed = threading.Event()
-        self._child_closed = False
-        self._proc = None
-        self._send = None
-        self._recv = None
+        self._lock = threading.Lock()
+        self._last_loss_log = 0.0
+
+    @property
+    def _feed(self) -> PipeFeed | None:
+        return self._child.feed if self._child else None
+
+    @property
+    def pid(self) -> int | None:
+        """The current writer process, if one runs."""
+        return self._child.proc.pid if self._child else None
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
+        self._child, _ = self._spawn(resume=False)
+        threading.Thread(target=self._listen, args=(self._child,), name="agentprobe-writer-stats",
+                         daemon=True).start()
+
+    def _spawn(self, *, resume: bool) -> tuple[_Child, int]:
+        """A started writer process, and the rows the run already has (when resuming)."""
         # A fresh interpreter, not multiprocessing: spawn and forkserver re-import the caller's
         # __main__ in the child, which would re-run an unguarded script that embeds a Recording.
         to_child_r, to_child_w = os.pipe()
@@ -84,81 +130,170 @@ class WriterProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
                                                                         os.environ.get("PYTHONPATH")]))}
         try:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-c", "from agentprobe.store.writer_process import child_entry; child_entry()",
                  str(to_child_r), str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL)
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
-        self._send = Connection(to_child_w, readable=False)
-        self._recv = Connection(from_child_r, writable=False)
-        self._send.send((str(self.path), self.run, self.busy_timeout_ms, self.otlp_endpoint))
-        if not self._recv.poll(START_TIMEOUT_S):
-            self._proc.kill()
+        send = Connection(to_child_w, readable=False)
+        recv = Connection(from_child_r, writable=False)
+        send.send((str(self.path), self.run, self.busy_timeout_ms, self.otlp_endpoint, resume))
+        if not recv.poll(START_TIMEOUT_S):
+            proc.kill()
             raise StoreError(f"cannot record into {self.path}: the writer process did not start")
         try:
-            kind, detail = self._recv.recv()
+            kind, detail = recv.recv()
         except EOFError:
             kind, detail = "error", f"cannot record into {self.path}: the writer process exited"
         if kind != "started":
-            self._proc.wait(10)
+            proc.wait(10)
             raise StoreError(detail)
-        self._feed = PipeFeed(self._send.fileno(), linger_s=FEED_LINGER_S, max_pending=self.max_queue,
-                              max_batch=self.max_batch)
-        threading.Thread(target=self._listen, name="agentprobe-writer-stats", daemon=True).start()
+        feed = PipeFeed(send.fileno(), linger_s=FEED_LINGER_S, max_pending=self.max_queue, max_batch=self.max_batch)
+        return _Child(proc, send, recv, feed), (detail or {}).get("rows", 0)
 
     def submit(self, item: Any) -> None:
         """Called on the proxy's event loop: never blocks, never raises."""
-        if not self._feed.put(to_wire(item)):
-            self._lost_here += 1
-            self.calls_lost += 1
-            self.last_error = self._feed.error or "writer queue full"
-            log.error("agentprobe lost a call record: %s", self.last_error)
+        child = self._child
+        if child is not None and child.feed.put(to_wire(item)):
+            child.handed += 1
+            return
+        self._lost_here += 1
+        self.calls_lost += 1
+        self.last_error = (child.feed.error if child else None) or ("writer queue full" if child else
+                                                                   "no writer process")
+        now = time.monotonic()
+        if now - self._last_loss_log >= LOSS_LOG_EVERY_S:  # one line per interval, not one per call
+            self._last_loss_log = now
+            warn(f"{self.calls_lost} call record(s) lost so far: {self.last_error}")
 
     def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str, **run: str) -> None:
         """`run` holds other run columns the end of the run settles (e.g. fastpath)."""
-        self._finish((_CLOSE, {"status": status, "exit_code": exit_code, "ended_at": ended_at, **run,
-                               "lost_before": self._lost_here + self._feed.lost}))
+        if self.deaths and status == "completed":
+            status = "degraded"
+        self._finish((_CLOSE, {"status": status, "exit_code": exit_code, "ended_at": ended_at, **run}),
+                     settle={"status": status, "exit_code": exit_code, "ended_at": ended_at, **run})
 
     def discard(self) -> None:
         self._finish((_DISCARD, None))
 
-    def _finish(self, message: tuple) -> None:
+    def _lost_before(self, child: _Child) -> int:
+        """What the child must add to its own count at the end: losses it never saw.
+
+        What the dead writers took with them was already handed to the replacement at its start.
+        """
+        return self._lost_here + child.feed.lost
+
+    def _finish(self, message: tuple, settle: dict | None = None) -> None:
+        with self._lock:
+            self._closing = True
+            child = self._child
+        if child is None:  # every writer died and none could be restarted
+            if settle:
+                self._settle_in_parent(settle, handed=0)
+            return
+        if message[0] == _CLOSE:
+            message[1]["lost_before"] = self._lost_before(child)
         try:
-            self._feed.finish(message)
+            child.feed.finish(message)
         except OSError as e:
             self.last_error = f"writer process unreachable: {e}"
-            self._closed.set()
         # Draining a backlog can take a while; the child holds everything, so waiting loses nothing.
         self._closed.wait()
-        if not self._child_closed:  # the child died: nothing after its last stats was written
-            self.calls_lost = max(self.calls_lost, self._lost_here + self._feed.lost)
         try:
-            self._proc.wait(30)
+            child.proc.wait(30)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        for conn in (self._send, self._recv):
-            conn.close()
+            child.proc.kill()
+            child.proc.wait()
+        child.close_pipes()
+        if not child.closed_cleanly and settle:
+            # It died while closing: what it did not write is lost, and the run row must still end.
+            self._settle_in_parent({**settle, "status": "degraded"}, handed=child.handed)
 
-    # -- the proxy's side: stats from the child -------------------------------------------
-    def _listen(self) -> None:
-        try:
-            while True:
-                kind, stats = self._recv.recv()
-                self.calls_written = stats["written"]
-                self.boosts = stats["boosts"]
-                self.last_error = stats["last_error"] or self.last_error
-                if kind == "closed":  # its count includes what was lost on this side
-                    self.calls_lost = stats["lost"]
-                    self._child_closed = True
-                    return
-                self.calls_lost = stats["lost"] + self._lost_here + self._feed.lost
-        except (EOFError, OSError):
-            pass
-        finally:
+    # -- the proxy's side: stats from the child, and its death ----------------------------
+    def _listen(self, child: _Child) -> None:
+        while True:
+            try:
+                kind, stats = child.recv.recv()
+            except (EOFError, OSError):
+                break
+            self.calls_written = stats["written"]
+            self.boosts = stats["boosts"]
+            self.last_error = stats["last_error"] or self.last_error
+            if kind == "closed":  # its count includes what was lost on this side
+                self.calls_lost = stats["lost"]
+                child.closed_cleanly = True
+                self._closed.set()
+                return
+            self.calls_lost = stats["lost"] + self._lost_before(child)  # stats["lost"] holds the dead ones' share
+        with self._lock:
+            closing = self._closing
+        if closing:
             self._closed.set()
+            return
+        self._replace(child)
+
+    def _replace(self, dead: _Child) -> None:
+        """The writer died mid-run: say so now, settle what it took with it, start another."""
+        code = dead.proc.wait()
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        self.deaths += 1
+        self.last_error = f"the writer process died ({how})"
+        dead.close_pipes()
+        replacement, rows = None, None
+        if self.deaths <= MAX_RESTARTS:
+            try:
+                replacement, rows = self._spawn(resume=True)
+            except (StoreError, OSError) as e:
+                self.last_error += f"; could not restart it: {e}"
+        handed_to_dead = self._handed_to_dead + dead.handed
+        self._handed_to_dead = handed_to_dead
+        if rows is not None:
+            # Exact: every call the dead writers were handed is now a row, or lost.
+            self._lost_with_dead = max(0, handed_to_dead - rows)
+        else:
+            self._lost_with_dead = handed_to_dead - self.calls_written
+        self.calls_lost = self._lost_here + self._lost_with_dead
+        if replacement is not None:
+            try:  # its run row shows the loss from now on, and its count includes it
+                replacement.feed.send_control((_LOST, self._lost_with_dead - self._lost_with_dead_sent))
+                self._lost_with_dead_sent = self._lost_with_dead
+            except OSError:
+                pass
+        with self._lock:
+            self._child = replacement
+            closing = self._closing
+        if replacement is None:
+            warn(f"{self.last_error}; from now on calls are counted, not recorded ({self.calls_lost} lost so far)")
+        else:
+            warn(f"{self.last_error}; restarted it ({self.deaths} of {MAX_RESTARTS} restarts);"
+                 f" {self._lost_with_dead} call record(s) lost with it")
+            threading.Thread(target=self._listen, args=(replacement,), name="agentprobe-writer-stats",
+                             daemon=True).start()
+        if closing:
+            self._closed.set()
+
+    _handed_to_dead = 0
+    _lost_with_dead_sent = 0
+
+    def _settle_in_parent(self, fields: dict, handed: int) -> None:
+        """End the run row ourselves when no writer is left to do it."""
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+            try:
+                rows = conn.execute("SELECT count(*) FROM calls WHERE run_id = ?", [self.run["id"]]).fetchone()[0]
+                self.calls_lost = max(self.calls_lost,
+                                      self._lost_here + self._handed_to_dead + handed - rows)
+                conn.execute("UPDATE runs SET status = ?, ended_at = ?, exit_code = ?, calls_lost = ? WHERE id = ?",
+                             [fields.get("status") or "degraded", fields.get("ended_at"), fields.get("exit_code"),
+                              self.calls_lost, self.run["id"]])
+            finally:
+                conn.close()
+        except sqlite3.Error as e:
+            warn(f"could not end run {self.run['id']} in {self.path}: {e}")
 
 
 def _widen(fd: int) -> None:
@@ -194,13 +329,14 @@ def child_entry() -> None:
     recv = Connection(int(sys.argv[1]), writable=False)
     send = Connection(int(sys.argv[2]), readable=False)
     try:
-        path, run, busy_timeout_ms, otlp_endpoint = recv.recv()
+        path, run, busy_timeout_ms, otlp_endpoint, resume = recv.recv()
     except EOFError:
         return
-    _child_main(path, run, busy_timeout_ms, otlp_endpoint, recv, send)
+    _child_main(path, run, busy_timeout_ms, otlp_endpoint, recv, send, resume)
 
 
-def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str | None, recv, send) -> None:
+def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str | None, recv, send,
+                resume: bool = False) -> None:
     # Ctrl-C reaches the whole process group; the parent decides when the writer stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from ..capture.rows import RowBuilder
@@ -216,14 +352,14 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
     writer = Writer(Path(path), run, RowBuilder(run["id"]).build, busy_timeout_ms=busy_timeout_ms,
                     on_written=exporter.submit if exporter else None, yield_cpu=True)
     try:
-        writer.start()
+        rows = writer.start(resume=resume)
     except StoreError as e:
         send.send(("error", str(e)))
         return
     except Exception as e:  # noqa: BLE001 - the parent must hear why, not wait
         send.send(("error", f"cannot record into {path}: {type(e).__name__}: {e}"))
         return
-    send.send(("started", None))
+    send.send(("started", {"rows": rows}))
     threading.Thread(target=_in_background, args=(_warm_tokenizer,), name="agentprobe-tokenizer-warmup",
                      daemon=True).start()
 
@@ -233,6 +369,8 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
 
     last, last_sent = None, 0.0
     final = ("close", {"status": "interrupted", "exit_code": None, "ended_at": None, "lost_before": 0})
+    if resume:
+        writer.calls_written = rows
     while True:
         if recv.poll(STATS_EVERY_S):
             try:
@@ -242,6 +380,8 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
             if kind == "calls":
                 for cap in payload:
                     writer.submit(from_wire(cap))
+            elif kind == _LOST:
+                writer.add_lost(payload, "a writer process died before writing them")
             elif kind in (_CLOSE, _DISCARD):
                 final = (kind, payload)
                 break

@@ -146,7 +146,7 @@ def test_through_the_proxy_a_stalled_writer_catches_up_at_normal_priority(tmp_pa
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "warm up"}])
         writer = rec.recording.writer
         assert wait_until(lambda: writer.calls_written == 1)
-        child = writer._proc.pid
+        child = writer.pid
         nice = _nice_by_thread(child)
         assert nice[child] == 0  # the pipe reader keeps normal priority, to time the queue
         assert cpu_priority.LOW_NICE in nice.values()  # the writer thread yields
