@@ -129,6 +129,14 @@ def m002_run_fastpath(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN fastpath TEXT")
 
 
+@migration
+def m003_run_bypass(conn: sqlite3.Connection) -> None:
+    # Connections of a traced command that went around the proxy (NULL: not checked), and who made
+    # them: JSON with each process's pid and name, the remote address and port, and the count.
+    conn.execute("ALTER TABLE runs ADD COLUMN bypassed_connections INTEGER")
+    conn.execute("ALTER TABLE runs ADD COLUMN bypass_detail TEXT")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     if not conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_migrations'"
