@@ -295,7 +295,7 @@ class Watcher:
     PENDING_POLLS = 40
 
     def __init__(self, ports: Iterable[int], interval_s: float = POLL_S, table: TcpTable | None = None) -> None:
-        ports = tuple(ports)
+        self.ports = ports = tuple(ports)
         self.interval_s = interval_s
         self.tally = Tally(frozenset(ports))
         self.table = table or TcpTable(ports)
@@ -343,7 +343,7 @@ class Watcher:
 
     def report(self, cpu_s: float) -> dict:
         bypasses = self.tally.bypasses()
-        return {"checked": True, "ports": sorted(self.tally.ports), "interval_ms": round(self.interval_s * 1000),
+        return {"checked": True, "ports": list(self.ports), "interval_ms": round(self.interval_s * 1000),
                 "polls": self.polls, "table_reads": self.table_reads, "cpu_s": round(cpu_s, 3), "connections": self.tally.connections,
                 "bypasses": [asdict(b) for b in bypasses[:MAX_GROUPS]],
                 "groups_left_off": max(0, len(bypasses) - MAX_GROUPS)}
