@@ -240,25 +240,31 @@ class ProcessTree:
         import psutil
 
         self._psutil = psutil
-        self.known = set(psutil.pids())  # processes that existed before the root: never descendants
+        self.known = self._entries()  # processes that existed before the root: never descendants
         self.members: dict[int, "psutil.Process"] = {}
+
+    @staticmethod
+    def _entries() -> set[str]:
+        # The names under /proc, pids and others alike: a set difference in C finds the new
+        # processes, where psutil.pids() would build and check an int per process at every poll.
+        return set(os.listdir("/proc"))
 
     def follow(self, root: int) -> None:
         try:
             self.members[root] = self._psutil.Process(root)
         except self._psutil.Error:
             pass
-        self.known.add(root)
+        self.known.add(str(root))
 
     def refresh(self) -> None:
         psutil = self._psutil
-        now = set(psutil.pids())
+        now = self._entries()
         new = now - self.known
         self.known = now  # a pid that disappears and comes back is a new process
-        for pid in [p for p in self.members if p not in now]:
+        for pid in [p for p in self.members if str(p) not in now]:
             del self.members[pid]
         parents = {}
-        for pid in sorted(new):
+        for pid in sorted(int(name) for name in new if name.isdigit()):
             try:
                 proc = psutil.Process(pid)
                 parents[pid] = (proc, proc.ppid())
