@@ -310,6 +310,8 @@ class Watcher:
         self.pending: dict[int, list] = {}  # inode -> [pid, polls left]: TCP sockets not yet in the table
         self.polls = 0
         self.table_reads = 0
+        self.poll_errors = 0
+        self.last_error: str | None = None
 
     def follow(self, root: int, proxy: ProxyAddress) -> None:
         self.tally.proxy = proxy
@@ -347,12 +349,21 @@ class Watcher:
             self.settled.add(inode)  # its ends never change: counted, or not to a watched port
             del self.pending[inode]
 
+    def safe_poll(self) -> None:
+        """A poll that fails (a bug, an unreadable /proc) is counted in the report; the next one still runs."""
+        try:
+            self.poll()
+        except Exception as e:  # noqa: BLE001 - one bad poll must not end the whole check
+            self.poll_errors += 1
+            self.last_error = f"{type(e).__name__}: {e}"[:200]
+
     def report(self, cpu_s: float) -> dict:
         bypasses = self.tally.bypasses()
         return {"checked": True, "ports": list(self.ports), "interval_ms": round(self.interval_s * 1000),
                 "polls": self.polls, "table_reads": self.table_reads, "cpu_s": round(cpu_s, 3), "connections": self.tally.connections,
                 "bypasses": [asdict(b) for b in bypasses[:MAX_GROUPS]],
-                "groups_left_off": max(0, len(bypasses) - MAX_GROUPS)}
+                "groups_left_off": max(0, len(bypasses) - MAX_GROUPS),
+                **({"poll_errors": self.poll_errors, "last_error": self.last_error} if self.poll_errors else {})}
 
 
 def watcher_main(argv: list[str]) -> int:
@@ -378,7 +389,7 @@ def watcher_main(argv: list[str]) -> int:
     stdin = sys.stdin.fileno()
     next_poll = time.monotonic()
     while True:
-        watcher.poll()
+        watcher.safe_poll()
         next_poll += interval
         wait = next_poll - time.monotonic()
         if wait < 0:  # behind (a slow poll, or the machine was busy): no catching-up burst
@@ -386,7 +397,7 @@ def watcher_main(argv: list[str]) -> int:
         ready, _, _ = select.select([stdin], [], [], wait)
         if ready and not os.read(stdin, 4096):
             break  # the parent closed the pipe: stop
-    watcher.poll()  # what is still open at the end
+    watcher.safe_poll()  # what is still open at the end
     sys.stdout.write(json.dumps(watcher.report(time.process_time() - start_cpu)) + "\n")
     sys.stdout.flush()
     return 0

@@ -108,6 +108,9 @@ def bypass_lines(bypass: dict | None) -> list[str]:
             where = ", ".join(f"{_endpoint(g['address'], g['port'])} ({g['connections']})" for g in groups)
         lines.append(f"agentprobe: WARNING: {n} connection{'s' if n != 1 else ''} from {process} (pid {pid}) to"
                      f" {where} bypassed the proxy and {'were' if n != 1 else 'was'} not recorded")
+    if bypass.get("poll_errors"):
+        lines.append(f"agentprobe: WARNING: {bypass['poll_errors']} of {bypass.get('polls')} polls for bypassed"
+                     f" connections failed ({bypass.get('last_error')}): some may not have been seen")
     if bypass.get("groups_left_off"):
         lines.append(f"agentprobe: WARNING: and more from {bypass['groups_left_off']} other process/address"
                      " pair(s): `agentprobe runs --json` has the total")

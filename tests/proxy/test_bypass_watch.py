@@ -249,3 +249,27 @@ def test_distinct_connections_are_each_counted(listeners):
     assert report["connections"] == 4
     assert sorted((b["port"], b["connections"]) for b in report["bypasses"]) == sorted(
         [(provider.port, 3), (other.port, 1)])
+
+
+@linux_only
+def test_a_failed_poll_is_counted_and_the_next_one_runs(monkeypatch):
+    watcher = bypass_watch.Watcher([443])
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise PermissionError("/proc/net/tcp")
+
+    monkeypatch.setattr(watcher, "poll", flaky)
+    watcher.safe_poll()
+    watcher.safe_poll()
+    report = watcher.report(0.0)
+    assert len(calls) == 2 and report["poll_errors"] == 1 and "PermissionError" in report["last_error"]
+    assert "some may not have been seen" in bypass_lines_of(report)
+
+
+def bypass_lines_of(report: dict) -> str:
+    from agentprobe.report.console import bypass_lines
+
+    return "\n".join(bypass_lines(report))
