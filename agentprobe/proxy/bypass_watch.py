@@ -17,7 +17,8 @@ whatever they hold, ~3 ms for both on the development machine, and psutil's per-
 connection list reads both for every process: polled blindly, that would be 5-10% of a core.)
 
 A poll sees the connections open at that moment: one opened and closed between two polls
-(every POLL_S) is missed, as is a process that starts and exits between two polls.
+(every 50 ms by default) is missed, as is a process that starts and exits between two polls,
+or one whose parent exited before either was seen.
 Linux only; elsewhere `trace` says the check was not made.
 
 Protocol (the parent is `BypassWatch`): argv gives the ports and the interval; the watcher
@@ -442,7 +443,7 @@ class BypassWatch:
             return False
         ready, _, _ = select.select([self._proc.stdout], [], [], READY_TIMEOUT_S)
         if not ready or self._proc.stdout.readline().strip() != "ready":
-            self._fail("it did not start")
+            self._fail(f"it was not ready within {READY_TIMEOUT_S} s")
             return False
         return True
 
@@ -485,7 +486,9 @@ class BypassWatch:
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.kill()
-            self._proc.communicate()
+            _, err = self._proc.communicate()
+            if self._proc.returncode not in (0, -9) and err.strip():
+                why = err.strip().splitlines()[-1]  # its own last word says more than our timeout
         self._proc = None
         self._result = not_checked(f"the watcher failed: {why}")
 

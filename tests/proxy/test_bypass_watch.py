@@ -273,3 +273,15 @@ def bypass_lines_of(report: dict) -> str:
     from agentprobe.report.console import bypass_lines
 
     return "\n".join(bypass_lines(report))
+
+
+@linux_only
+def test_a_watcher_that_dies_says_why_and_trace_goes_on():
+    # A watcher that exits before it is ready: the report says why, and nothing raises.
+    watch = BypassWatch((443,))
+    watch.ports = ("not-a-port",)  # its argv parse fails with ValueError
+    watch.start()
+    assert watch.ready() is False
+    watch.follow(1, ("127.0.0.1", 8080))
+    report = watch.stop()
+    assert report["checked"] is False and "ValueError" in report["reason"], report
