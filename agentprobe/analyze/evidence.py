@@ -93,6 +93,9 @@ def run_stats(db, run_id: str, windows: dict[str, int]) -> list[Item]:
             f" {s['errors']} error(s), {s['retries']} retried call(s), {s['streams_cut']} stream(s) cut")
     if s["calls_lost"]:
         line += f"; {s['calls_lost']} call(s) lost by the recorder, so the record is incomplete"
+    if s.get("bypassed_connections"):
+        line += (f"; {s['bypassed_connections']} connection(s) of the command went around the proxy, so calls"
+                 " may be missing from the record")
     items = [Item("high", line + ".", "stat")]
     errors = error_line(db, run_id)
     if errors:

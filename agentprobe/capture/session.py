@@ -89,14 +89,15 @@ class Recording:
             log.warning("agentprobe: Java clients are not steered through the proxy: %s", e)
             return None
 
-    def stop(self, *, status: str = "completed", exit_code: int | None = None) -> None:
+    def stop(self, *, status: str = "completed", exit_code: int | None = None, **run) -> None:
+        """`run`: other run columns the end of the run settles (e.g. bypassed_connections)."""
         if not self._started:
             return
         self._started = False
         self.proxy.stop()
         # What the proxy really ran (an install that failed falls back), not what was planned at start.
         ran = {"fastpath": self.proxy.fastpath.describe()} if self.proxy.fastpath else {}
-        self.writer.close(status=status, exit_code=exit_code, ended_at=now_iso(), **ran)
+        self.writer.close(status=status, exit_code=exit_code, ended_at=now_iso(), **run, **ran)
 
     def __enter__(self) -> "Recording":
         return self.start()

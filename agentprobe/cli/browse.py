@@ -9,7 +9,8 @@ from ..store.queries import decode_json_columns, iter_calls, list_runs, resolve_
 from .common import db_option
 from .output import emit, output_options
 
-RUN_COLUMNS = ["id", "started_at", "label", "status", "calls", "errors", "input_tokens", "output_tokens", "calls_lost", "command"]
+RUN_COLUMNS = ["id", "started_at", "label", "status", "calls", "errors", "input_tokens", "output_tokens", "calls_lost",
+               "bypassed_connections", "command"]
 CALL_COLUMNS = [
     "seq", "completion_seq", "provider", "model", "status", "stream", "latency_ms", "ttft_ms",
     "input_tokens", "output_tokens", "finish_reason", "attempt", "turn", "error_type",

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..capture.session import Recording
+from ..proxy.bypass_watch import DEFAULT_PORTS, PORTS_ENV, BypassWatch, parse_ports, run_columns
 from ..report.console import print_serve_summary, print_summary
 from ..store.db import open_db
 from ..store.queries import summarize
@@ -30,9 +31,13 @@ from .output import json_option
 @click.option("--times", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="With --prompt: send it this many times (shows whether the answer is deterministic).")
 @click.option("--base-url", help="With --prompt: the provider endpoint (default: the SDK's, or *_BASE_URL).")
+@click.option("--bypass-ports", metavar="PORTS", envvar=PORTS_ENV,
+              help="Report the command's connections to these ports that go around the proxy (Linux; default"
+                   f" {','.join(map(str, DEFAULT_PORTS))}; +PORT,... adds to them; none: no check;"
+                   f" or ${PORTS_ENV}).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream_proxy, fastpath, as_json, serve_run,
-          realtime, config_path, prompt, env_name, times, base_url, command):
+          realtime, config_path, prompt, env_name, times, base_url, bypass_ports, command):
     """Run COMMAND behind the proxy and record every LLM call it makes.
 
     \b
@@ -42,6 +47,10 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream
     """
     config = proxy_config(confdir=confdir, upstream_proxy=upstream_proxy, fastpath=fastpath, upstream_ca=upstream_ca,
                           ssl_insecure=ssl_insecure)
+    try:
+        ports = parse_ports(bypass_ports)
+    except ValueError as e:
+        raise UserError(f"--bypass-ports / ${PORTS_ENV}: {e}") from None
     if prompt is not None or config_path is not None:
         if command or serve_run:
             raise UserError("--prompt sends one prompt itself: give either --config/--prompt or a command, not both")
@@ -62,20 +71,25 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream
         backend, parent = start_serve_backend(db, serve_run, realtime)
         addons.append(Redirect("127.0.0.1", backend.port))
         label = label or "serve"
+    # The watcher starts first: its interpreter comes up while the proxy does.
+    watch = BypassWatch(ports).start()
     try:
         recording = Recording(db, config, label=label, command=shlex.join(command), parent_run_id=parent,
                               addons=addons, otlp_endpoint=otlp_endpoint).start()
     except BaseException:
+        watch.stop()
         if backend:
             backend.stop()
         raise
     exit_code = 127
     try:
-        exit_code = _run_child(list(command), recording.env())
+        exit_code = _run_child(list(command), recording.env(), watch, recording.proxy.address)
     except FileNotFoundError:
         click.echo(f"agentprobe: error: command not found: {command[0]}", err=True)
     finally:
-        recording.stop(status="failed" if exit_code == 127 else "completed", exit_code=exit_code)
+        bypass = watch.stop()
+        recording.stop(status="failed" if exit_code == 127 else "completed", exit_code=exit_code,
+                       **run_columns(bypass))
         if backend:
             backend.stop()
     print_summary(summarize(open_db(db), recording.run_id), as_json)
@@ -84,8 +98,10 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream
     return exit_code
 
 
-def _run_child(command: list[str], env: dict[str, str]) -> int:
+def _run_child(command: list[str], env: dict[str, str], watch: BypassWatch, proxy: tuple[str, int]) -> int:
+    watch.ready()  # so the command's first connections are seen
     child = subprocess.Popen(command, env=env)
+    watch.follow(child.pid, proxy)
 
     def forward(signum, _frame):
         # Ctrl-C reaches the child through the terminal; SIGTERM sent to us is passed on.

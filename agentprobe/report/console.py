@@ -54,9 +54,15 @@ def print_findings(findings: list[Finding], meta: dict, console: Console | None 
 
 
 def print_summary(summary: dict, as_json: bool = False) -> None:
-    """The numbers `trace` and `record` print when a run ends: JSON on stdout, or lines on stderr."""
+    """The numbers `trace` and `record` print when a run ends: JSON on stdout, or lines on stderr.
+
+    What the record lacks (connections around the proxy, no LLM call at all) is said on stderr in
+    both cases: a CI log of `trace --json` shows it too.
+    """
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        for line in run_warnings(summary):
+            _say(line)
         return
     errors = ", ".join(f"{n}x {s}" for s, n in summary["errors_by_status"].items()) or "none"
     status = summary.get("status")
@@ -74,7 +80,74 @@ def print_summary(summary: dict, as_json: bool = False) -> None:
         lines.append(f"  wall time {summary['wall_time_s']:.2f}s")
     if summary["calls_lost"]:
         lines.append(f"  WARNING: {summary['calls_lost']} call(s) could not be recorded")
-    _say("\n".join(lines))
+    bypass = summary.get("bypass") or {}
+    if bypass.get("checked"):
+        lines.append(f"  bypassed connections {summary.get('bypassed_connections') or 0} (ports"
+                     f" {','.join(map(str, bypass.get('ports', [])))} watched, polled every"
+                     f" {bypass.get('interval_ms')} ms)")
+    _say("\n".join([*lines, *run_warnings(summary)]))
+
+
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def bypass_lines(bypass: dict | None) -> list[str]:
+    """One line per process whose connections went around the proxy, or one saying none were looked for."""
+    if not bypass:
+        return []
+    if not bypass.get("checked"):
+        return [f"agentprobe: bypassed connections were not checked: {bypass.get('reason', 'unknown reason')}"]
+    by_process: dict[tuple, list[dict]] = {}
+    for b in bypass.get("bypasses", []):
+        by_process.setdefault((b["pid"], b["process"]), []).append(b)
+    lines = []
+    for (pid, process), groups in by_process.items():
+        n = sum(g["connections"] for g in groups)
+        if len(groups) == 1:
+            where = _endpoint(groups[0]["address"], groups[0]["port"])
+        else:
+            where = ", ".join(f"{_endpoint(g['address'], g['port'])} ({g['connections']})" for g in groups)
+        lines.append(f"agentprobe: WARNING: {n} connection{'s' if n != 1 else ''} from {process} (pid {pid}) to"
+                     f" {where} bypassed the proxy and {'were' if n != 1 else 'was'} not recorded")
+    if bypass.get("poll_errors"):
+        lines.append(f"agentprobe: WARNING: {bypass['poll_errors']} of {bypass.get('polls')} polls for bypassed"
+                     f" connections failed ({bypass.get('last_error')}): some may not have been seen")
+    if bypass.get("groups_left_off"):
+        lines.append(f"agentprobe: WARNING: and more from {bypass['groups_left_off']} other process/address"
+                     " pair(s): `agentprobe runs --json` has the total")
+    return lines
+
+
+def no_llm_call_lines(summary: dict) -> list[str]:
+    """A run without one LLM call says so, with what usually causes it."""
+    if summary.get("llm_calls"):
+        return []
+    causes = []
+    bypassed = summary.get("bypassed_connections")
+    if bypassed:
+        causes.append(f"{bypassed} connection(s) went around the proxy (the warnings above say which process"
+                      " and where): that client does not use the proxy")
+    if summary.get("calls"):
+        causes.append(f"{summary['calls']} request(s) did go through the proxy, but none to an API agentprobe"
+                      " recognises as an LLM's (`agentprobe calls` lists them)")
+    causes += [
+        "a client that ignores HTTPS_PROXY: Node's built-in fetch before Node 24 (the openai, Anthropic and"
+        " Vercel AI npm SDKs use it), aiohttp without trust_env=True",
+        "NO_PROXY (or no_proxy) names the provider's host, e.g. localhost or 127.0.0.1 for a local model server",
+        "a base URL (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, base_url=...) pointing at a server the client reaches"
+        " without the proxy: `agentprobe record --upstream URL` records it in reverse mode",
+    ]
+    if summary.get("command"):
+        code = summary.get("exit_code")
+        causes.append("the command failed before its first call"
+                      + (f" (it exited with {code})" if code not in (None, 0) else ""))
+    return ["agentprobe: WARNING: no LLM call was recorded in this run. Likely causes:",
+            *(f"  - {c}" for c in causes)]
+
+
+def run_warnings(summary: dict) -> list[str]:
+    return [*bypass_lines(summary.get("bypass")), *no_llm_call_lines(summary)]
 
 
 def print_serve_summary(summary: dict, as_json: bool = False) -> None:

@@ -15,7 +15,7 @@ KNOWN_RULES = {
     "api_latency": ["swallowed_error", "rate_limited", "retry", "stream_cut", "slow"],
     "race_condition": ["completion_inversion", "tool_result_order"],
     "usage": ["mismatch", "missing", "wasted"],
-    "recording": ["calls_lost"],
+    "recording": ["calls_lost", "bypassed"],
 }
 
 

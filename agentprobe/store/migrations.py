@@ -130,6 +130,14 @@ def m002_run_fastpath(conn: sqlite3.Connection) -> None:
 
 
 @migration
+def m003_run_bypass(conn: sqlite3.Connection) -> None:
+    # Connections of a traced command that went around the proxy (NULL: not checked), and who made
+    # them: JSON with each process's pid and name, the remote address and port, and the count.
+    conn.execute("ALTER TABLE runs ADD COLUMN bypassed_connections INTEGER")
+    conn.execute("ALTER TABLE runs ADD COLUMN bypass_detail TEXT")
+
+
+@migration
 def m004_call_server_context(conn: sqlite3.Connection) -> None:
     # What the provider held of the conversation (previous_response_id, conversation, cachedContent):
     # the request alone then undercounts the context.

@@ -118,7 +118,23 @@ def summarize(db: sqlite_utils.Database, run_id: str) -> dict:
         "output_tokens": run["output_tokens"],
         "calls_lost": run["calls_lost"],
         "wall_time_s": wall,
+        # Connections of the traced command that went around the proxy: None when not checked
+        # (not a traced command, or not on Linux); "bypass" says what was watched and who bypassed.
+        "bypassed_connections": run.get("bypassed_connections"),
+        "bypass": bypass_detail(run),
     }
+
+
+def bypass_detail(run: dict) -> dict | None:
+    """The run's bypass check as `trace` recorded it, or None (a run of `record`, or before m003)."""
+    raw = run.get("bypass_detail")
+    if not raw:
+        return None
+    try:
+        detail = json.loads(raw)
+    except ValueError:
+        return None
+    return detail if isinstance(detail, dict) else None
 
 
 def decode_json_columns(row: dict) -> dict:

@@ -242,3 +242,14 @@ def test_scripted_reply_survives_the_directive_parser():
     assert parse(None, f"go {scripted(text)}").reply == text
     with pytest.raises(DirectiveError):
         parse("reply_b64=***", "")
+
+
+def test_evidence_says_when_connections_went_around_the_proxy(tmp_path):
+    from agentprobe.analyze.evidence import run_stats
+    from agentprobe.store.db import open_db
+
+    db = open_db(tmp_path / "a.db", create=True)
+    db["runs"].insert({"id": "01BYPASSED", "status": "completed", "calls_lost": 0, "bypassed_connections": 2})
+    db["runs"].insert({"id": "01CLEAN", "status": "completed", "calls_lost": 0, "bypassed_connections": 0})
+    assert "2 connection(s) of the command went around the proxy" in run_stats(db, "01BYPASSED", {})[0].text
+    assert "around the proxy" not in run_stats(db, "01CLEAN", {})[0].text

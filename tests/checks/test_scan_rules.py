@@ -216,6 +216,28 @@ def test_calls_lost_is_a_finding(sc):
     assert sc.scan()["recording/calls_lost"][0].data["calls_lost"] == 3
 
 
+def test_bypassed_connections_are_a_finding(sc):
+    import json
+
+    detail = {"checked": True, "ports": [443, 80, 11434], "interval_ms": 50, "bypasses": [
+        {"pid": 4121, "process": "node", "address": "104.18.6.192", "port": 443, "connections": 2},
+        {"pid": 4130, "process": "python3", "address": "127.0.0.1", "port": 11434, "connections": 1}]}
+    run = sc.run(bypassed_connections=3, bypass_detail=json.dumps(detail))
+    sc.call(run)
+    [f] = sc.scan()["recording/bypassed"]
+    assert f.severity == "high" and f.run_id == run and f.data["bypassed_connections"] == 3
+    assert "2 from node (pid 4121) to 104.18.6.192:443" in f.evidence and "polled every 50 ms" in f.evidence
+    assert "EnvHttpProxyAgent" in f.fix  # node: its fetch ignores the proxy variables
+    assert "Ollama on 127.0.0.1:11434" in f.fix and "NO_PROXY" in f.fix
+    assert "--upstream http://127.0.0.1:11434" in f.fix
+    # Near misses: checked and clean, and not checked at all.
+    clean = sc.run(bypassed_connections=0, bypass_detail=json.dumps({**detail, "bypasses": []}))
+    unchecked = sc.run(bypassed_connections=None, bypass_detail=json.dumps({"checked": False, "reason": "macOS"}))
+    for other in (clean, unchecked):
+        sc.call(other)
+        assert "recording/bypassed" not in sc.scan([other])
+
+
 # -- rules about traffic, recorded through the proxy ----------------------------------------------
 
 def _scan_recorded(recorded) -> dict[str, list]:

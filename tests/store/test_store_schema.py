@@ -174,6 +174,8 @@ runs.mode TEXT
 runs.parent_run_id TEXT
 runs.agentprobe_version TEXT
 runs.fastpath TEXT
+runs.bypassed_connections INTEGER
+runs.bypass_detail TEXT
 index calls_conversation: calls(conversation_id, turn)
 index calls_prompt_sha: calls(system_prompt_sha256)
 index calls_request_sha: calls(request_sha256)

@@ -55,6 +55,8 @@ def summary_section(views: list[RunView]) -> str:
         ("status", lambda s: s["status"] or "–", None),
         ("command", lambda s: s["command"] or "–", None),
         ("calls lost by the recorder", lambda s: number(s["calls_lost"]), "calls_lost"),
+        ("connections around the proxy", lambda s: "not checked" if s.get("bypassed_connections") is None
+         else number(s["bypassed_connections"]), "bypassed_connections"),
     ]
     two = len(views) == 2
     head = "".join(f"<th>{esc(run_name(v, i, len(views)))}</th>" for i, v in enumerate(views))
@@ -71,7 +73,7 @@ def summary_section(views: list[RunView]) -> str:
                 sign = "+" if d > 0 else "−" if d < 0 else ""
                 delta = sign + (duration(abs(d)) if key == "wall_time_s" else number(abs(d)))
             cells += f'<td class="delta">{esc(delta)}</td>'
-        cls = ' class="bad"' if key in ("errors", "calls_lost", "streams_cut") and any(
+        cls = ' class="bad"' if key in ("errors", "calls_lost", "streams_cut", "bypassed_connections") and any(
             (v.summary.get(key) or 0) > 0 for v in views) else ""
         body.append(f"<tr{cls}><th scope=\"row\">{esc(name)}</th>{cells}</tr>")
     cards = []
