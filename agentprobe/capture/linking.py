@@ -55,7 +55,8 @@ class RunTracker:
             call["retry_of"] = prev.original
             call["conversation_id"] = prev.conversation_id
             call["turn"] = prev.turn
-        elif parsed is not None and parsed.messages:
+        elif parsed is not None and parsed.generates and parsed.messages:
+            # Only calls that generate hold a conversation: a token count of it is not one of its turns.
             chain = self.chain(parsed.system_prompt, parsed.messages)
             n = len(parsed.messages)
             conversation, turn = None, 1
