@@ -22,6 +22,7 @@ ALL_PATCHES = frozenset(PATCHES)
 
 PLANTED_OPENAI_KEY = "sk-proj-PLANTEDopenaiKEY0123456789abcdef"
 PLANTED_ANTHROPIC_KEY = "sk-ant-api03-PLANTEDanthropicKEY0123456789"
+PLANTED_GEMINI_KEY = "AIzaPLANTEDgenaiKEY0123456789abcdefghij"
 
 
 def staggered_calls(client, delays, label: str, **create) -> None:
@@ -86,6 +87,15 @@ class Recorded:
 
         kwargs.setdefault("api_key", PLANTED_ANTHROPIC_KEY)
         return anthropic.Anthropic(base_url=provider.url, http_client=self.http_client(anthropic), **kwargs)
+
+    def genai(self, provider, **http_options):
+        """google-genai's own client, with its base URL on the fake provider and its httpx client through the proxy."""
+        from google import genai
+        from google.genai import types
+
+        client_args = {"proxy": self.url, "verify": self.ssl_context(), "trust_env": False}
+        options = types.HttpOptions(base_url=provider.url, client_args=client_args, **http_options)
+        return genai.Client(api_key=PLANTED_GEMINI_KEY, http_options=options)
 
     def stop(self) -> None:
         self.recording.stop()

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..capture import tokens
 from ..checks import SEVERITIES, Finding, ScanContext, Thresholds, peers, run_checks, severity_rank
+from ..checks.base import generates
 from ..checks.config_checks import static
 from ..checks.models import context_window
 from ..store.queries import summarize
@@ -139,7 +140,7 @@ def parameter_line(db, run_id: str) -> str:
     parts = []
     for column in ("temperature", "top_p", "max_tokens", "seed", "parallel_tool_calls"):
         rows = db.execute(
-            f"SELECT {column}, count(*) AS n FROM calls WHERE run_id = ? AND {_LLM}"
+            f"SELECT {column}, count(*) AS n FROM calls WHERE run_id = ? AND {generates()}"
             f" GROUP BY {column} ORDER BY n DESC, {column}", [run_id]).fetchall()
         # An absent temperature or max_tokens is itself a finding-worthy fact; other unset knobs are noise.
         if not rows or (column not in ("temperature", "max_tokens") and all(v is None for v, _ in rows)):
@@ -149,7 +150,8 @@ def parameter_line(db, run_id: str) -> str:
             values += f", {len(rows) - 5} other value(s)"
         parts.append(f"{column} {values}")
     streamed, total = db.execute(
-        f"SELECT coalesce(sum(stream), 0), count(*) FROM calls WHERE run_id = ? AND {_LLM}", [run_id]).fetchone()
+        f"SELECT coalesce(sum(stream), 0), count(*) FROM calls WHERE run_id = ? AND {generates()}",
+        [run_id]).fetchone()
     parts.append(f"streamed {streamed} of {total}")
     return f"parameters sent in run {run_id} (calls per value): " + "; ".join(parts) + "."
 

@@ -77,9 +77,10 @@ class RunTracker:
             call["retry_of"] = prev.original
             call["conversation_id"] = prev.conversation_id
             call["turn"] = prev.turn
-        elif parsed is not None and (parsed.previous_response_id or parsed.conversation_ref):
+        elif parsed is not None and parsed.generates and (parsed.previous_response_id or parsed.conversation_ref):
             self._link_server_state(call, parsed)
-        elif parsed is not None and parsed.messages:
+        elif parsed is not None and parsed.generates and parsed.messages:
+            # Only calls that generate hold a conversation: a token count of it is not one of its turns.
             chain = self.chain(parsed.system_prompt, parsed.messages)
             n = len(parsed.messages)
             conversation, turn = None, 1

@@ -289,9 +289,9 @@ class RowBuilder:
             max_tokens=p.max_tokens,
             seed=p.seed,
             parallel_tool_calls=None if p.parallel_tool_calls is None else int(p.parallel_tool_calls),
-            message_count=len(p.messages),
+            message_count=len(p.messages or p.inputs),  # an embedding call's inputs
             system_prompt_sha256=sha256_text(p.system_prompt),
-            prompt_sha256=sha256_json(p.messages),
+            prompt_sha256=sha256_json(p.messages or p.inputs),
             tools_sha256=sha256_json(p.tools) if p.tools else None,
             tool_result_ids=json.dumps(p.tool_result_ids) if p.tool_result_ids else None,
             server_context=p.server_context,
@@ -304,6 +304,11 @@ class RowBuilder:
             rows.prompts.append(
                 {"sha256": call["tools_sha256"], "kind": "tools", "text": canonical_json(p.tools)}
             )
+        if p.inputs:  # embeddings: each input on its own, token ids as they are
+            texts = [i for i in p.inputs if isinstance(i, str)]
+            counted, call["tokenizer"] = tokens.count_parts(texts, p.model, joined=False)
+            call["counted_input_tokens"] = counted + sum(len(i) for i in p.inputs if isinstance(i, list))
+            return
         parts = ([p.system_prompt or ""]
                  + [str(m.get("content") or "") + canonical_json(m.get("tool_calls") or "") for m in p.messages]
                  + ([canonical_json(p.tools)] if p.tools else []))

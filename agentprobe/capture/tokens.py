@@ -102,14 +102,15 @@ def count(text: str, model: str | None = None) -> tuple[int, str]:
 _PART_CACHE: LRU[int, int] = LRU(20_000)
 
 
-def count_parts(parts: list[str], model: str | None = None) -> tuple[int, str]:
-    """Tokens of the parts joined by newlines, each part counted once per process.
+def count_parts(parts: list[str], model: str | None = None, joined: bool = True) -> tuple[int, str]:
+    """Tokens of the parts joined by newlines (or, not joined, the sum of each part's own), each part
+    counted once per process.
 
     An agent resends its whole conversation every turn; counting only the messages not seen
     before keeps the cost per call flat instead of growing with the conversation.
     """
     enc, label = encoding_for(model)
-    total = max(len(parts) - 1, 0)  # the newline between parts: one token each in cl100k
+    total = max(len(parts) - 1, 0) if joined else 0  # the newline between parts: one token each in cl100k
     for part in parts:
         if not part:
             continue

@@ -7,8 +7,21 @@ from typing import Any
 
 import sqlite_utils
 
+from ..providers import DIALECTS
+
 SEVERITIES = ("low", "medium", "high", "critical")
 MODES = ("temperature_drift", "context_overflow", "token_limit", "prompt_drift", "api_latency", "race_condition")
+
+
+# The APIs that sample an answer from a model. Embeddings and token counting do not: the rules about
+# sampling settings, truncated answers, stream usage, conversations and prompts are about these only,
+# while the ones about failures, latency and spent tokens read every recorded API call (api IS NOT NULL).
+GENERATING_APIS = tuple(sorted(api for dialect in DIALECTS if dialect.GENERATES for api in dialect.APIS))
+
+
+def generates(column: str = "api") -> str:
+    """SQL: the call's api is one that generates (`column` names the api column, e.g. "c.api")."""
+    return f"{column} IN ({', '.join(repr(api) for api in GENERATING_APIS)})"
 
 
 def severity_rank(severity: str) -> int:

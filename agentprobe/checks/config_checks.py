@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Finding, ScanContext
+from .base import Finding, ScanContext, generates
 from .models import context_window
 
 
@@ -109,7 +109,7 @@ def against_runs(ctx: ScanContext) -> list[Finding]:
             if env.get(field) is None:
                 continue
             rows = list(ctx.db.query(
-                f"SELECT id, run_id, seq, model, {field} AS value FROM calls WHERE run_id = ? AND api IS NOT NULL"
+                f"SELECT id, run_id, seq, model, {field} AS value FROM calls WHERE run_id = ? AND {generates()}"
                 f" AND {field} IS NOT ? ORDER BY seq", [run_id, env[field]]))
             if not rows:
                 continue

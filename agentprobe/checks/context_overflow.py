@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Finding, ScanContext
+from .base import Finding, ScanContext, generates
 from .models import context_window
 
 _EXCEEDED_ERRORS = ("context_length_exceeded", "string_above_max_length", "request_too_large")
@@ -13,7 +13,7 @@ def _peak(ctx: ScanContext, run_id: str, conversation_id: str) -> dict:
     """The call where a conversation's input was largest (the earliest, on a tie)."""
     return next(ctx.db.query(
         f"SELECT run_id, conversation_id, model, id, seq, turn, {_TOKENS} AS tokens"
-        " FROM calls WHERE conversation_id = ? AND run_id = ? ORDER BY tokens DESC, seq LIMIT 1",
+        f" FROM calls WHERE conversation_id = ? AND run_id = ? AND {generates()} ORDER BY tokens DESC, seq LIMIT 1",
         [conversation_id, run_id]))
 
 
@@ -24,7 +24,7 @@ def near_limit(ctx: ScanContext) -> list[Finding]:
     # every call with a window function instead cost 5 s at 1M calls.
     convs = ctx.db.execute(
         f"SELECT conversation_id, run_id, model, max({_TOKENS}) FROM calls"
-        f" WHERE {where} AND conversation_id IS NOT NULL GROUP BY conversation_id", params).fetchall()
+        f" WHERE {where} AND conversation_id IS NOT NULL AND {generates()} GROUP BY conversation_id", params).fetchall()
     out, unknown = [], {}
     for conversation_id, run_id, model, tokens in convs:
         window = context_window(model, ctx.context_windows)

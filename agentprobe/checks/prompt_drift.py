@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 
-from .base import Finding, ScanContext
+from .base import Finding, ScanContext, generates
 
 _MAX_DIFF_LINES = 40
 
@@ -16,7 +16,8 @@ def _hashes(ctx: ScanContext, run_id: str, column: str) -> dict[str | None, dict
     # SQLite takes the bare columns (id, run_id) from the row holding min(seq): the first call.
     for row in ctx.db.query(
         f"SELECT id, run_id, min(seq) AS seq, model, {column} AS h FROM calls WHERE run_id = ?"
-        f" AND {column} IS NOT NULL AND (retry_of IS NULL) GROUP BY model, {column} ORDER BY seq", [run_id]):
+        f" AND {column} IS NOT NULL AND (retry_of IS NULL) AND {generates()} GROUP BY model, {column} ORDER BY seq",
+            [run_id]):
         out.setdefault(row["model"], {})[row["h"]] = row
     return out
 
@@ -77,7 +78,7 @@ def system_prompt_changed(ctx: ScanContext) -> list[Finding]:
     if pinned:
         where, params = ctx.runs_sql()
         rows = list(ctx.db.query(
-            f"SELECT id, run_id, seq, model, system_prompt_sha256 FROM calls WHERE {where}"
+            f"SELECT id, run_id, seq, model, system_prompt_sha256 FROM calls WHERE {where} AND {generates()}"
             " AND system_prompt_sha256 IS NOT NULL AND system_prompt_sha256 != ? ORDER BY seq", params + [pinned]))
         if rows:
             h = rows[0]["system_prompt_sha256"]

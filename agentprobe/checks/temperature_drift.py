@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from .base import Finding, ScanContext, seqs
+from .base import Finding, ScanContext, generates, seqs
 
 
 def implicit_default(ctx: ScanContext) -> list[Finding]:
     where, params = ctx.runs_sql()
     out = []
     groups = ctx.db.execute(
-        f"SELECT run_id, model, provider, count(*) FROM calls WHERE {where} AND api IS NOT NULL"
+        f"SELECT run_id, model, provider, count(*) FROM calls WHERE {where} AND {generates()}"
         " AND temperature IS NULL GROUP BY run_id, model, provider", params).fetchall()
     for run_id, model, provider, n in groups:
-        rows = ctx.cited("run_id = ? AND model IS ? AND api IS NOT NULL AND temperature IS NULL", [run_id, model])
+        rows = ctx.cited(f"run_id = ? AND model IS ? AND {generates()} AND temperature IS NULL", [run_id, model])
         out.append(Finding(
             rule="temperature_drift/implicit_default", severity="medium",
             title=f"{n} call(s) to {model} sent no temperature",
@@ -27,7 +27,7 @@ def implicit_default(ctx: ScanContext) -> list[Finding]:
 def env_mismatch(ctx: ScanContext) -> list[Finding]:
     """The same prompt sent at different temperatures in runs with different labels."""
     where, params = ctx.runs_sql("c.run_id", cross=True)
-    scope = (f"FROM calls c JOIN runs r ON r.id = c.run_id WHERE {where} AND c.api IS NOT NULL"
+    scope = (f"FROM calls c JOIN runs r ON r.id = c.run_id WHERE {where} AND {generates('c.api')}"
              " AND c.prompt_sha256 IS NOT NULL AND r.label IS NOT NULL")
     # Most prompts are sent under one label only; finding the shared ones first keeps the
     # grouping by (prompt, label), and the rows Python sees, to those: 15 s -> 4 s at 1M calls.
@@ -67,7 +67,7 @@ def nondeterministic_output(ctx: ScanContext) -> list[Finding]:
     rows = ctx.db.execute(
         f"SELECT request_sha256, count(DISTINCT output_sha256), count(*), group_concat(run_id || ':' || seq),"
         " min(model) FROM calls"
-        f" WHERE {where} AND api IS NOT NULL AND temperature = 0 AND output_sha256 IS NOT NULL"
+        f" WHERE {where} AND {generates()} AND temperature = 0 AND output_sha256 IS NOT NULL"
         " AND status < 300 GROUP BY request_sha256 HAVING count(DISTINCT output_sha256) > 1", params).fetchall()
     out = []
     for req, distinct, total, places, model in rows:

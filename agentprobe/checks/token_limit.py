@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from .base import Finding, ScanContext, seqs
+from .base import Finding, ScanContext, generates, seqs
 
 
 def truncated(ctx: ScanContext) -> list[Finding]:
     where, params = ctx.runs_sql()
     groups = ctx.db.execute(
-        f"SELECT run_id, model, count(*), max(max_tokens) FROM calls WHERE {where} AND api IS NOT NULL AND"
+        f"SELECT run_id, model, count(*), max(max_tokens) FROM calls WHERE {where} AND {generates()} AND"
         " (finish_reason = 'length' OR (max_tokens IS NOT NULL AND output_tokens >= max_tokens))"
         " GROUP BY run_id, model", params).fetchall()
     out = []
     for run_id, model, n, limit in groups:
-        rows = ctx.cited("run_id = ? AND model IS ? AND api IS NOT NULL AND (finish_reason = 'length'"
+        rows = ctx.cited(f"run_id = ? AND model IS ? AND {generates()} AND (finish_reason = 'length'"
                          " OR (max_tokens IS NOT NULL AND output_tokens >= max_tokens))", [run_id, model],
                          "max_tokens, output_tokens, raw_finish_reason")
         reason = rows[0]["raw_finish_reason"] or "length"

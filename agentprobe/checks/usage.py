@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Finding, ScanContext, by_run, seqs
+from .base import Finding, ScanContext, by_run, generates, seqs
 from .models import price
 
 
@@ -38,11 +38,11 @@ def missing(ctx: ScanContext) -> list[Finding]:
     where, params = ctx.runs_sql()
     out = []
     for run_id, api, n in ctx.db.execute(
-            f"SELECT run_id, api, count(*) FROM calls WHERE {where} AND stream = 1 AND status < 300"
+            f"SELECT run_id, api, count(*) FROM calls WHERE {where} AND {generates()} AND stream = 1 AND status < 300"
             " AND stream_complete = 1 AND input_tokens IS NULL AND output_tokens IS NULL GROUP BY run_id, api",
             params).fetchall():
-        rows = ctx.cited("run_id = ? AND api = ? AND stream = 1 AND status < 300 AND stream_complete = 1"
-                         " AND input_tokens IS NULL AND output_tokens IS NULL", [run_id, api])
+        rows = ctx.cited(f"run_id = ? AND api = ? AND {generates()} AND stream = 1 AND status < 300"
+                         " AND stream_complete = 1 AND input_tokens IS NULL AND output_tokens IS NULL", [run_id, api])
         fix = ('Send stream_options={"include_usage": true} with streamed chat completions so the final chunk'
                " reports usage." if api == "chat.completions" else
                "Read usage from the stream's final event; if the server never sends it, count tokens yourself.")

@@ -82,6 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = IDLE_TIMEOUT
     server: _Server
+    _entry: dict[str, Any] | None = None  # what _record kept of the request being answered
 
     def setup(self):
         super().setup()
@@ -112,6 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- requests ---------------------------------------------------------
 
     def do_GET(self):
+        self._entry = None
         if self._drain_body() is None:
             return
         if urlsplit(self.path).path == "/health":
@@ -120,11 +122,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_not_found()
 
     def do_POST(self):
+        self._entry = None
         body = self._drain_body()
         if body is None:
             return
         provider = self.server.provider
-        provider._record(self.command, self.path, self.headers, body)
+        self._entry = provider._record(self.command, self.path, self.headers, body)
         parts = urlsplit(self.path)
         route = dialects.route(parts.path, parts.query)
         if route is None:
@@ -245,6 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _head(self, status: int, headers: list[tuple[str, str]], content_type: str, length: int | None,
               encoding: str | None, chunked: bool = False) -> bytes:
+        if self._entry is not None:
+            self._entry["status"] = status  # what the request was answered, for tests to compare with recordings
         reason = self.responses.get(status, ("Overloaded" if status == 529 else "Error",))[0]
         lines = [f"HTTP/1.1 {status} {reason}", f"date: {formatdate(usegmt=True)}", f"content-type: {content_type}"]
         if length is not None:
@@ -367,7 +372,7 @@ class FakeProvider:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Snapshot of received POSTs: dicts with method, path, headers (lower-case keys), body, at."""
+        """Snapshot of received POSTs: dicts with method, path, headers (lower-case keys), body, at, status."""
         with self._lock:
             return list(self._requests)
 
@@ -384,16 +389,18 @@ class FakeProvider:
             self._requests.clear()
             self._arrivals.clear()
 
-    def _record(self, method: str, path: str, headers, body: bytes) -> None:
+    def _record(self, method: str, path: str, headers, body: bytes) -> dict[str, Any]:
         entry = {
             "method": method,
             "path": path,
             "headers": {name.lower(): value for name, value in headers.items()},
             "body": body,
             "at": time.time(),
+            "status": None,  # set when the answer's head is sent
         }
         with self._lock:
             self._requests.append(entry)
+        return entry
 
     def _should_fail(self, path: str, headers, body: bytes, wanted: Directives) -> bool:
         if not wanted.faulty:

@@ -150,8 +150,8 @@ def plan(db, run_id: str, opts: Options) -> list[Item]:
     for row in sorted(latest.values(), key=lambda r: r["seq"]):
         body = (body_text(db, row["request_body"]) or "").encode()
         dialect = detect(row["method"], row["host"], row["path"], body)
-        if dialect is None:
-            continue
+        if dialect is None or not dialect.GENERATES:
+            continue  # an embedding or a token count answers the same to the same input, and costs to ask again
         url = _target(row, opts)
         recorded_headers = json.loads(row["request_headers"] or "{}")
         headers = {k: v for k, v in recorded_headers.items() if k in _KEPT_HEADERS}

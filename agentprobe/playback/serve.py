@@ -24,7 +24,7 @@ import sqlite_utils
 from ..capture import redact
 from ..capture.linking import RunTracker
 from ..capture.rows import stored_request_body
-from ..providers import detect, load_json
+from ..providers import detect, load_json, provider_for
 from ..providers.base import ParseError
 from ..store.queries import body_text
 from ..util.http_server import LocalHTTPServer
@@ -112,7 +112,8 @@ class Matcher:
                 body_json = redact.scrub_json(load_json(body), secrets)
                 key = _body_key(stored_request_body(body_json))
                 parsed = dialect.parse_request(body_json, path, "")
-                chain = RunTracker.chain(parsed.system_prompt, parsed.messages)
+                # Only what generates has turns to follow (a token count of a conversation is not one of them).
+                chain = RunTracker.chain(parsed.system_prompt, parsed.messages) if parsed.generates else []
             except ParseError:
                 pass
         route = path.split("?")[0]
@@ -148,9 +149,10 @@ def unmatched_body(api: str | None, path: str) -> bytes:
         f"agentprobe serve: no recorded call matches this request to {path}; "
         "the agent took a different path than in the recording"
     )
-    if api == "messages":
+    family = provider_for("", api) if api else None
+    if family == "anthropic":
         body = {"type": "error", "error": {"type": "not_found_error", "message": message}}
-    elif api in ("generateContent", "streamGenerateContent"):
+    elif family == "gemini":
         body = {"error": {"code": 404, "message": message, "status": "NOT_FOUND"}}
     else:
         body = {"error": {"message": message, "type": "invalid_request_error", "param": None,

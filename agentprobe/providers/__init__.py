@@ -9,16 +9,34 @@ from __future__ import annotations
 
 import re
 
-from . import anthropic, gemini, openai_chat, openai_responses
+from . import (
+    anthropic,
+    anthropic_count_tokens,
+    gemini,
+    gemini_count_tokens,
+    gemini_embeddings,
+    openai_chat,
+    openai_embeddings,
+    openai_responses,
+)
 from .base import Dialect, ParsedRequest, ParsedResponse, ParseError
 from .common import load_json
 
-__all__ = ["detect", "provider_for", "load_json", "Dialect", "ParseError", "ParsedRequest", "ParsedResponse"]
+__all__ = ["DIALECTS", "detect", "provider_for", "load_json", "Dialect", "ParseError", "ParsedRequest",
+           "ParsedResponse"]
+
+DIALECTS = (openai_chat, openai_responses, openai_embeddings, anthropic, anthropic_count_tokens, gemini,
+            gemini_embeddings, gemini_count_tokens)
+_FAMILY = {api: dialect.FAMILY for dialect in DIALECTS for api in dialect.APIS}
 
 _CHAT = re.compile(r"/chat/completions/?$")
 _RESPONSES = re.compile(r"/responses/?$")
 _MESSAGES = re.compile(r"/messages/?$")
-_GEMINI = re.compile(r"/models/[^/:]+:(stream)?[gG]enerateContent$")
+_COUNT_TOKENS = re.compile(r"/messages/count_tokens/?$")
+_EMBEDDINGS = re.compile(r"/embeddings/?$")
+_GEMINI = re.compile(r"/models/[^/:]+:((?:stream)?[gG]enerateContent|embedContent|batchEmbedContents|countTokens)$")
+_GEMINI_METHODS = {"embedContent": gemini_embeddings, "batchEmbedContents": gemini_embeddings,
+                   "countTokens": gemini_count_tokens}
 
 
 def detect(method: str, host: str, path: str, body: bytes | None = None):
@@ -28,8 +46,9 @@ def detect(method: str, host: str, path: str, body: bytes | None = None):
     route = path.split("?", 1)[0]
     if _CHAT.search(route):
         return openai_chat
-    if _GEMINI.search(route):
-        return gemini
+    gemini_method = _GEMINI.search(route)
+    if gemini_method:
+        return _GEMINI_METHODS.get(gemini_method.group(1), gemini)
     if _RESPONSES.search(route):
         return openai_responses
     if _MESSAGES.search(route):
@@ -37,16 +56,16 @@ def detect(method: str, host: str, path: str, body: bytes | None = None):
         if "/threads/" in route:
             return None
         return anthropic
+    if _COUNT_TOKENS.search(route):
+        return anthropic_count_tokens
+    if _EMBEDDINGS.search(route):
+        return openai_embeddings
     return None
 
 
 def provider_for(host: str, dialect) -> str:
-    name = getattr(dialect, "name", dialect)
-    host = (host or "").lower()
-    if name == anthropic.name:
-        return "anthropic"
-    if name in (gemini.name, "streamGenerateContent"):
-        return "gemini"
-    if name in (openai_chat.name, openai_responses.name):
-        return "openai" if host == "api.openai.com" else "openai_compatible"
-    return "unknown"
+    """The provider column for a call: a dialect module, or an api name, and the host it went to."""
+    family = _FAMILY.get(getattr(dialect, "name", dialect))
+    if family == "openai":
+        return "openai" if (host or "").lower() == "api.openai.com" else "openai_compatible"
+    return family or "unknown"

@@ -12,6 +12,9 @@ from .common import (
 from .sse import JSONEventStream
 
 name = "messages"
+APIS = (name,)
+FAMILY = "anthropic"
+GENERATES = True
 
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
           "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
@@ -70,7 +73,7 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
     )
 
 
-def _error(resp: ParsedResponse, body: dict) -> bool:
+def error_fields(resp: ParsedResponse, body: dict) -> bool:
     if body.get("type") != "error" and not isinstance(body.get("error"), dict):
         return False
     err = as_dict(body.get("error"))
@@ -103,7 +106,7 @@ def _finish(resp: ParsedResponse, raw: Any) -> None:
 def parse_response(status: int, body: Any) -> ParsedResponse:
     resp = ParsedResponse()
     body = as_dict(body)
-    if _error(resp, body):
+    if error_fields(resp, body):
         return resp
     resp.response_model = string(body.get("model"))
     resp.response_id = string(body.get("id"))
@@ -146,7 +149,7 @@ class StreamParser(JSONEventStream):
         elif kind == "message_stop":
             self.resp.complete = True
         elif kind == "error":
-            _error(self.resp, ev)
+            error_fields(self.resp, ev)
 
     def result(self) -> ParsedResponse:
         self.resp.output_text = str(self.text)

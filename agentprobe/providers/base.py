@@ -20,7 +20,9 @@ class ParseError(ValueError):
 @dataclass
 class ParsedRequest:
     provider: str  # one of PROVIDERS
-    api: str | None  # chat.completions | responses | messages | generateContent | streamGenerateContent
+    # chat.completions | responses | messages | generateContent | streamGenerateContent, the APIs that generate;
+    # embeddings | embedContent | batchEmbedContents | countTokens | messages.count_tokens, the ones that do not
+    api: str | None
     model: str | None = None
     stream: bool = False
     # Parameters exactly as sent: None when the body does not carry them.
@@ -43,6 +45,12 @@ class ParsedRequest:
     previous_response_id: str | None = None
     conversation_ref: str | None = None
     server_context: str | None = None
+    # False for the APIs that sample nothing (embeddings, token counting): their calls take no part in
+    # conversations, and the rules about sampling, truncation and prompts leave them alone.
+    generates: bool = True
+    # Embedding inputs, one per vector: a text, or token ids sent already tokenized. Each is counted on
+    # its own (providers bill them that way) and `messages` stays empty: a batch of texts is no conversation.
+    inputs: list[str | list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -73,7 +81,10 @@ class StreamParser(Protocol):
 
 
 class Dialect(Protocol):
-    name: str
+    name: str  # the api recorded when the request cannot be parsed
+    APIS: tuple[str, ...]  # every api name parse_request can give
+    FAMILY: str  # openai | anthropic | gemini: which provider names its calls (see providers.provider_for)
+    GENERATES: bool  # whether its APIs sample an answer from a model
 
     def parse_request(self, body: Any, path: str, host: str) -> ParsedRequest: ...
 

@@ -174,3 +174,34 @@ def feed_in_pieces(parser, data: bytes | bytearray) -> None:
 def finished_tool_calls(slots) -> list[dict]:
     """Streamed tool-call slots as ParsedResponse.tool_calls: arguments joined into one string."""
     return [{**slot, "arguments": str(slot["arguments"])} for slot in slots]
+
+
+class WholeBody:
+    """The stream parser of an API that answers one JSON body, should a server send it as a stream.
+
+    Keeps the body (up to LIMIT) and reads it whole at the end; a body cut short, or past the
+    limit, is an incomplete answer.
+    """
+
+    LIMIT = 16 * 1024 * 1024
+
+    def __init__(self, parse_response) -> None:
+        self.parse_response = parse_response
+        self.data = bytearray()
+        self.over = False
+
+    def feed(self, data: bytes) -> None:
+        room = self.LIMIT - len(self.data)
+        if len(data) > room:
+            self.over = True
+        self.data += data[:max(room, 0)]
+
+    def result(self):
+        from .base import ParsedResponse
+
+        if self.over:
+            return ParsedResponse(complete=False)
+        try:
+            return self.parse_response(200, load_json(bytes(self.data)))
+        except ParseError:
+            return ParsedResponse(complete=False)

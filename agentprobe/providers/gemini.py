@@ -11,11 +11,15 @@ from .common import TextParts, as_dict, as_list, integer, json_text, num, requir
 from .sse import SSEReader
 
 name = "generateContent"
+APIS = (name, "streamGenerateContent")
+FAMILY = "gemini"
+GENERATES = True
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
           "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter",
           "MALFORMED_FUNCTION_CALL": "error"}
 _MODEL = re.compile(r"/models/([^/:?]+):(stream)?[gG]enerateContent")
+_ANY_METHOD = re.compile(r"/models/([^/:?]+):\w+")
 
 
 def _parts(content: Any) -> tuple[str, list[dict], list[str]]:
@@ -37,9 +41,8 @@ def _parts(content: Any) -> tuple[str, list[dict], list[str]]:
     return "".join(text), calls, results
 
 
-def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
-    body = require_dict(body)
-    match = _MODEL.search(path)
+def conversation(body: dict) -> dict[str, Any]:
+    """The ParsedRequest fields of a generateContent body (countTokens wraps one too)."""
     messages, last_results = [], []
     for content in as_list(body.get("contents")):
         text, calls, results = _parts(content)
@@ -50,11 +53,7 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
         last_results = results
     system = body.get("systemInstruction", body.get("system_instruction"))
     config = as_dict(body.get("generationConfig", body.get("generation_config")))
-    return ParsedRequest(
-        provider="gemini",
-        api="streamGenerateContent" if match and match.group(2) else name,
-        model=match.group(1) if match else None,
-        stream=bool(match and match.group(2)),
+    return dict(
         temperature=num(config.get("temperature")),
         top_p=num(config.get("topP", config.get("top_p"))),
         max_tokens=integer(config.get("maxOutputTokens", config.get("max_output_tokens"))),
@@ -68,7 +67,36 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
     )
 
 
-def _error(resp: ParsedResponse, body: dict) -> bool:
+def model_in(path: str) -> str | None:
+    """The model a Gemini URL names: `.../models/{model}:{method}`."""
+    match = _ANY_METHOD.search(path)
+    return match.group(1) if match else None
+
+
+def model_name(value: Any) -> str | None:
+    """A model as a body names it, `models/{model}`, without the prefix."""
+    text = string(value)
+    return (text.removeprefix("models/") or None) if text else None
+
+
+def content_text(content: Any) -> str:
+    """The text of one content object (`{"parts": [...]}`), other parts as placeholders."""
+    return _parts(content)[0]
+
+
+def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
+    body = require_dict(body)
+    match = _MODEL.search(path)
+    return ParsedRequest(
+        provider="gemini",
+        api="streamGenerateContent" if match and match.group(2) else name,
+        model=match.group(1) if match else None,
+        stream=bool(match and match.group(2)),
+        **conversation(body),
+    )
+
+
+def error_fields(resp: ParsedResponse, body: dict) -> bool:
     err = body.get("error")
     if not isinstance(err, dict):
         return False
@@ -79,7 +107,7 @@ def _error(resp: ParsedResponse, body: dict) -> bool:
 
 
 def _chunk(resp: ParsedResponse, body: dict, text: list[str] | TextParts, calls: list[dict]) -> None:
-    if _error(resp, body):
+    if error_fields(resp, body):
         return
     resp.response_model = string(body.get("modelVersion")) or resp.response_model
     resp.response_id = string(body.get("responseId")) or resp.response_id

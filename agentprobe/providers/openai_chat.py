@@ -12,6 +12,9 @@ from .common import (
 from .sse import DONE, NOT_JSON, SSEReader, json_payloads
 
 name = "chat.completions"
+APIS = (name,)
+FAMILY = "openai"
+GENERATES = True
 
 FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
           "content_filter": "content_filter"}
@@ -46,13 +49,10 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
             msg["tool_call_id"] = string(m.get("tool_call_id"))
         messages.append(msg)
     stream_options = as_dict(body.get("stream_options"))
-    model = string(body.get("model"))
-    if model is None and "/deployments/" in path:  # Azure names the deployment in the path
-        model = path.split("/deployments/", 1)[1].split("/", 1)[0] or None
     return ParsedRequest(
         provider=provider_for(host, "chat.completions"),
         api=name,
-        model=model,
+        model=string(body.get("model")) or deployment(path),
         stream=flag(body.get("stream")) is True,
         temperature=num(body.get("temperature")),
         top_p=num(body.get("top_p")),
@@ -65,6 +65,13 @@ def parse_request(body: Any, path: str, host: str) -> ParsedRequest:
         tools=as_list(body.get("tools")) or (as_list(body.get("functions")) or None),
         tool_result_ids=trailing_tool_results(messages),
     )
+
+
+def deployment(path: str) -> str | None:
+    """Azure names the deployment, not the model, in the path: `/openai/deployments/{name}/...`."""
+    if "/deployments/" not in path:
+        return None
+    return path.split("/deployments/", 1)[1].split("/", 1)[0].split("?", 1)[0] or None
 
 
 def error_fields(resp: ParsedResponse, body: dict) -> bool:

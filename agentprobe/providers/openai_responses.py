@@ -13,6 +13,9 @@ from .openai_chat import error_fields
 from .sse import JSONEventStream
 
 name = "responses"
+APIS = (name,)
+FAMILY = "openai"
+GENERATES = True
 
 INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"}
 

@@ -27,6 +27,12 @@ _OPERATION = {
     "messages": "chat",
     "generateContent": "generate_content",
     "streamGenerateContent": "generate_content",
+    "embeddings": "embeddings",
+    "embedContent": "embeddings",
+    "batchEmbedContents": "embeddings",
+    # No GenAI convention names token counting: a name of our own, as the conventions allow.
+    "countTokens": "count_tokens",
+    "messages.count_tokens": "count_tokens",
 }
 _PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini",
              "openai_compatible": "openai_compatible"}

@@ -371,3 +371,46 @@ def test_usage_mismatch_tolerance(sc):
     sc.call(run, input_tokens=11, counted_input_tokens=7, tokenizer="cl100k_base")  # 36%, but only message framing
     [f] = sc.scan()["usage/mismatch"]
     assert f.data["calls"] == 1
+
+
+# -- APIs that generate nothing ----------------------------------------------------------------------
+
+def _utility_calls(sc, run, system: str) -> None:
+    """A RAG step: embed the query (429, then its retry), count the prompt's tokens, embed in a batch."""
+    first = sc.call(run, api="embeddings", model="text-embedding-3-small", temperature=None, status=429,
+                    error_type="rate_limit_exceeded", finish_reason="error", retry_after_s=1.0,
+                    request_sha256=sha("embed"), counted_input_tokens=40, output_sha256=None)
+    sc.call(run, api="embeddings", model="text-embedding-3-small", temperature=None, attempt=2, retry_of=first["id"],
+            request_sha256=sha("embed"), input_tokens=40, counted_input_tokens=40, output_sha256=None,
+            finish_reason=None)
+    # A count of a long conversation, with a system prompt and an output ceiling in the wrapped request.
+    sc.call(run, api="countTokens", provider="gemini", model="gemini-2.5-flash", temperature=None, max_tokens=5,
+            conversation_id=f"COUNT_{run}", turn=1, input_tokens=1_000_000, counted_input_tokens=990_000,
+            system_prompt_sha256=sc.prompt(system), output_sha256=None, finish_reason=None)
+    sc.call(run, api="messages.count_tokens", provider="anthropic", model="claude-sonnet-4-5", temperature=None,
+            system_prompt_sha256=sc.prompt(system + " (claude)"), output_sha256=None, finish_reason=None)
+    sc.call(run, api="batchEmbedContents", provider="gemini", model="text-embedding-004", temperature=None,
+            input_tokens=100, counted_input_tokens=50, tokenizer="cl100k_base", output_sha256=None, finish_reason=None)
+
+
+def test_apis_that_generate_nothing_stay_out_of_the_sampling_conversation_and_prompt_rules(sc):
+    _utility_calls(sc, sc.run(label="prod"), "Answer from the documents.")
+    _utility_calls(sc, sc.run(label="prod"), "Answer from the documents only.")
+    found = sc.scan(config={"model": "gpt-4o", "environments": {"prod": {"temperature": 0, "max_tokens": 100}}})
+    excluded = ("temperature_drift", "context_overflow", "prompt_drift", "token_limit")
+    assert sorted(rule for rule in found if rule.split("/")[0] in excluded) == []
+    # What does apply: failures, retries and the tokens they spent, and usage counts that disagree.
+    [limited] = found["api_latency/rate_limited"]
+    assert limited.data["calls"] == 1 and limited.calls[0]["model"] == "text-embedding-3-small"
+    assert found["api_latency/retry"][0].data == {"retries": 1, "max_attempt": 2}
+    assert found["usage/wasted"][0].data["tokens"] == 40
+    [mismatch] = found["usage/mismatch"]
+    assert [c["model"] for c in mismatch.calls] == ["text-embedding-004"]
+
+
+def test_a_provider_rejecting_an_embedding_input_as_too_long_is_still_reported(sc):
+    run = sc.run()
+    sc.call(run, api="embeddings", model="text-embedding-3-small", temperature=None, status=400,
+            error_type="context_length_exceeded", error_message="This model's maximum context length is 8192 tokens")
+    [f] = sc.scan()["context_overflow/exceeded"]
+    assert f.calls[0]["model"] == "text-embedding-3-small"

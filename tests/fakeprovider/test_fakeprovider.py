@@ -17,8 +17,11 @@ import anthropic
 import httpx2
 import openai
 import pytest
+from google import genai
+from google.genai import types as genai_types
 
 from agentprobe.fakeprovider import FakeProvider
+from agentprobe.fakeprovider.vectors import DEFAULT_DIMENSIONS, vector
 
 PROMPT = "Summarise the quarterly report please"
 EXPECTED = "Fake reply to: Summarise the quarterly report please word9 word10 word11 word12"
@@ -287,7 +290,7 @@ def test_unknown_directive_and_path(fake_provider_tls, client_ssl):
     response, body = post(fake_provider_tls, "/v1/chat/completions", {"model": "m", "messages": user("[fake stauts=1] x")},
                           client_ssl)
     assert response.status == 400 and "stauts" in json.loads(body)["error"]["message"]
-    response, body = post(fake_provider_tls, "/v1/embeddings", {"input": "x"}, client_ssl)
+    response, body = post(fake_provider_tls, "/v1/images/generations", {"prompt": "x"}, client_ssl)
     assert response.status == 404 and "error" in json.loads(body)
 
 
@@ -451,6 +454,118 @@ def test_gemini_function_calls(fake_provider, client_ssl):
     response, raw = post(fake_provider, "/v1beta/models/gemini-2.5-flash:generateContent", body)
     parts = json.loads(raw)["candidates"][0]["content"]["parts"]
     assert parts == [{"functionCall": {"name": "lookup", "args": {"i": 1}}}]
+
+
+# -- embeddings and token counting ----------------------------------------------------------
+
+
+def make_genai(provider, client_ssl) -> genai.Client:
+    client_args = {"verify": client_ssl, "trust_env": False}
+    return genai.Client(api_key="AIza-fake", http_options=genai_types.HttpOptions(base_url=provider.url,
+                                                                                  client_args=client_args))
+
+
+def test_openai_embeddings_string_input_base64_and_float(fake_provider_tls, client_ssl):
+    client = make_openai(fake_provider_tls, client_ssl)
+    default = client.embeddings.create(model="text-embedding-3-small", input=PROMPT)  # the SDK asks for base64
+    floats = client.embeddings.create(model="text-embedding-3-small", input=PROMPT, encoding_format="float")
+    assert [json.loads(r["body"])["encoding_format"] for r in fake_provider_tls.requests] == ["base64", "float"]
+    [one] = default.data
+    assert (one.object, one.index, len(one.embedding)) == ("embedding", 0, DEFAULT_DIMENSIONS)
+    assert one.embedding == floats.data[0].embedding == vector("text-embedding-3-small", PROMPT)
+    assert sum(v * v for v in one.embedding) == pytest.approx(1.0, rel=1e-5)
+    assert default.model == "text-embedding-3-small" and default.object == "list"
+    # 37 characters at ~4 a token; embeddings add no per-message framing
+    assert (default.usage.prompt_tokens, default.usage.total_tokens) == (10, 10)
+    other = client.embeddings.create(model="text-embedding-3-large", input=PROMPT)
+    assert other.data[0].embedding != one.embedding  # the model is part of what decides the vector
+
+
+def test_openai_embeddings_lists_token_arrays_and_dimensions(fake_provider_tls, client_ssl):
+    client = make_openai(fake_provider_tls, client_ssl)
+    batch = client.embeddings.create(model="text-embedding-3-small", input=["alpha", "beta gamma"], dimensions=3)
+    assert [(d.index, len(d.embedding)) for d in batch.data] == [(0, 3), (1, 3)]
+    assert batch.data[1].embedding == vector("text-embedding-3-small", "beta gamma", 3)
+    assert batch.usage.prompt_tokens == 2 + 3
+    longer = vector("text-embedding-3-small", "beta gamma", 16)
+    norm = sum(v * v for v in longer[:3]) ** 0.5
+    assert batch.data[1].embedding == pytest.approx([v / norm for v in longer[:3]], rel=1e-5)  # truncated, renormalised
+    tokens = client.embeddings.create(model="text-embedding-3-small", input=[[101, 102, 103], [7]])
+    assert tokens.usage.prompt_tokens == 4 and len(tokens.data) == 2
+    single = client.embeddings.create(model="text-embedding-3-small", input=[5, 6])
+    assert len(single.data) == 1 and single.usage.prompt_tokens == 2
+
+
+def test_openai_embeddings_reject_what_openai_rejects(fake_provider, client_ssl):
+    for body in ({"model": "m", "input": ""}, {"model": "m", "input": []}, {"model": "m", "input": [1, "x"]},
+                 {"model": "m", "input": "x", "dimensions": 0}, {"model": "m", "input": "x", "encoding_format": "hex"}):
+        response, raw = post(fake_provider, "/v1/embeddings", body)
+        assert response.status == 400, body
+        assert json.loads(raw)["error"]["type"] == "invalid_request_error"
+
+
+def test_embeddings_directives_retry_and_no_usage(fake_provider_tls, client_ssl):
+    client = make_openai(fake_provider_tls, client_ssl)
+    result = client.embeddings.create(model="text-embedding-3-small",
+                                      input="[fake status=429 retry_after=0.1 fail_times=1] q")
+    assert len(result.data) == 1 and fake_provider_tls.count("/v1/embeddings") == 2
+    assert [(r["headers"]["x-stainless-retry-count"], r["status"]) for r in fake_provider_tls.requests] == [
+        ("0", 429), ("1", 200)]
+    response, raw = post(fake_provider_tls, "/openai/v1/embeddings", {"model": "m", "input": ["a", "b"]}, client_ssl,
+                         {"x-fake": "no_usage=1"})
+    assert response.status == 200 and "usage" not in json.loads(raw)
+    response, raw = post(fake_provider_tls, "/v1/embeddings", {"model": "m", "input": "x"}, client_ssl,
+                         {"x-fake": "status=400; code=context_length_exceeded"})
+    error = json.loads(raw)["error"]
+    assert error["param"] == "input" and "maximum context length is 8192" in error["message"]
+    started = time.monotonic()
+    post(fake_provider_tls, "/v1/embeddings", {"model": "m", "input": "x"}, client_ssl, {"x-fake": "delay=0.2"})
+    assert time.monotonic() - started >= 0.2
+
+
+def test_gemini_embed_content_batch_and_single(fake_provider_tls, client_ssl):
+    client = make_genai(fake_provider_tls, client_ssl)
+    result = client.models.embed_content(model="text-embedding-004", contents=["first text", "second text"],
+                                         config={"output_dimensionality": 5})
+    [request] = fake_provider_tls.requests
+    assert request["path"].endswith("/models/text-embedding-004:batchEmbedContents")
+    assert [len(e.values) for e in result.embeddings] == [5, 5]
+    assert result.embeddings[1].values == vector("text-embedding-004", ["second text"], 5)
+    assert result.usage_metadata is None  # the Gemini API reports no usage for embeddings
+    response, raw = post(fake_provider_tls, "/v1beta/models/gemini-embedding-001:embedContent",
+                         {"content": {"parts": [{"text": "solo"}]}, "taskType": "RETRIEVAL_QUERY"}, client_ssl)
+    assert json.loads(raw) == {"embedding": {"values": vector("gemini-embedding-001", ["solo"])}}
+    response, raw = post(fake_provider_tls, "/v1beta/models/gemini-embedding-001:batchEmbedContents",
+                         {"requests": []}, client_ssl)
+    assert response.status == 400 and json.loads(raw)["error"]["status"] == "INVALID_ARGUMENT"
+    response, raw = post(fake_provider_tls, "/v1beta/models/gemini-embedding-001:embedContent",
+                         {"content": {"parts": [{"text": "[fake status=429] x"}]}}, client_ssl)
+    assert response.status == 429 and json.loads(raw)["error"]["status"] == "RESOURCE_EXHAUSTED"
+
+
+def test_gemini_count_tokens(fake_provider_tls, client_ssl):
+    client = make_genai(fake_provider_tls, client_ssl)
+    counted = client.models.count_tokens(model="gemini-2.5-flash", contents=PROMPT)
+    assert counted.total_tokens == 13  # 37 characters at ~4 a token, + 3 for the one message
+    assert fake_provider_tls.requests[0]["path"].endswith("/models/gemini-2.5-flash:countTokens")
+    generated = client.models.generate_content(model="gemini-2.5-flash", contents=PROMPT)
+    assert generated.usage_metadata.prompt_token_count == counted.total_tokens  # the same count both ways
+    wrapped = {"generateContentRequest": {"model": "models/gemini-2.5-flash",
+                                          "contents": [{"role": "user", "parts": [{"text": PROMPT}]}]}}
+    response, raw = post(fake_provider_tls, "/v1beta/models/gemini-2.5-flash:countTokens", wrapped, client_ssl)
+    assert json.loads(raw) == {"totalTokens": 13, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 13}]}
+
+
+def test_anthropic_count_tokens_matches_the_messages_usage(fake_provider_tls, client_ssl):
+    client = make_anthropic(fake_provider_tls, client_ssl)
+    request = {"model": "claude-sonnet-4-5", "system": "Be brief", "tools": TOOLS_ANTHROPIC, "messages": user(PROMPT)}
+    counted = client.messages.count_tokens(**request)
+    created = client.messages.create(max_tokens=50, **request)
+    assert counted.input_tokens == created.usage.input_tokens > 0
+    assert fake_provider_tls.requests[0]["path"] == "/v1/messages/count_tokens"
+    with pytest.raises(anthropic.RateLimitError):
+        make_anthropic(fake_provider_tls, client_ssl, max_retries=0).messages.count_tokens(
+            model="claude-sonnet-4-5", messages=user("[fake status=429] hi"))
 
 
 # -- the server itself ------------------------------------------------------------------------

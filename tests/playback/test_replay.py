@@ -25,6 +25,9 @@ AGENT = textwrap.dedent(
     with an.messages.stream(model="claude-haiku-4-5", max_tokens=100, extra_body={"temperature": temperature},
                             messages=[{"role": "user", "content": "Stream something"}]) as s:
         s.get_final_text()
+    if os.environ.get("EMBED"):
+        oa.embeddings.create(model="text-embedding-3-small", input=["a passage", "another passage"])
+        an.messages.count_tokens(model="claude-haiku-4-5", messages=[{"role": "user", "content": "Count me"}])
     """
 )
 
@@ -58,6 +61,16 @@ def test_deterministic_provider_scores_100(record):
     assert all(o["ratios"] == [1.0, 1.0, 1.0] for o in result["outcomes"])
     runs = json.loads(run_cli("runs", "--json", env=env).stdout)
     assert runs[0]["label"] == "replay" and runs[0]["parent_run_id"] == run_id and runs[0]["calls"] == 9
+
+
+def test_embeddings_and_token_counts_are_not_replayed(record):
+    run, env, ca, provider = record
+    run_id = run(EMBED="1")
+    assert provider.count("/v1/embeddings") == provider.count("/v1/messages/count_tokens") == 1
+    r = _replay(env, ca, run_id)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["calls"] == 3  # the three calls that generate
+    assert provider.count("/v1/embeddings") == provider.count("/v1/messages/count_tokens") == 1
 
 
 def test_varying_provider_drops_and_says_why(record):

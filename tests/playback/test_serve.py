@@ -112,3 +112,44 @@ def test_changed_follow_ups_are_matched_by_their_place_in_the_conversation(recor
     assert r.returncode == 0, r.stderr
     assert r.stdout == original_output
     assert "2 matched the recording exactly, 2 by their place in a conversation, 0 unmatched" in r.stderr
+
+
+EMBEDDING_AGENT = textwrap.dedent(
+    """
+    import os, openai, anthropic
+    oa = openai.OpenAI(base_url=os.environ["FAKE_URL"] + "/v1", api_key="sk-serve-0123456789abcdef", max_retries=0)
+    vectors = oa.embeddings.create(model="text-embedding-3-small", input=["refund policy", "shipping times"])
+    print("vectors:", [round(v, 6) for d in vectors.data for v in d.embedding])
+    an = anthropic.Anthropic(base_url=os.environ["FAKE_URL"], api_key="sk-ant-serve-0123456789", max_retries=0)
+    print("tokens:", an.messages.count_tokens(model="claude-haiku-4-5",
+                                              messages=[{"role": "user", "content": "refund policy"}]).input_tokens)
+    """
+)
+
+
+def test_embeddings_and_token_counts_are_served_offline(tmp_path, tls_ca_bundle, fake_provider_tls):
+    (tmp_path / "agent.py").write_text(EMBEDDING_AGENT)
+    env = {"FAKE_URL": fake_provider_tls.url, "AGENTPROBE_DB": str(tmp_path / "ap.db"),
+           "AGENTPROBE_CONFDIR": str(tmp_path / "conf")}
+    r = run_cli("trace", "--upstream-ca", tls_ca_bundle, "--", sys.executable, str(tmp_path / "agent.py"), env=env)
+    assert r.returncode == 0, r.stderr
+    run_id = json.loads(run_cli("runs", "--json", env=env).stdout)[0]["id"]
+    fake_provider_tls.stop()
+    served = run_cli("trace", "--serve", run_id, "--", sys.executable, str(tmp_path / "agent.py"), env=env)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout == r.stdout and "vectors: [" in r.stdout
+    assert "2 matched the recording exactly" in served.stderr and "0 unmatched" in served.stderr
+
+
+@pytest.mark.parametrize("api,shape", [("embeddings", "openai"), ("messages.count_tokens", "anthropic"),
+                                       ("batchEmbedContents", "gemini"), ("countTokens", "gemini"), (None, "openai")])
+def test_an_unmatched_request_is_answered_in_its_provider_s_error_shape(api, shape):
+    from agentprobe.playback.serve import unmatched_body
+
+    body = json.loads(unmatched_body(api, "/x"))
+    if shape == "anthropic":
+        assert body["type"] == "error" and body["error"]["type"] == "not_found_error"
+    elif shape == "gemini":
+        assert body["error"]["status"] == "NOT_FOUND"
+    else:
+        assert body["error"]["code"] == "unmatched_request"

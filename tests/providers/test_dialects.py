@@ -6,7 +6,10 @@ import json
 
 import pytest
 
-from agentprobe.providers import anthropic, detect, gemini, load_json, openai_chat, openai_responses, provider_for
+from agentprobe.providers import (
+    anthropic, anthropic_count_tokens, detect, gemini, gemini_count_tokens, gemini_embeddings, load_json, openai_chat,
+    openai_embeddings, openai_responses, provider_for
+)
 from agentprobe.providers.base import ParseError
 from agentprobe.providers.sse import SSEReader
 
@@ -24,8 +27,17 @@ from agentprobe.providers.sse import SSEReader
         ("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=X", gemini),
         ("GET", "/v1/models", None),
         ("GET", "/v1/responses/resp_123", None),
-        ("POST", "/v1/messages/count_tokens", None),
-        ("POST", "/v1/embeddings", None),
+        ("POST", "/v1/messages/count_tokens", anthropic_count_tokens),
+        ("POST", "/anthropic/v1/messages/count_tokens?beta=true", anthropic_count_tokens),
+        ("POST", "/v1/embeddings", openai_embeddings),
+        ("POST", "/gateway/openai/v1/embeddings", openai_embeddings),
+        ("POST", "/openai/deployments/embed-prod/embeddings?api-version=2024-10-21", openai_embeddings),
+        ("GET", "/v1/embeddings", None),
+        ("POST", "/v1beta/models/text-embedding-004:embedContent", gemini_embeddings),
+        ("POST", "/google/v1beta/models/gemini-embedding-001:batchEmbedContents?key=X", gemini_embeddings),
+        ("POST", "/v1beta/models/gemini-2.5-flash:countTokens", gemini_count_tokens),
+        ("POST", "/v1beta/models/gemini-2.5-flash:countTokens/extra", None),
+        ("POST", "/v1/embeddings/batch", None),
         ("POST", "/v1/threads/thread_1/messages", None),
         ("POST", "/upload", None),
     ],
@@ -40,6 +52,12 @@ def test_provider_names():
     assert provider_for("localhost", openai_responses) == "openai_compatible"
     assert provider_for("gateway.corp", anthropic) == "anthropic"
     assert provider_for("generativelanguage.googleapis.com", gemini) == "gemini"
+    assert provider_for("api.openai.com", openai_embeddings) == "openai"
+    assert provider_for("localhost", "embeddings") == "openai_compatible"
+    assert provider_for("gateway.corp", anthropic_count_tokens) == "anthropic"
+    assert provider_for("api.openai.com", gemini_embeddings) == "gemini"
+    assert provider_for("h", gemini_count_tokens) == "gemini"
+    assert provider_for("h", "no.such.api") == "unknown"
 
 
 def test_openai_chat_request():
@@ -204,6 +222,120 @@ def test_gemini_request_response_and_array_stream():
     assert _feed_split(gemini.stream_parser(), sse, 5).output_text == "xy"
     err = gemini.parse_response(429, {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}})
     assert err.error_type == "RESOURCE_EXHAUSTED"
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("one text", ["one text"]),
+    (["a", "b c"], ["a", "b c"]),
+    ([101, 102, 103], [[101, 102, 103]]),
+    ([[1, 2], [3]], [[1, 2], [3]]),
+    (["text", [4, 5], 7, None, [1, "x"], [], True], ["text", [4, 5]]),  # unknown shapes are left out
+    ([True, False], []),
+    (None, []),
+    ({"text": "x"}, []),
+])
+def test_openai_embeddings_inputs(raw, expected):
+    p = openai_embeddings.parse_request({"model": "text-embedding-3-small", "input": raw, "dimensions": 64},
+                                        "/v1/embeddings", "api.openai.com")
+    assert (p.provider, p.api, p.model, p.generates) == ("openai", "embeddings", "text-embedding-3-small", False)
+    assert p.inputs == expected
+    assert p.messages == [] and p.system_prompt is None and p.temperature is None and p.max_tokens is None
+
+
+def test_openai_embeddings_azure_deployment_response_and_error():
+    p = openai_embeddings.parse_request({"input": "x"}, "/openai/deployments/embed-prod/embeddings?api-version=1",
+                                        "res.openai.azure.com")
+    assert (p.provider, p.model) == ("openai_compatible", "embed-prod")
+    r = openai_embeddings.parse_response(200, {
+        "object": "list", "model": "text-embedding-3-small",
+        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, -0.2]}],
+        "usage": {"prompt_tokens": 7, "total_tokens": 7}})
+    assert (r.input_tokens, r.output_tokens, r.usage_source, r.response_model) == (7, None, "provider",
+                                                                                  "text-embedding-3-small")
+    assert r.finish_reason is None and r.output_text == "" and r.tool_calls == [] and r.complete
+    bare = openai_embeddings.parse_response(200, {"object": "list", "data": []})  # a server that sends no usage
+    assert bare.input_tokens is None and bare.usage_source is None
+    e = openai_embeddings.parse_response(400, {"error": {"message": "too long", "type": "invalid_request_error",
+                                                        "param": "input", "code": "context_length_exceeded"}})
+    assert (e.error_type, e.error_message, e.finish_reason) == ("context_length_exceeded", "too long", "error")
+    streamed = openai_embeddings.stream_parser()
+    body = json.dumps({"object": "list", "usage": {"prompt_tokens": 3, "total_tokens": 3}}).encode()
+    streamed.feed(body[:9])
+    streamed.feed(body[9:])
+    assert streamed.result().input_tokens == 3
+    cut = openai_embeddings.stream_parser()
+    cut.feed(body[:9])
+    assert not cut.result().complete
+
+
+def test_gemini_embed_content_and_batch():
+    single = gemini_embeddings.parse_request(
+        {"content": {"parts": [{"text": "find "}, {"text": "me"}]}, "taskType": "RETRIEVAL_QUERY"},
+        "/v1beta/models/gemini-embedding-001:embedContent", "generativelanguage.googleapis.com")
+    assert (single.provider, single.api, single.model, single.generates) == (
+        "gemini", "embedContent", "gemini-embedding-001", False)
+    assert single.inputs == ["find me"] and single.messages == []
+    batch = gemini_embeddings.parse_request(
+        {"requests": [{"model": "models/text-embedding-004", "content": {"parts": [{"text": "one"}]}},
+                      {"model": "models/text-embedding-004", "content": {"parts": [{"inlineData": {}}]}},
+                      {"model": "models/text-embedding-004"}, "junk"]},
+        "/v1beta/models/text-embedding-004:batchEmbedContents?key=K", "h")
+    assert (batch.api, batch.model) == ("batchEmbedContents", "text-embedding-004")
+    assert batch.inputs == ["one", "[inlineData]"]
+    # No method in the path (a rewritten URL): read as embedContent, the model named by the body.
+    named = gemini_embeddings.parse_request({"model": "models/m1", "content": {"parts": []}}, "/embed", "h")
+    assert (named.api, named.model, named.inputs) == ("embedContent", "m1", [""])
+    r = gemini_embeddings.parse_response(200, {"embeddings": [{"values": [0.1]}, {"values": [0.2]}]})
+    assert r.input_tokens is None and r.usage_source is None and r.finish_reason is None  # the Gemini API sends none
+    vertex = gemini_embeddings.parse_response(200, {"embeddings": [], "usageMetadata": {"promptTokenCount": 9}})
+    assert (vertex.input_tokens, vertex.usage_source) == (9, "provider")
+    err = gemini_embeddings.parse_response(
+        429, {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}})
+    assert err.error_type == "RESOURCE_EXHAUSTED" and err.error_message == "quota"
+
+
+def test_gemini_count_tokens_bare_and_wrapped():
+    bare = gemini_count_tokens.parse_request({"contents": [{"role": "user", "parts": [{"text": "How big?"}]}]},
+                                             "/v1beta/models/gemini-2.5-pro:countTokens", "h")
+    assert (bare.provider, bare.api, bare.model, bare.generates, bare.stream) == (
+        "gemini", "countTokens", "gemini-2.5-pro", False, False)
+    assert bare.messages == [{"role": "user", "content": "How big?"}] and bare.inputs == []
+    wrapped = gemini_count_tokens.parse_request({"generateContentRequest": {
+        "model": "models/gemini-2.5-flash", "systemInstruction": {"parts": [{"text": "S"}]},
+        "contents": [{"parts": [{"text": "Q"}]}], "tools": [{"functionDeclarations": [{"name": "f"}]}]}}, "/x", "h")
+    assert (wrapped.model, wrapped.system_prompt, wrapped.messages[0]["content"]) == ("gemini-2.5-flash", "S", "Q")
+    assert wrapped.tools == [{"functionDeclarations": [{"name": "f"}]}]
+    r = gemini_count_tokens.parse_response(200, {"totalTokens": 31, "cachedContentTokenCount": 4,
+                                                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 31}]})
+    assert (r.input_tokens, r.cached_input_tokens, r.output_tokens, r.usage_source) == (31, 4, None, "provider")
+    assert r.finish_reason is None
+    err = gemini_count_tokens.parse_response(
+        400, {"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT"}})
+    assert err.error_type == "INVALID_ARGUMENT"
+
+
+def test_anthropic_count_tokens():
+    p = anthropic_count_tokens.parse_request({
+        "model": "claude-sonnet-4-5", "system": "Sys", "tools": [{"name": "t", "input_schema": {}}],
+        "messages": [{"role": "user", "content": "How many tokens?"}]}, "/v1/messages/count_tokens", "gw")
+    assert (p.provider, p.api, p.model, p.generates, p.stream) == (
+        "anthropic", "messages.count_tokens", "claude-sonnet-4-5", False, False)
+    assert p.system_prompt == "Sys" and p.messages[0]["content"] == "How many tokens?" and p.tools
+    r = anthropic_count_tokens.parse_response(200, {"input_tokens": 42})
+    assert (r.input_tokens, r.output_tokens, r.usage_source, r.finish_reason) == (42, None, "provider", None)
+    err = anthropic_count_tokens.parse_response(
+        400, {"type": "error", "error": {"type": "invalid_request_error", "message": "prompt is too long: 1 > 0"}})
+    assert err.error_type == "invalid_request_error" and "too long" in err.error_message
+    assert anthropic_count_tokens.parse_response(200, {"input_tokens": "many"}).usage_source is None
+
+
+def test_generating_apis_are_the_dialects_that_sample():
+    from agentprobe.checks.base import GENERATING_APIS
+
+    assert set(GENERATING_APIS) == {"chat.completions", "responses", "messages", "generateContent",
+                                    "streamGenerateContent"}
+    for dialect in (openai_embeddings, gemini_embeddings, gemini_count_tokens, anthropic_count_tokens):
+        assert not dialect.GENERATES and not set(dialect.APIS) & set(GENERATING_APIS)
 
 
 def test_sse_reader_line_endings_comments_and_bom():

@@ -7,11 +7,10 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentprobe.providers import anthropic, gemini, load_json, openai_chat, openai_responses
+from agentprobe.providers import DIALECTS, load_json
 from agentprobe.providers.base import ParseError
 from agentprobe.providers.sse import SSEReader
 
-DIALECTS = [openai_chat, openai_responses, anthropic, gemini]
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6),
@@ -20,13 +19,19 @@ json_values = st.recursive(
 # Bodies that look like real requests, so the fuzzer reaches past the first isinstance check.
 keys = st.sampled_from(["model", "messages", "input", "contents", "system", "tools", "temperature", "max_tokens",
                         "stream", "tool_choice", "generationConfig", "instructions", "content", "role", "parts",
-                        "choices", "delta", "usage", "candidates", "error", "type", "output", "stream_options"])
+                        "choices", "delta", "usage", "candidates", "error", "type", "output", "stream_options",
+                        "requests", "data", "embedding", "embeddings", "values", "prompt_tokens", "totalTokens",
+                        "input_tokens", "usageMetadata", "generateContentRequest", "dimensions", "text"])
 shaped = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=6),
     max_leaves=60,
 )
 FUZZ = settings(max_examples=150, deadline=None)
+# Paths the parsers read a model or a method from, and ones they cannot.
+paths = st.sampled_from(["/v1/embeddings", "/openai/deployments/d/embeddings?api-version=1", "/v1/messages/count_tokens",
+                         "/v1beta/models/m:embedContent", "/v1beta/models/m:batchEmbedContents?key=k",
+                         "/v1beta/models/m:countTokens", "/v1beta/models/m:generateContent", "/"]) | st.text(max_size=40)
 
 
 @FUZZ
@@ -39,13 +44,16 @@ def test_load_json_only_raises_parse_error(data):
 
 
 @FUZZ
-@given(json_values | shaped, st.text(max_size=40))
+@given(json_values | shaped, paths)
 def test_request_parsers_only_raise_parse_error(body, path):
     for dialect in DIALECTS:
         try:
-            dialect.parse_request(body, path, "h")
+            parsed = dialect.parse_request(body, path, "h")
         except ParseError:
-            pass
+            continue
+        assert parsed.api in dialect.APIS and parsed.generates is dialect.GENERATES
+        assert all(isinstance(i, str) or (isinstance(i, list) and all(type(t) is int for t in i))
+                   for i in parsed.inputs)
 
 
 @FUZZ
@@ -73,6 +81,21 @@ def test_stream_parsers_never_raise_on_any_chunking(evs, cuts, junk):
             parser.feed(data[a:b])
         parser.feed(b"")
         parser.result()
+
+
+@FUZZ
+@given(json_values | shaped, st.lists(st.integers(0, 400), max_size=6))
+def test_one_body_answers_read_the_same_streamed_or_not(body, cuts):
+    """Embeddings and token counts answer one JSON body: chunked as a stream, it reads as parse_response does."""
+    data = json.dumps(body).encode()
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    for dialect in DIALECTS:
+        if dialect.GENERATES:
+            continue
+        parser = dialect.stream_parser()
+        for a, b in zip(bounds, bounds[1:]):
+            parser.feed(data[a:b])
+        assert parser.result() == dialect.parse_response(200, json.loads(data))
 
 
 @FUZZ

@@ -59,3 +59,14 @@ def test_collector_down_does_not_break_recording(tmp_path, tls_ca_bundle, fake_p
     r = run_cli("trace", "--otlp", "http://127.0.0.1:9", "--upstream-ca", tls_ca_bundle, "--", sys.executable,
                 str(tmp_path / "agent.py"), env=env)
     assert r.returncode == 0 and "calls 2" in r.stderr
+
+
+@pytest.mark.parametrize("api,operation", [("embeddings", "embeddings"), ("batchEmbedContents", "embeddings"),
+                                           ("embedContent", "embeddings"), ("countTokens", "count_tokens"),
+                                           ("messages.count_tokens", "count_tokens"), ("messages", "chat")])
+def test_span_operation_names(api, operation):
+    from agentprobe.traces.otlp import call_span
+
+    span = call_span({"id": "C1", "run_id": "R1", "api": api, "model": "m", "provider": "gemini", "input_tokens": 7})
+    assert span["name"] == f"{operation} m"
+    assert attributes(span)["gen_ai.operation.name"] == operation
