@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import shlex
-import signal
-import subprocess
 from pathlib import Path
 
 import click
 
 from ..capture.session import Recording
+from ..proxy.child_process import run_child
 from ..proxy.bypass_watch import DEFAULT_PORTS, PORTS_ENV, BypassWatch, parse_ports, run_columns
 from ..report.console import print_serve_summary, print_summary
 from ..store.db import open_db
@@ -100,21 +99,11 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream
 
 def _run_child(command: list[str], env: dict[str, str], watch: BypassWatch, proxy: tuple[str, int]) -> int:
     watch.ready()  # so the command's first connections are seen
-    child = subprocess.Popen(command, env=env)
-    watch.follow(child.pid, proxy)
-
-    def forward(signum, _frame):
-        # Ctrl-C reaches the child through the terminal; SIGTERM sent to us is passed on.
-        if signum != signal.SIGINT:
-            child.send_signal(signum)
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code = child.wait()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    return 128 - code if code < 0 else code
+    result = run_child(command, env, on_start=lambda pid: watch.follow(pid, proxy))
+    for left in result.leftovers:
+        click.echo(f"agentprobe: warning: {left.name} (pid {left.pid}), started by the command, is still running;"
+                   " the proxy stops now, so its later calls fail and are not recorded", err=True)
+    return result.exit_code
 
 
 COMMANDS = [trace]

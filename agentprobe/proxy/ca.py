@@ -12,6 +12,8 @@ from pathlib import Path
 
 import certifi
 
+from ..util.say import warn
+
 CA_CERT = "mitmproxy-ca-cert.pem"
 BUNDLE = "agentprobe-ca-bundle.pem"
 
@@ -24,10 +26,19 @@ def ensure_ca(confdir: Path) -> Path:
     """Create the CA if this confdir has none yet; return the CA cert path."""
     from mitmproxy.certs import CertStore
 
-    confdir.mkdir(parents=True, exist_ok=True)
-    os.chmod(confdir, 0o700)  # the CA key lives here
+    if not confdir.exists():
+        confdir.mkdir(parents=True)
+        os.chmod(confdir, 0o700)  # the CA key lives here
+    elif confdir.stat().st_mode & 0o077 and str(confdir) not in _warned:
+        # The user's own directory: theirs to change, not ours. But they should know.
+        _warned.add(str(confdir))
+        warn(f"{confdir} is readable by other users (mode {confdir.stat().st_mode & 0o777:o}) and will hold the"
+             f" proxy CA's private key: chmod 700 {confdir}, or use another --confdir")
     CertStore.from_store(str(confdir), "mitmproxy", 2048)
     return confdir / CA_CERT
+
+
+_warned: set[str] = set()
 
 
 def bundle_path(confdir: Path, env: dict[str, str] | None = None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -184,3 +185,53 @@ def test_a_key_in_the_traced_command_line_is_not_stored(workdir, fake_provider_t
     db = tmp / "ap.db"
     stored = b"".join(p.read_bytes() for p in tmp.glob("ap.db*"))
     assert key.encode() not in stored and db.exists()
+
+
+def test_a_sigint_sent_to_trace_alone_reaches_the_command(workdir):
+    tmp, env, ca = workdir
+    child = tmp / "waits.py"
+    child.write_text(textwrap.dedent("""
+        import signal, sys, time
+        def stop(signum, frame):
+            print("got", signal.Signals(signum).name, flush=True)
+            sys.exit(5)
+        signal.signal(signal.SIGINT, stop)
+        print("ready", flush=True)
+        time.sleep(60)
+    """))
+    base = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    proc = subprocess.Popen([sys.executable, "-m", "agentprobe", "trace", "--upstream-ca", ca, "--", sys.executable,
+                             str(child)], env={**base, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # no terminal: as under a CI runner
+    assert proc.stdout.readline().strip() == "ready"
+    os.kill(proc.pid, signal.SIGINT)  # to trace only, not its process group
+    out, err = proc.communicate(timeout=60)
+    assert out.strip() == "got SIGINT" and proc.returncode == 5, err
+
+
+def test_a_daemon_left_running_by_the_command_is_named(workdir):
+    tmp, env, ca = workdir
+    child = tmp / "forks.py"
+    child.write_text(textwrap.dedent("""
+        import os, subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """))
+    r = run_cli("trace", "--upstream-ca", ca, "--", sys.executable, str(child), env=env)
+    assert r.returncode == 0, r.stderr
+    left = re.search(r"warning: (\S+) \(pid (\d+)\), started by the command, is still running", r.stderr)
+    assert left, r.stderr
+    os.kill(int(left.group(2)), signal.SIGKILL)
+
+
+def test_an_existing_open_confdir_is_not_chmodded_but_warned_about(tmp_path):
+    confdir = tmp_path / "shared-conf"
+    confdir.mkdir(mode=0o755)
+    os.chmod(confdir, 0o755)
+    r = run_cli("ca", "--confdir", str(confdir))
+    assert r.returncode == 0 and r.stdout.strip().endswith("mitmproxy-ca-cert.pem")
+    assert (confdir.stat().st_mode & 0o777) == 0o755  # the user's directory is as they left it
+    assert "readable by other users (mode 755)" in r.stderr and f"chmod 700 {confdir}" in r.stderr
+    fresh = tmp_path / "new-conf"
+    assert run_cli("ca", "--confdir", str(fresh)).returncode == 0
+    assert (fresh.stat().st_mode & 0o777) == 0o700
