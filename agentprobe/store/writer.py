@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,8 @@ class _Lost:
 CHECKPOINT_IDLE_S = 0.25
 # A checkpoint that a reader kept from finishing (PASSIVE never waits for one) is tried again this soon.
 CHECKPOINT_RETRY_S = 0.05
+# After the disk reports full, batches are counted as lost for this long before the next try.
+DISK_FULL_PAUSE_S = 2.0
 CHECKPOINT_BYTES = 8 * 1024 * 1024
 
 
@@ -71,6 +74,8 @@ class Writer:
         self._conn: sqlite3.Connection | None = None
         self._wal_bytes = 0  # written since the last checkpoint, roughly
         self._checkpoint_partial = False
+        self._disk_full_until = 0.0
+        self._broken = False  # the worker died of a bug: what is left in the queue is lost, and counted
         self._reserve = Reserve(path.with_name(path.name + "-reserve"))
         self._drained = threading.Event()
         # With yield_cpu, the workers run at the lowest CPU priority while they keep up (catch_up.py).
@@ -159,6 +164,19 @@ class Writer:
         self.queue.put((time.monotonic(), _STOP))
         self._drained.wait()  # the watcher may still hand the rest to a faster worker meanwhile
         self.catch_up.stop()
+        if self._broken:
+            left = 0
+            while True:
+                try:
+                    _, item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Lost):
+                    left += item.n
+                elif item is not _STOP:
+                    left += 1
+            if left:
+                self.calls_lost += left
 
     # -- the workers ------------------------------------------------------------------
     # One worker thread at a time builds and commits, in queue order; CatchUp decides which.
@@ -175,10 +193,12 @@ class Writer:
     def _work(self, predecessor: threading.Thread | None) -> None:
         try:
             self._work_in_order(predecessor)
-        except Exception:
-            # Not a bad row (those are caught per row) but a writer bug: close() must not hang on it.
+        except Exception as e:
+            # Not a bad row (those are caught per row) but a writer bug: close() must not hang on it,
+            # and what it leaves in the queue is counted when the writer stops.
             log.exception("the writer stopped")
-            self.last_error = "the writer stopped: see the log"
+            self.last_error = f"the writer stopped: {type(e).__name__}: {e}"
+            self._broken = True
             self._drained.set()
 
     def _work_in_order(self, predecessor: threading.Thread | None) -> None:
@@ -244,6 +264,11 @@ class Writer:
             self._lost(1, f"row building failed: {type(e).__name__}: {e}")
 
     def _commit(self, built: list) -> None:
+        if time.monotonic() < self._disk_full_until:
+            # The disk was full a moment ago: count the batch rather than let it eat the space the
+            # run row needs (and the agent's disk).
+            self._lost(len(built), self.last_error or "disk full")
+            return
         for attempt in range(5):
             try:
                 self._insert(built)
@@ -256,6 +281,8 @@ class Writer:
                 self.last_error = str(e)
                 # "database is locked" is worth waiting for. A full disk or a read-only file is not:
                 # retrying each batch with backoff made a recorder on a full disk take minutes to stop.
+                if _full(e):
+                    self._disk_full_until = time.monotonic() + DISK_FULL_PAUSE_S
                 if not _transient(e):
                     break
                 time.sleep(0.05 * (2**attempt))
@@ -317,15 +344,19 @@ class Writer:
         fields["calls_lost"] = self.calls_lost
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         assert self._conn is not None
+        released = False
         for _ in range(2):
             try:
                 self._conn.execute(f"UPDATE runs SET {sets} WHERE id = :run_id", {**fields, "run_id": self.run["id"]})
+                if released:
+                    self._reserve.hold()  # take back what is left, for the next update
                 return
             except sqlite3.DatabaseError as e:
                 # On a full disk, the reserve makes room for the run row, so the loss is on record.
                 if not (_full(e) and self._reserve.release()):
                     log.error("could not update run %s: %s", self.run["id"], e)
                     return
+                released = True
 
 
 def _transient(e: sqlite3.OperationalError) -> bool:
@@ -355,11 +386,16 @@ class Reserve:
         if self.path.exists():
             return  # another writer's, or left by a killed one: either way it is there
         try:
-            with open(self.path, "xb") as f:
-                f.write(b"\0" * self.BYTES)
-            self.owned = True
+            f = open(self.path, "xb")
         except OSError:
-            pass  # already full, or read-only: nothing to set aside
+            return  # read-only, or a race with another writer
+        self.owned = True
+        try:
+            f.write(b"\0" * self.BYTES)
+            f.close()
+        except OSError:
+            with suppress(OSError):  # a full disk: keep what could be set aside
+                f.close()
 
     def release(self) -> bool:
         """Free the space; False when there was none left to free."""

@@ -328,3 +328,38 @@ def test_writer_outlives_a_killed_proxy_and_marks_the_run_interrupted(tmp_path, 
     assert status == "interrupted"
     assert conn.execute("SELECT count(*) FROM calls WHERE status = 200").fetchone()[0] == 5
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_disk_that_fills_under_load_loses_nothing_uncounted_and_stops_promptly(small_disk, tls_ca_bundle,
+                                                                                fake_provider_tls):
+    rec = Recorded(small_disk, Path(tls_ca_bundle))
+    client = rec.openai(fake_provider_tls, max_retries=0)
+    answered = []
+    lock = threading.Lock()
+
+    def agent(n):
+        for i in range(25):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"{n}-{i} " + "x" * 5000}])
+            with lock:
+                answered.append(1)
+            if n == 0 and i == 5:
+                fill(small_disk)  # the disk fills while 8 agents are mid-run
+
+    threads = [threading.Thread(target=agent, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    started = time.monotonic()
+    rec.stop()
+    stop_s = time.monotonic() - started
+    assert stop_s < 15, f"stopping took {stop_s:.1f} s on a full disk"
+    writer = rec.recording.writer
+    (small_disk / "filler").unlink()
+    db = sqlite3.connect(rec.db_path)
+    rows = db.execute("SELECT count(*) FROM calls").fetchone()[0]
+    lost, status = db.execute("SELECT calls_lost, status FROM runs").fetchone()
+    assert len(answered) == fake_provider_tls.count() == 200
+    assert rows + lost == 200, (rows, lost, writer.calls_written, writer.calls_lost)
+    assert lost > 0 and status in ("completed", "degraded")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
