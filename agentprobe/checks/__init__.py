@@ -15,7 +15,7 @@ from . import (
     token_limit,
     usage,
 )
-from .base import MODES, SEVERITIES, Finding, ScanContext, Thresholds, severity_rank
+from .base import MADE_BY_AGENTPROBE, MODES, SEVERITIES, Finding, ScanContext, Thresholds, severity_rank
 
 SCAN_MMAP_BYTES = 4 << 30
 
@@ -36,21 +36,27 @@ __all__ = ["ALL_CHECKS", "Finding", "MODES", "SEVERITIES", "ScanContext", "Thres
 
 
 def peers(db, run_ids: list[str]) -> tuple[list[str], dict[str, str]]:
-    """(runs the cross-run rules may compare with, scanned run -> its previous run)."""
+    """(runs the cross-run rules may compare with, scanned run -> its previous run).
+
+    The previous run is the last earlier run with the same label that made LLM calls and that
+    agentprobe did not make itself (a failed empty run, or a replay, is no baseline); else the
+    last earlier such run of any label.
+    """
     cross, previous = set(run_ids), {}
+    real = (f"NOT {MADE_BY_AGENTPROBE} AND EXISTS (SELECT 1 FROM calls c WHERE c.run_id = r.id"
+            " AND c.api IS NOT NULL)")
     for run_id in run_ids:
         label = db.execute("SELECT label FROM runs WHERE id = ?", [run_id]).fetchone()[0]
-        # Order of recording defines "before": the last earlier run with the same label, else any earlier run.
         row = db.execute(
-            "SELECT id FROM runs WHERE id < ? AND label IS ? AND coalesce(label, '') NOT IN ('replay', 'serve')"
-            " ORDER BY id DESC LIMIT 1", [run_id, label]).fetchone() or db.execute(
-            "SELECT id FROM runs WHERE id < ? AND coalesce(label, '') NOT IN ('replay', 'serve')"
-            " ORDER BY id DESC LIMIT 1", [run_id]).fetchone()
+            f"SELECT id FROM runs r WHERE id < ? AND label IS ? AND {real} ORDER BY id DESC LIMIT 1",
+            [run_id, label]).fetchone() or db.execute(
+            f"SELECT id FROM runs r WHERE id < ? AND {real} ORDER BY id DESC LIMIT 1", [run_id]).fetchone()
         if row:
             previous[run_id] = row[0]
             cross.add(row[0])
         for (other,) in db.execute(
-                "SELECT max(id) FROM runs WHERE label IS NOT NULL AND label IS NOT ? GROUP BY label", [label]):
+                f"SELECT max(id) FROM runs r WHERE label IS NOT NULL AND label IS NOT ? AND {real} GROUP BY label",
+                [label]):
             cross.add(other)
     return sorted(cross), previous
 

@@ -24,6 +24,11 @@ def generates(column: str = "api") -> str:
     return f"{column} IN ({', '.join(repr(api) for api in GENERATING_APIS)})"
 
 
+# Runs agentprobe made itself (replays, offline serving, forks): never an environment to compare with,
+# never the "previous run" a prompt is diffed against. `r` is the runs table's alias.
+MADE_BY_AGENTPROBE = "(r.parent_run_id IS NOT NULL OR coalesce(r.label, '') IN ('replay', 'serve'))"
+
+
 def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity)
 

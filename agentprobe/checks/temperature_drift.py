@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Finding, ScanContext, generates, seqs
+from .base import MADE_BY_AGENTPROBE, Finding, ScanContext, generates, seqs
 
 
 def implicit_default(ctx: ScanContext) -> list[Finding]:
@@ -27,8 +27,9 @@ def implicit_default(ctx: ScanContext) -> list[Finding]:
 def env_mismatch(ctx: ScanContext) -> list[Finding]:
     """The same prompt sent at different temperatures in runs with different labels."""
     where, params = ctx.runs_sql("c.run_id", cross=True)
+    # Labels are environments only on runs of the agent itself, not on agentprobe's replays and serving.
     scope = (f"FROM calls c JOIN runs r ON r.id = c.run_id WHERE {where} AND {generates('c.api')}"
-             " AND c.prompt_sha256 IS NOT NULL AND r.label IS NOT NULL")
+             f" AND c.prompt_sha256 IS NOT NULL AND r.label IS NOT NULL AND NOT {MADE_BY_AGENTPROBE}")
     # Most prompts are sent under one label only; finding the shared ones first keeps the
     # grouping by (prompt, label), and the rows Python sees, to those: 15 s -> 4 s at 1M calls.
     rows = ctx.db.execute(
@@ -38,7 +39,7 @@ def env_mismatch(ctx: ScanContext) -> list[Finding]:
         " GROUP BY c.prompt_sha256, r.label", params + params).fetchall()
     by_prompt: dict[str, dict[str, tuple]] = {}
     for prompt, label, temps, seq, run_id, model in rows:
-        by_prompt.setdefault(prompt, {})[label] = (temps, seq, run_id, model)
+        by_prompt.setdefault(prompt, {})[label] = (temps, seq, run_id, model, prompt)
     out = []
     mismatched = {}
     for prompt, labels in by_prompt.items():
@@ -46,18 +47,39 @@ def env_mismatch(ctx: ScanContext) -> list[Finding]:
         if len(labels) > 1 and len(set(temps.values())) > 1:
             key = tuple(sorted(temps.items()))
             mismatched.setdefault(key, []).append(labels)
-    for key, groups in mismatched.items():
+    # A cross-run finding belongs to the runs it compares: keep the prompts a scanned run sent.
+    involved = _scanned_senders(ctx, [p for groups in mismatched.values() for labels in groups
+                                      for p in [next(iter(labels.values()))[4]]])
+    for key, all_groups in mismatched.items():
+        groups = [g for g in all_groups if next(iter(g.values()))[4] in involved]
+        if not groups:
+            continue
         described = ", ".join(f"{label}: {t}" for label, t in key)
         refs = [{"run_id": v[2], "seq": v[1], "model": v[3], "call_id": None}
                 for labels in groups[:5] for v in labels.values()]
+        owner = involved[next(iter(groups[0].values()))[4]]
         out.append(Finding(
             rule="temperature_drift/env_mismatch", severity="high",
             title=f"the same prompts run at different temperatures by environment ({described})",
-            evidence=f"{len(groups)} identical prompt(s) were sent with temperature {described};"
+            evidence=f"{len(groups)} identical prompt(s) were sent at temperature {described};"
                      " outputs that passed in one environment are not what the other one produces.",
             fix="Pin one temperature per step in a shared config and load it in every environment; if a step needs"
                 " sampling, give it its own setting and test it at the production value.",
-            run_id=None, calls=refs, data={"temperatures": dict(key), "prompts": len(groups)}))
+            run_id=owner, calls=refs, data={"temperatures": dict(key), "prompts": len(groups)}))
+    return out
+
+
+def _scanned_senders(ctx: ScanContext, prompts: list[str]) -> dict[str, str]:
+    """prompt sha256 -> a scanned run that sent it, for the given prompts."""
+    where, params = ctx.runs_sql()
+    out: dict[str, str] = {}
+    for start in range(0, len(prompts), 500):
+        chunk = prompts[start:start + 500]
+        marks = ", ".join("?" * len(chunk))
+        for run_id, prompt in ctx.db.execute(
+                f"SELECT min(run_id), prompt_sha256 FROM calls WHERE {where} AND prompt_sha256 IN ({marks})"
+                " GROUP BY prompt_sha256", params + chunk):
+            out[prompt] = run_id
     return out
 
 

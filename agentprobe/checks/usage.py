@@ -63,7 +63,11 @@ def wasted(ctx: ScanContext) -> list[Finding]:
         rows = list(ctx.db.query(
             "SELECT id, run_id, seq, model, coalesce(input_tokens, counted_input_tokens, 0) AS tin,"
             " coalesce(output_tokens, 0) AS tout FROM calls WHERE run_id = ? AND api IS NOT NULL AND"
-            " (error_type IS NOT NULL OR status >= 400 OR stream_complete = 0 OR finish_reason = 'length'"
+            # Billed: the provider took the call (2xx). A 429, a 500 or a call that never reached it costs
+            # nothing, and neither does an error answer that reports no usage.
+            " status BETWEEN 200 AND 299 AND NOT (error_type IS NOT NULL AND input_tokens IS NULL"
+            "  AND output_tokens IS NULL AND coalesce(stream_complete, 1) = 1) AND"
+            " (error_type IS NOT NULL OR stream_complete = 0 OR finish_reason = 'length'"
             "  OR id IN (SELECT retry_of FROM calls WHERE run_id = ? AND retry_of IS NOT NULL))"
             " ORDER BY seq", [run_id, run_id]))
         tokens = sum(r["tin"] + r["tout"] for r in rows)
@@ -82,8 +86,8 @@ def wasted(ctx: ScanContext) -> list[Finding]:
         out.append(Finding(
             rule="usage/wasted", severity="low",
             title=f"{tokens:,} tokens ({tokens / total:.0%} of the run) went to calls the agent could not use",
-            evidence=f"run {run_id}: {len(rows)} failed, cut, truncated or retried call(s) consumed {tokens:,}"
-                     f" tokens{cost_text}.",
+            evidence=f"run {run_id}: {len(rows)} cut, truncated or retried call(s) the provider answered (and"
+                     f" bills) consumed {tokens:,} tokens{cost_text}.",
             fix="Fix the failures above first; then cap retries and stop on errors that will not heal by retrying"
                 " (400s, context overflow).",
             run_id=run_id, calls=ctx.refs(rows),

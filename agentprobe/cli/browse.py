@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..store.db import open_db
-from ..store.queries import decode_json_columns, iter_calls, list_runs, resolve_run
+from ..store.queries import call_ref, decode_json_columns, iter_calls, list_runs, resolve_run
 from .common import db_option
-from .output import emit, output_options
+from ..report.table import Column, cell
+from .errors import UserError
+from .output import emit, json_option, output_options
 
-RUN_COLUMNS = ["id", "started_at", "label", "status", "calls", "errors", "input_tokens", "output_tokens", "calls_lost",
-               "bypassed_connections", "command"]
+# In order of importance: a narrow terminal keeps the first ones.
+RUN_COLUMNS = [
+    Column("id"), Column("started_at", "started", fmt=lambda v: str(v or "")[5:19].replace("T", " ")),
+    Column("calls"), Column("errors"), Column("status"), Column("label", max_width=24),
+    Column("input_tokens", "tokens in"), Column("output_tokens", "tokens out"),
+    Column("calls_lost", "lost"), Column("bypassed_connections", "bypassed"),
+    Column("command", wrap=True, max_width=60), Column("ended_at", "ended", wide=True),
+    Column("fastpath", wide=True), Column("parent_run_id", "parent", wide=True),
+]
 CALL_COLUMNS = [
-    "seq", "completion_seq", "provider", "model", "status", "stream", "latency_ms", "ttft_ms",
-    "input_tokens", "output_tokens", "finish_reason", "attempt", "turn", "error_type",
+    Column("seq"), Column("model"), Column("status"), Column("latency_ms", "ms", fmt=lambda v: cell(round(v)) if
+                                                                            isinstance(v, (int, float)) else ""),
+    Column("finish_reason", "finish"), Column("error_type", "error", max_width=28),
+    Column("input_tokens", "in"), Column("output_tokens", "out"), Column("stream"), Column("attempt"),
+    Column("turn"), Column("completion_seq", "done#"), Column("ttft_ms", "ttft", wide=True),
+    Column("provider", wide=True), Column("api", wide=True), Column("host", wide=True),
+    Column("retry_of", wide=True), Column("conversation_id", "conversation", wide=True),
+    Column("parse_error", wide=True, wrap=True),
 ]
 
 
@@ -40,4 +57,33 @@ def calls(db, run_ref, fmt):
     emit(rows, fmt, CALL_COLUMNS, title=f"calls of run {run_id}")
 
 
-COMMANDS = [runs, calls]
+@click.command()
+@click.argument("ref", metavar="RUN#SEQ")
+@db_option
+@json_option("the call")
+def show(ref, db, as_json):
+    """Show one call: the request as sent (system prompt, messages, tools, settings), the answer,
+    its status, timing and usage, and the findings that cite it.
+
+    \b
+    agentprobe show latest#3
+    agentprobe show C5P1YZ#13        # as findings cite calls
+    """
+    from ..checks import scan_runs
+    from ..report.call_view import call_view
+
+    database = open_db(db)
+    run_id, seq = call_ref(database, ref)
+    try:
+        view = call_view(database, run_id, seq, findings=scan_runs(database, [run_id]))
+    except LookupError as e:
+        raise UserError(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(view, indent=2, default=str, ensure_ascii=False))
+    else:
+        from ..report.console import print_call
+
+        print_call(view)
+
+
+COMMANDS = [runs, calls, show]

@@ -9,7 +9,7 @@ from ..store.db import open_db
 from ..store.queries import decode_json_columns, iter_calls, summarize
 from .browse import CALL_COLUMNS
 from .common import confdir_option, db_option
-from .output import emit
+from .output import Output, emit
 
 
 @click.command()
@@ -21,7 +21,7 @@ def demo(db, confdir):
 
     run_id, code = run_demo(db, confdir)
     database = open_db(db)
-    emit((decode_json_columns(r) for r in iter_calls(database, run_id)), "table", CALL_COLUMNS,
+    emit((decode_json_columns(r) for r in iter_calls(database, run_id)), Output("table"), CALL_COLUMNS,
          title=f"calls of run {run_id}")
     print_summary(summarize(database, run_id))
     from ..checks import scan_runs

@@ -8,20 +8,47 @@ import functools
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import click
 
+from ..report.table import Column
+
+
+FORMATS = ("json", "nl", "csv", "table")
+
 
 def output_options(fn):
-    @click.option("--json", "fmt", flag_value="json", help="Output a JSON array.")
-    @click.option("--nl", "fmt", flag_value="nl", help="Output newline-delimited JSON.")
-    @click.option("--csv", "fmt", flag_value="csv", help="Output CSV.")
-    @click.option("--table", "fmt", flag_value="table", default=True, help="Output a table (default).")
+    """--json/--nl/--csv/--table (one of them), and for tables --wide and --columns."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Output a JSON array.")
+    @click.option("--nl", "as_nl", is_flag=True, help="Output newline-delimited JSON.")
+    @click.option("--csv", "as_csv", is_flag=True, help="Output CSV.")
+    @click.option("--table", "as_table", is_flag=True, help="Output a table (default): the columns that fit"
+                  " the terminal; every column when piped.")
+    @click.option("--wide", is_flag=True, help="Table: every column, however wide.")
+    @click.option("--columns", metavar="A,B,C", help="Table: these columns, in this order.")
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        return fn(*args, **kwargs)
+    def wrapper(*args, as_json, as_nl, as_csv, as_table, wide, columns, **kwargs):
+        from .errors import UserError
+
+        chosen = [name for name, on in zip(FORMATS, (as_json, as_nl, as_csv, as_table)) if on]
+        if len(chosen) > 1:
+            raise UserError(f"--{chosen[0]} and --{chosen[1]} ask for two formats: give one")
+        fmt = chosen[0] if chosen else "table"
+        if (wide or columns) and fmt != "table":
+            raise UserError(f"--{'wide' if wide else 'columns'} shapes a table; --{fmt} always has every column")
+        names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+        return fn(*args, fmt=Output(fmt, wide, names), **kwargs)
 
     return wrapper
+
+
+@dataclass(frozen=True)
+class Output:
+    format: str
+    wide: bool = False
+    columns: list[str] | None = None
 
 
 def json_option(what: str):
@@ -29,8 +56,9 @@ def json_option(what: str):
     return click.option("--json", "as_json", is_flag=True, help=f"Print {what} as JSON on stdout.")
 
 
-def emit(rows: Iterable[dict], fmt: str, columns: Sequence[str], *, title: str | None = None) -> None:
-    """Write rows: all columns for machine formats, `columns` for the table."""
+def emit(rows: Iterable[dict], out: Output, columns: Sequence[Column], *, title: str | None = None) -> None:
+    """Write rows: every field for machine formats; for a table, the columns that fit."""
+    fmt = out.format
     if fmt == "json":
         # Streamed row by row so a 100,000-call run never sits in memory as one string.
         first = True
@@ -52,26 +80,21 @@ def emit(rows: Iterable[dict], fmt: str, columns: Sequence[str], *, title: str |
                 writer.writeheader()
             writer.writerow({k: _cell(v) for k, v in row.items()})
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ..report.table import render
+    from .errors import UserError
 
-    table = Table(title=title, show_lines=False)
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    # Piped output (less, grep, a CI log) gets room instead of rich's 80-column default.
-    console = Console(soft_wrap=False, width=None if sys.stdout.isatty() else 200)
-    console.print(table)
+    try:
+        render(rows, columns, title=title, wide=out.wide, names=out.columns)
+    except ValueError as e:
+        raise UserError(f"--columns: {e}") from None
 
 
 def _cell(value) -> str:
+    """A CSV field: exact values (a spreadsheet formats them), JSON for nested ones."""
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
         return json.dumps(value)
-    if isinstance(value, float):
-        return f"{value:g}"
     return str(value)
 
 

@@ -95,8 +95,13 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, as_json, out
     else:
         text = render(fmt, findings, meta)
         write_output(text + "\n", output, f"{len(findings)} finding(s)")
-    if fail_on and any(severity_rank(f.severity) >= severity_rank(fail_on) for f in findings):
-        return 1
+    if fail_on:
+        from ..report.console import exit_line
+
+        line = exit_line(findings, fail_on)
+        if line:
+            click.echo(line, err=True)
+            return 1
     return 0
 
 

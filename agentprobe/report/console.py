@@ -7,6 +7,7 @@ The CLI decides what to print and where; these functions only render. Off a term
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from rich.console import Console
@@ -20,24 +21,45 @@ SEVERITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium":
 
 def terminal(stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
-    return Console(file=stream, width=None if stream.isatty() else 120)
+    # The terminal's width (or COLUMNS); piped, 120 rather than rich's 80 so a CI log stays readable.
+    columns = os.environ.get("COLUMNS", "")
+    width = int(columns) if columns.isdigit() else (None if stream.isatty() else 120)
+    return Console(file=stream, width=width)
 
 
 def _say(line: str) -> None:
     sys.stderr.write(line + "\n")
 
 
-def print_findings(findings: list[Finding], meta: dict, console: Console | None = None) -> None:
-    console = console or terminal()
-    scanned = ", ".join(meta.get("runs") or []) or "no runs"
+def scanned_text(meta: dict) -> str:
+    runs = meta.get("runs") or []
+    scanned = (", ".join(runs) if len(runs) <= 3 else f"{len(runs)} runs") or "no runs"
     if meta.get("config"):
         scanned += f" with config {meta['config']}"
+    return scanned
+
+
+def call_refs(calls: list[dict], limit: int = 8) -> str:
+    """Calls as findings cite them, RUN#SEQ with the end of the run id: `show` and `--run` take them back."""
+    shown = ", ".join(f"{c['run_id'][-6:] if c.get('run_id') else '?'}#{c['seq']}" for c in calls[:limit])
+    return shown + (" ..." if len(calls) > limit else "")
+
+
+def print_findings(findings: list[Finding], meta: dict, console: Console | None = None) -> None:
+    from rich.padding import Padding
+
+    console = console or terminal()
+    scanned = scanned_text(meta)
     if not findings:
-        console.print(f"[green]no findings[/green] in {scanned}")
+        console.print(f"[green]no findings[/green] in {escape(scanned)}")
         return
     counts = {s: sum(f.severity == s for f in findings) for s in ("critical", "high", "medium", "low")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-    console.print(f"[bold]{len(findings)} finding(s)[/bold] in {scanned}: {summary}\n")
+    console.print(f"[bold]{len(findings)} finding(s)[/bold] in {escape(scanned)}: {summary}\n")
+
+    def indented(text: Text) -> Padding:  # wrapped lines keep the indent
+        return Padding(text, (0, 0, 0, 4))
+
     for f in findings:
         head = Text()
         head.append(f" {f.severity.upper()} ", style=SEVERITY_STYLE[f.severity])
@@ -45,12 +67,22 @@ def print_findings(findings: list[Finding], meta: dict, console: Console | None 
         head.append(f.title)
         console.print(head)
         for line in f.evidence.splitlines():
-            console.print(Text("    " + line, style="dim" if line.startswith(("+", "-", "@")) else ""))
+            console.print(indented(Text(line, style="dim" if line.startswith(("+", "-", "@")) else "")))
         if f.calls:
-            where = ", ".join(f"{c['run_id'][-6:] if c.get('run_id') else '?'}#{c['seq']}" for c in f.calls[:8])
-            console.print(Text(f"    calls: {where}" + (" ..." if len(f.calls) > 8 else ""), style="dim"))
-        console.print(Text("    fix: ", style="green") + Text(f.fix))
+            console.print(indented(Text(f"calls: {call_refs(f.calls)}", style="dim")))
+        console.print(indented(Text("fix: ", style="green") + Text(f.fix)))
         console.print()
+
+
+def exit_line(findings: list[Finding], fail_on: str) -> str | None:
+    """Why `scan --fail-on` exits 1, in one line (as ruff says why it failed); None when it does not."""
+    tripped = [f for f in findings if severity_rank(f.severity) >= severity_rank(fail_on)]
+    if not tripped:
+        return None
+    worst = max(tripped, key=lambda f: severity_rank(f.severity))
+    where = f" at {call_refs(worst.calls, 1)}" if worst.calls else ""
+    return (f"agentprobe: {len(tripped)} finding(s) at or above {fail_on} (worst: {worst.severity}"
+            f" {worst.rule}{where}): exit 1")
 
 
 def print_summary(summary: dict, as_json: bool = False) -> None:
@@ -242,3 +274,63 @@ def print_analysis(analysis, meta: dict, console: Console | None = None) -> None
         console.print("\n[bold]Priority fixes[/bold]")
         for i, fix in enumerate(analysis.priority_fixes, 1):
             console.print(Text(f"    {i}. ") + Text(fix))
+
+
+def print_call(view: dict, console: Console | None = None) -> None:
+    """`agentprobe show`: the call's request, its answer, and the numbers around them."""
+    from rich.rule import Rule
+
+    from .table import cell
+
+    console = console or terminal()
+    call, outcome = view["call"], view["outcome"]
+    console.print(Text(f"{view['ref']}  {call.get('method')} {call.get('host')}{call.get('path')}", style="bold"))
+    status = outcome.get("status", "no response")
+    console.print(f"{call.get('provider')} {call.get('api') or ''} · model {call.get('model') or '?'}"
+                  + (f" (answered by {call['response_model']})" if call.get("response_model") not in
+                     (None, call.get("model")) else "") + f" · status {status}")
+    settings = ", ".join(f"{k}={cell(v)}" for k, v in view["settings"].items()) or "none sent (provider defaults)"
+    console.print(f"settings: {settings}")
+    request = view["request"]
+    if request.get("system"):
+        console.print(Rule("system prompt", align="left"))
+        console.print(Text(request["system"]))
+    if request.get("messages"):
+        console.print(Rule(f"messages ({len(request['messages'])})", align="left"))
+        for m in request["messages"]:
+            head = Text(f"[{m.get('role')}] ", style="bold cyan")
+            console.print(head + Text(str(m.get("content") or "")))
+            for tc in m.get("tool_calls") or ():
+                console.print(Text(f"    -> {tc.get('name')}({tc.get('arguments')})", style="dim"))
+    elif request.get("body") is not None:
+        console.print(Rule("request body", align="left"))
+        body = request["body"]
+        console.print(Text(body if isinstance(body, str) else json.dumps(body, indent=2, ensure_ascii=False)))
+    if request.get("tools"):
+        names = [((t.get("function") or {}).get("name") or t.get("name") or "?") if isinstance(t, dict) else "?"
+                 for t in request["tools"]]
+        console.print(Text(f"tools: {', '.join(names)}", style="dim"))
+    answer = view["answer"]
+    console.print(Rule("answer", align="left"))
+    if answer.get("text"):
+        console.print(Text(answer["text"]))
+    for tc in answer.get("tool_calls") or ():
+        console.print(Text(f"-> {tc.get('name')}({tc.get('arguments')})", style="cyan"))
+    if not answer.get("text") and not answer.get("tool_calls"):
+        console.print(Text("(no answer recorded)", style="dim"))
+    console.print(Rule(style="dim"))
+    t, u = view["timing"], view["usage"]
+    console.print(f"timing: latency {cell(t.get('latency_ms'))} ms, first byte {cell(t.get('ttft_ms'))} ms,"
+                  f" sent #{t.get('seq')}, finished #{t.get('completion_seq')}, started {t.get('started_at')}")
+    console.print(f"usage: in {cell(u.get('input_tokens'))} / out {cell(u.get('output_tokens'))}"
+                  f" ({u.get('usage_source') or 'not reported'}); counted {cell(u.get('counted_input_tokens'))}"
+                  f" with {u.get('tokenizer') or '-'}")
+    rest = {k: v for k, v in outcome.items() if k != "status"}
+    if rest:
+        console.print("outcome: " + ", ".join(f"{k}={cell(v)}" for k, v in rest.items()))
+    for f in view["findings"]:
+        head = Text()
+        head.append(f" {f['severity'].upper()} ", style=SEVERITY_STYLE[f["severity"]])
+        head.append(f" {f['rule']}  ", style="bold")
+        head.append(f["title"])
+        console.print(head)

@@ -21,23 +21,41 @@ FROM runs
 
 
 def resolve_run(db: sqlite_utils.Database, ref: str | None) -> str:
-    """'latest' (or None), a full run id, or a unique prefix of one -> the run id."""
+    """A run reference -> the run id.
+
+    'latest' (or None), a full id, a unique prefix of one, or a unique end of one: findings and
+    `calls` cite runs by the last characters of their id (`C5P1YZ#13`), and every reference
+    agentprobe prints must be accepted back. A `#SEQ` after it is ignored here (see call_ref).
+    """
+    if ref is not None:
+        ref = ref.strip().split("#", 1)[0]
     if ref in (None, "", "latest"):
         row = db.execute("SELECT id FROM runs ORDER BY id DESC LIMIT 1").fetchone()
         if not row:
             raise StoreError("no runs recorded yet: record one with `agentprobe trace -- CMD`")
         return row[0]
-    rows = db.execute(
-        "SELECT id FROM runs WHERE id = ? OR id LIKE ? LIMIT 2", (ref, ref.upper() + "%")
-    ).fetchall()
+    upper = ref.upper()
+    rows = db.execute("SELECT id FROM runs WHERE id = ? OR id LIKE ? LIMIT 2", (ref, upper + "%")).fetchall()
     exact = [r[0] for r in rows if r[0] == ref]
     if exact:
         return exact[0]
     if len(rows) == 1:
         return rows[0][0]
     if not rows:
+        rows = db.execute("SELECT id FROM runs WHERE id LIKE ? LIMIT 2", ("%" + upper,)).fetchall()
+        if len(rows) == 1:
+            return rows[0][0]
+    if not rows:
         raise StoreError(f"no run {ref!r} in this database: `agentprobe runs` lists them")
-    raise StoreError(f"run id prefix {ref!r} is ambiguous: give more characters")
+    raise StoreError(f"run reference {ref!r} is ambiguous: give more characters")
+
+
+def call_ref(db: sqlite_utils.Database, ref: str) -> tuple[str, int]:
+    """`RUN#SEQ` (as findings print it; RUN as resolve_run takes it) -> (run id, seq)."""
+    run_part, sep, seq = ref.strip().rpartition("#")
+    if not sep or not seq.isdigit():
+        raise StoreError(f"{ref!r} is not a call reference: give RUN#SEQ, e.g. latest#3 or C5P1YZ#13")
+    return resolve_run(db, run_part or "latest"), int(seq)
 
 
 def list_runs(db: sqlite_utils.Database, *, limit: int | None = None, label: str | None = None) -> list[dict]:

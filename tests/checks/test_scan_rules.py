@@ -403,7 +403,7 @@ def test_apis_that_generate_nothing_stay_out_of_the_sampling_conversation_and_pr
     [limited] = found["api_latency/rate_limited"]
     assert limited.data["calls"] == 1 and limited.calls[0]["model"] == "text-embedding-3-small"
     assert found["api_latency/retry"][0].data == {"retries": 1, "max_attempt": 2}
-    assert found["usage/wasted"][0].data["tokens"] == 40
+    assert "usage/wasted" not in found  # the 429 that was retried is not billed: nothing was wasted
     [mismatch] = found["usage/mismatch"]
     assert [c["model"] for c in mismatch.calls] == ["text-embedding-004"]
 
@@ -414,3 +414,46 @@ def test_a_provider_rejecting_an_embedding_input_as_too_long_is_still_reported(s
             error_type="context_length_exceeded", error_message="This model's maximum context length is 8192 tokens")
     [f] = sc.scan()["context_overflow/exceeded"]
     assert f.calls[0]["model"] == "text-embedding-3-small"
+
+
+def test_only_billed_calls_count_as_wasted(sc):
+    run = sc.run()
+    sc.call(run, status=429, error_type="rate_limit_exceeded", input_tokens=None, counted_input_tokens=500)
+    sc.call(run, status=None, error_type="upstream_error", input_tokens=None, counted_input_tokens=700)
+    sc.call(run, status=500, error_type="server_error", input_tokens=None, counted_input_tokens=300)
+    assert "usage/wasted" not in sc.scan()
+    sc.call(run, status=200, finish_reason="length", input_tokens=30, output_tokens=10)
+    [f] = sc.scan()["usage/wasted"]
+    assert f.data["tokens"] == 40 and "bills" in f.evidence
+
+
+def test_an_empty_run_is_never_the_previous_run_for_drift(sc):
+    old, new = sc.prompt("You are a helpful analyst."), sc.prompt("You are a terse analyst.")
+    good = sc.run("prod")
+    sc.call(good, system_prompt_sha256=old)
+    sc.run("prod", status="failed")  # `trace -- nonexistent-cmd`: no calls at all
+    sc.run("prod", parent_run_id=good)  # a fork of it: agentprobe's own
+    latest = sc.run("prod")
+    sc.call(latest, system_prompt_sha256=new)
+    [f] = sc.scan([latest])["prompt_drift/system_prompt_changed"]
+    assert f.data["previous_run"] == good
+
+
+def test_agentprobes_own_runs_are_not_environments(sc):
+    prod = sc.run("prod")
+    sc.call(prod, prompt_sha256=sha("same"), temperature=0.0)
+    for label in ("replay", "serve"):
+        other = sc.run(label)
+        sc.call(other, prompt_sha256=sha("same"), temperature=0.9)
+    assert "temperature_drift/env_mismatch" not in sc.scan([prod])
+
+
+def test_a_cross_run_finding_belongs_to_the_runs_it_compares(sc):
+    dev, prod = sc.run("dev"), sc.run("prod")
+    sc.call(dev, prompt_sha256=sha("same"), temperature=0.0)
+    sc.call(prod, prompt_sha256=sha("same"), temperature=0.7)
+    unrelated = sc.run("prod")
+    sc.call(unrelated, prompt_sha256=sha("something else"), temperature=0.7)
+    assert "temperature_drift/env_mismatch" not in sc.scan([unrelated])
+    [f] = sc.scan([prod])["temperature_drift/env_mismatch"]
+    assert f.run_id == prod and "sent at temperature" in f.evidence

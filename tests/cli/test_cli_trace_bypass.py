@@ -82,7 +82,7 @@ def test_a_connection_around_the_proxy_is_reported_recorded_and_scanned(agent):
                                    "connections": 1}]
     # The run row names processes by pid and name, never by command line.
     assert "agent.py" not in run["bypass_detail"] and SECRET not in run["bypass_detail"]
-    assert "bypassed_connections" in run_cli("runs", env=agent.env).stdout  # the table's column
+    assert "bypassed" in run_cli("runs", env=agent.env).stdout  # the table's column
 
     scan = run_cli("scan", "--run", "latest", "--json", env=agent.env)
     [finding] = [f for f in json.loads(scan.stdout)["findings"] if f["rule"] == "recording/bypassed"]
