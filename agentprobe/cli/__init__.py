@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         rv = cli.main(args=argv, prog_name="agentprobe", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:  # `agentprobe` alone asks for the help, not a mistake
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
     except click.Abort:
         click.echo("agentprobe: aborted", err=True)
         sys.exit(130)

@@ -8,7 +8,7 @@ import click
 
 from ..store.db import open_db
 from ..store.queries import call_ref, decode_json_columns, iter_calls, list_runs, resolve_run
-from .common import db_option
+from .common import db_option, label_option
 from ..report.table import Column, cell
 from .errors import UserError
 from .output import emit, json_option, output_options
@@ -36,7 +36,7 @@ CALL_COLUMNS = [
 
 @click.command()
 @db_option
-@click.option("--label", help="Only runs with this label.")
+@label_option("Only runs with this label.")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=None, help="At most this many runs.")
 @output_options
 def runs(db, label, limit, fmt):

@@ -8,6 +8,19 @@ import click
 
 from .errors import UserError
 
+def once(ctx, param, values):
+    """Callback for an option declared multiple=True that may be given once: twice is a mistake, not
+    "the last one wins" (`--label dev --label prod`)."""
+    values = tuple(values or ())
+    if len(values) > 1:
+        raise click.BadParameter(f"given {len(values)} times ({', '.join(map(repr, values))}): give it once")
+    return values[0] if values else param.default
+
+
+def label_option(help_text: str, **kwargs):
+    return click.option("--label", multiple=True, callback=once, help=help_text, **kwargs)
+
+
 db_option = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -37,7 +50,7 @@ def proxy_options(fn):
     fn = click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                       help="Also trust this CA for upstream servers (a corporate gateway, a local test server).")(fn)
     fn = click.option("--ssl-insecure", is_flag=True, help="Do not verify upstream certificates.")(fn)
-    fn = click.option("--label", help="Tag the run, e.g. dev or prod (cross-run checks compare labels).")(fn)
+    fn = label_option("Tag the run, e.g. dev or prod (cross-run checks compare labels).")(fn)
     fn = click.option("--otlp", "otlp_endpoint", metavar="URL",
                       help="Also stream each call as an OpenTelemetry span to this OTLP/HTTP endpoint.")(fn)
     fn = click.option("--upstream-proxy", metavar="URL|none",

@@ -11,7 +11,7 @@ from ..checks.config_checks import static
 from ..report import render
 from ..store.db import open_db
 from ..store.queries import resolve_run
-from .common import db_option, load_config
+from .common import db_option, label_option, load_config
 from .errors import UserError
 from .output import json_option, write_output
 
@@ -37,6 +37,18 @@ def output_format(fmt: str | None, as_json: bool, output: Path | None) -> str:
     return "table"
 
 
+def empty_runs(db, run_ids: list[str]) -> list[str]:
+    return [r for r in run_ids if not db.execute("SELECT 1 FROM calls WHERE run_id = ? AND api IS NOT NULL LIMIT 1",
+                                                 [r]).fetchone()]
+
+
+def describe_empty(db, run_id: str) -> str:
+    status, code, command = db.execute("SELECT status, exit_code, command FROM runs WHERE id = ?", [run_id]).fetchone()
+    parts = [f"status {status}"] + ([f"exit code {code}"] if code is not None else []) \
+        + ([f"command {command}"] if command else [])
+    return ", ".join(parts)
+
+
 def select_runs(db, run_refs, all_runs: bool, label: str | None) -> list[str]:
     if all_runs:
         return [r[0] for r in db.execute("SELECT id FROM runs ORDER BY id")]
@@ -52,7 +64,7 @@ def select_runs(db, run_refs, all_runs: bool, label: str | None) -> list[str]:
 @db_option
 @click.option("--run", "run_refs", multiple=True, help="Run id, prefix or 'latest' (repeatable; default latest).")
 @click.option("--all", "all_runs", is_flag=True, help="Scan every recorded run.")
-@click.option("--label", help="Scan every run with this label.")
+@label_option("Scan every run with this label.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Agent config (agent_config.json) to check, alone or against the runs.")
 @click.option("--env", "env_name", help="Config environment the runs should match (default: the run's label).")
@@ -81,9 +93,18 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, as_json, out
     thresholds = thresholds_for(config, context=context_threshold, latency_ms=latency_budget_ms,
                                 usage_tolerance=usage_tolerance)
     run_ids: list[str] = []
+    if config and env_name and env_name not in (config.get("environments") or {}):
+        known = ", ".join(config.get("environments") or {}) or "none"
+        raise UserError(f"--env {env_name}: the config has no such environment (it defines: {known})")
     if not config or run_refs or all_runs or label:
         database = open_db(db)
         run_ids = select_runs(database, run_refs, all_runs, label)
+        empty = empty_runs(database, run_ids)
+        if empty and run_refs and len(empty) == len(run_ids):
+            raise UserError(f"run {empty[0]} recorded no LLM calls: nothing to scan"
+                            f" ({describe_empty(database, empty[0])})")
+        for run_id in empty:
+            click.echo(f"agentprobe: run {run_id} recorded no LLM calls ({describe_empty(database, run_id)})", err=True)
         findings = scan_runs(database, run_ids, config=config, env=env_name, thresholds=thresholds)
     else:
         findings = sorted(static(config, windows_for(config)), key=lambda f: -severity_rank(f.severity))

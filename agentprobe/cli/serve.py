@@ -14,7 +14,7 @@ from ..proxy.runner import ProxyConfig
 from ..report.console import print_serve_summary
 from ..store.db import open_db
 from ..store.queries import resolve_run
-from .common import confdir_option, db_option
+from .common import confdir_option, db_option, label_option
 from .errors import UserError
 
 
@@ -35,7 +35,7 @@ def start_serve_backend(db, run_ref: str, realtime: bool) -> tuple[ServeServer, 
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option("--realtime", is_flag=True, help="Reproduce the recorded time to first token and stream pacing.")
-@click.option("--label", default="serve", show_default=True, help="Label of the run that records this session.")
+@label_option("Label of the run that records this session.", default=["serve"], show_default=True)
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False),
               help="Serve the run in this trace file (from `agentprobe export`) instead of one in the database.")
 def serve(run_ref, db, confdir, host, port, realtime, label, trace_file):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -20,7 +21,7 @@ from .output import json_option
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @proxy_options
-@json_option("the run summary")
+@json_option("the run summary (the command's own stdout then goes to stderr, so stdout holds only the JSON)")
 @click.option("--serve", "serve_run", metavar="RUN", help="Answer the command's LLM calls from recorded RUN, offline.")
 @click.option("--realtime", is_flag=True, help="With --serve: reproduce the recorded timing.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -82,7 +83,8 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream
         raise
     exit_code = 127
     try:
-        exit_code = _run_child(list(command), recording.env(), watch, recording.proxy.address)
+        exit_code = _run_child(list(command), recording.env(), watch, recording.proxy.address,
+                               stdout_to_stderr=as_json)
     except FileNotFoundError:
         click.echo(f"agentprobe: error: command not found: {command[0]}", err=True)
     finally:
@@ -97,9 +99,11 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream
     return exit_code
 
 
-def _run_child(command: list[str], env: dict[str, str], watch: BypassWatch, proxy: tuple[str, int]) -> int:
+def _run_child(command: list[str], env: dict[str, str], watch: BypassWatch, proxy: tuple[str, int], *,
+               stdout_to_stderr: bool = False) -> int:
     watch.ready()  # so the command's first connections are seen
-    result = run_child(command, env, on_start=lambda pid: watch.follow(pid, proxy))
+    result = run_child(command, env, on_start=lambda pid: watch.follow(pid, proxy),
+                       stdout=sys.stderr.fileno() if stdout_to_stderr else None)
     for left in result.leftovers:
         click.echo(f"agentprobe: warning: {left.name} (pid {left.pid}), started by the command, is still running;"
                    " the proxy stops now, so its later calls fail and are not recorded", err=True)

@@ -9,7 +9,7 @@ import click
 from ..store.db import open_db, resolve_path
 from ..store.queries import resolve_run
 from ..traces import TraceError, load_file
-from .common import db_option
+from .common import db_option, label_option
 from .errors import UserError
 from .output import write_output
 
@@ -59,7 +59,7 @@ def export(run_ref, db, output, fmt, endpoint):
 @click.command("import")
 @click.argument("trace_file", type=click.Path(dir_okay=False, path_type=Path))
 @db_option
-@click.option("--label", help="Label the imported run (default: the trace's own; `har` for HAR files).")
+@label_option("Label the imported run (default: the trace's own; `har` for HAR files).")
 def import_(trace_file, db, label):
     """Load a trace file written by `export` (or a HAR file of LLM calls) into the database."""
     try:

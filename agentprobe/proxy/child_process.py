@@ -67,12 +67,15 @@ class ChildResult:
     leftovers: list[Leftover]  # descendants still running when the command itself ended
 
 
-def run_child(command: list[str], env: dict[str, str], on_start: Callable[[int], None] = lambda pid: None
-              ) -> ChildResult:
-    """Run `command` to its end; raises FileNotFoundError when it cannot be started."""
+def run_child(command: list[str], env: dict[str, str], on_start: Callable[[int], None] = lambda pid: None, *,
+              stdout: int | None = None) -> ChildResult:
+    """Run `command` to its end; raises FileNotFoundError when it cannot be started.
+
+    stdout: a file descriptor for the command's stdout (default: ours).
+    """
     subreaper = _become_subreaper()
     terminal = _terminal()
-    child = subprocess.Popen(command, env=env, process_group=0 if terminal is not None else None)
+    child = subprocess.Popen(command, env=env, stdout=stdout, process_group=0 if terminal is not None else None)
     if terminal is not None:
         _hand_terminal_to(terminal, child.pid)
     on_start(child.pid)

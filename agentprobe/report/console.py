@@ -33,10 +33,10 @@ def _say(line: str) -> None:
 
 def scanned_text(meta: dict) -> str:
     runs = meta.get("runs") or []
-    scanned = (", ".join(runs) if len(runs) <= 3 else f"{len(runs)} runs") or "no runs"
+    scanned = ", ".join(runs) if len(runs) <= 3 else f"{len(runs)} runs"
     if meta.get("config"):
-        scanned += f" with config {meta['config']}"
-    return scanned
+        return f"{scanned} with config {meta['config']}" if scanned else f"config {meta['config']}"
+    return scanned or "no runs"
 
 
 def call_refs(calls: list[dict], limit: int = 8) -> str:

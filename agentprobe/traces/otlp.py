@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .. import __version__
+from ..util.say import warn
 
 log = logging.getLogger("agentprobe.traces.otlp")
 
@@ -166,6 +167,7 @@ class LiveExporter:
         self.queue: queue.Queue = queue.Queue(maxsize=100_000)
         self.sent = 0
         self.failed = 0
+        self._error: str | None = None
         self._thread = threading.Thread(target=self._loop, name="agentprobe-otlp", daemon=True)
         self._thread.start()
 
@@ -179,6 +181,10 @@ class LiveExporter:
     def close(self, timeout: float = 10) -> None:
         self.queue.put(None)
         self._thread.join(timeout)
+        if self.failed:
+            warn(f"{self.failed} of {self.sent + self.failed} span(s) were not exported to {self.endpoint}"
+                 f" ({self._error}); the calls are in the database: `agentprobe export RUN --format otlp` sends"
+                 " them again")
 
     def _loop(self) -> None:
         if self.yield_cpu:
@@ -206,4 +212,7 @@ class LiveExporter:
                     self.sent += len(calls)
                 except Exception as e:  # noqa: BLE001 - the collector being down is not our agent's problem
                     self.failed += len(calls)
-                    log.warning("OTLP export to %s failed: %s", self.endpoint, e)
+                    if self._error is None:  # said once, now; the count comes at the end
+                        warn(f"OTLP export to {self.endpoint} failed ({type(e).__name__}: {e}); the calls are still"
+                             " recorded, and the spans not exported are counted")
+                    self._error = f"{type(e).__name__}: {e}"

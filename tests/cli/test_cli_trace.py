@@ -61,8 +61,11 @@ def test_trace_records_the_child_and_passes_its_exit_code(workdir):
 
 def test_trace_json_summary(workdir):
     tmp, env, ca = workdir
-    r = run_cli("trace", "--json", "--upstream-ca", ca, "--", sys.executable, str(tmp / "agent.py"), env=env)
-    summary = json.loads(r.stdout)
+    talker = tmp / "talks.py"
+    talker.write_text("print('the agent says hello')\n" + AGENT)
+    r = run_cli("trace", "--json", "--upstream-ca", ca, "--", sys.executable, str(talker), env=env)
+    summary = json.loads(r.stdout)  # stdout is only the JSON, so `| jq` works
+    assert "the agent says hello" in r.stderr
     assert summary["calls"] == 4 and summary["errors_by_status"] == {"503": 1}
     assert summary["input_tokens"] > 0 and summary["calls_lost"] == 0
 

@@ -59,6 +59,10 @@ def test_collector_down_does_not_break_recording(tmp_path, tls_ca_bundle, fake_p
     r = run_cli("trace", "--otlp", "http://127.0.0.1:9", "--upstream-ca", tls_ca_bundle, "--", sys.executable,
                 str(tmp_path / "agent.py"), env=env)
     assert r.returncode == 0 and "calls 2" in r.stderr
+    # Said once, with the prefix, when it happened; counted at the end; never one line per batch.
+    lines = [line for line in r.stderr.splitlines() if "OTLP" in line or "span(s)" in line]
+    assert len(lines) == 2 and all(line.startswith("agentprobe: WARNING: ") for line in lines), r.stderr
+    assert "2 of 2 span(s) were not exported to http://127.0.0.1:9" in lines[1]
 
 
 @pytest.mark.parametrize("api,operation", [("embeddings", "embeddings"), ("batchEmbedContents", "embeddings"),
