@@ -107,6 +107,11 @@ def _error_type(cap: Capture, resp: ParsedResponse | None) -> str | None:
         msg = cap.error.lower()
         if cap.status is not None:
             return "stream_cut"
+        if "certificate" in msg or "tls" in msg or "ssl" in msg or "handshake" in msg:
+            return "upstream_tls_error"  # the proxy could not verify (or speak TLS to) the upstream
+        if "name or service not known" in msg or "getaddrinfo" in msg or "nodename" in msg \
+                or "no address associated" in msg or "name resolution" in msg:
+            return "upstream_dns_error"
         if "timeout" in msg or "timed out" in msg:
             return "timeout"
         if "refused" in msg or "connect" in msg:

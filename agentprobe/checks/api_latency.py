@@ -118,6 +118,27 @@ def abandoned(ctx: ScanContext) -> list[Finding]:
     return out
 
 
+def upstream_unreachable(ctx: ScanContext) -> list[Finding]:
+    """Calls the proxy itself could not deliver: the agent got agentprobe's 502, never the provider's answer."""
+    from ..store.queries import PROXY_ERRORS, unreachable
+
+    out = []
+    for run_id in ctx.run_ids:
+        for u in unreachable(ctx.db, run_id):
+            marks = ", ".join("?" * len(PROXY_ERRORS))
+            rows = ctx.cited(f"run_id = ? AND host IS ? AND port IS ? AND status IS NULL AND error_type = ?"
+                             f" AND error_type IN ({marks})", [run_id, u["host"], u["port"], u["error_type"],
+                                                                *PROXY_ERRORS])
+            out.append(Finding(
+                rule="api_latency/upstream_unreachable", severity="high",
+                title=f"the proxy could not reach {u['host']}:{u['port']} for {u['calls']} call(s)",
+                evidence=f"in run {run_id}, call(s) {seqs(rows)} never reached the provider: {u['cause']}."
+                         " The agent saw a 502 from agentprobe; nothing was sent or billed.",
+                fix=u["fix"][0].upper() + u["fix"][1:] + ".", run_id=run_id, calls=ctx.refs(rows),
+                data={"host": u["host"], "port": u["port"], "error_type": u["error_type"], "calls": u["calls"]}))
+    return out
+
+
 def slow(ctx: ScanContext) -> list[Finding]:
     where, params = ctx.runs_sql()
     budget = ctx.thresholds.latency_ms
@@ -138,4 +159,4 @@ def slow(ctx: ScanContext) -> list[Finding]:
     return out
 
 
-CHECKS = [swallowed_error, rate_limited, retry, stream_cut, abandoned, slow]
+CHECKS = [swallowed_error, rate_limited, retry, stream_cut, abandoned, upstream_unreachable, slow]

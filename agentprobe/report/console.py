@@ -105,6 +105,9 @@ def print_summary(summary: dict, as_json: bool = False) -> None:
         f" retries {summary['retries']}, streams cut {summary['streams_cut']})"
     )
     lines.append(f"  errors {summary['errors']} (by status: {errors})")
+    for u in summary.get("unreachable") or ():
+        lines.append(f"  ERROR: the proxy could not reach {u['host']}:{u['port']} ({u['calls']} call(s)): {u['cause']}"
+                     f" - fix: {u['fix']}")
     lines.append(f"  tokens in {summary['input_tokens']:,} / out {summary['output_tokens']:,}")
     if summary["models"]:
         lines.append(f"  models {', '.join(summary['models'])}")

@@ -92,6 +92,36 @@ def body_text(db: sqlite_utils.Database, body_id: str | None) -> str | None:
     return content.decode("utf-8", "replace") if isinstance(content, bytes) else content
 
 
+# Failures of the proxy's own connection to the upstream: the agent got a 502 from agentprobe, not
+# an answer from its provider.
+PROXY_ERRORS = ("upstream_tls_error", "upstream_dns_error", "connection_error", "upstream_error", "timeout")
+
+
+def unreachable(db: sqlite_utils.Database, run_id: str) -> list[dict]:
+    """The upstreams the proxy could not reach in a run: host, port, cause, calls, a fix."""
+    marks = ", ".join("?" * len(PROXY_ERRORS))
+    out = []
+    for host, port, kind, message, n in db.execute(
+            f"SELECT host, port, error_type, min(error_message), count(*) FROM calls WHERE run_id = ?"
+            f" AND status IS NULL AND error_type IN ({marks}) GROUP BY host, port, error_type ORDER BY min(seq)",
+            [run_id, *PROXY_ERRORS]).fetchall():
+        out.append({"host": host, "port": port, "error_type": kind, "cause": message, "calls": n,
+                    "fix": unreachable_fix(kind, host, port)})
+    return out
+
+
+def unreachable_fix(kind: str, host: str | None, port: int | None) -> str:
+    where = f"{host}:{port}" if port else str(host)
+    if kind == "upstream_tls_error":
+        return (f"give the proxy the CA that signed {where}'s certificate: --upstream-ca CA.pem (or add it to"
+                " SSL_CERT_FILE, whose roots the proxy trusts too); --ssl-insecure skips the check")
+    if kind == "upstream_dns_error":
+        return f"{host} does not resolve from the proxy: check the name, your DNS, or set --upstream-proxy"
+    if kind == "connection_error":
+        return f"nothing accepts connections at {where}: is the server up, and the port right?"
+    return f"the proxy's connection to {where} failed: check the network, or set --upstream-proxy for a company proxy"
+
+
 def summarize(db: sqlite_utils.Database, run_id: str) -> dict:
     """The numbers `trace` and `record` print when a run ends."""
     run = get_run(db, run_id)
@@ -132,6 +162,7 @@ def summarize(db: sqlite_utils.Database, run_id: str) -> dict:
         "models": sorted(filter(None, (llm[5] or "").split(","))),
         "errors": run["errors"],
         "errors_by_status": by_status,
+        "unreachable": unreachable(db, run_id),
         "input_tokens": run["input_tokens"],
         "output_tokens": run["output_tokens"],
         "calls_lost": run["calls_lost"],

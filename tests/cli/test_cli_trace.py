@@ -238,3 +238,16 @@ def test_an_existing_open_confdir_is_not_chmodded_but_warned_about(tmp_path):
     fresh = tmp_path / "new-conf"
     assert run_cli("ca", "--confdir", str(fresh)).returncode == 0
     assert (fresh.stat().st_mode & 0o777) == 0o700
+
+
+def test_an_upstream_the_proxy_cannot_verify_is_said_and_found_not_taken_for_wasted_tokens(workdir):
+    tmp, env, _ca = workdir  # no --upstream-ca: the fake provider's private CA is not trusted
+    r = run_cli("trace", "--", sys.executable, str(tmp / "agent.py"), env={**env, "EXIT_WITH": "0"})
+    assert "ERROR: the proxy could not reach 127.0.0.1:" in r.stderr
+    assert "Certificate verify failed" in r.stderr and "--upstream-ca" in r.stderr
+    out = run_cli("scan", "--json", "--fail-on", "high", env=env)
+    assert out.returncode == 1
+    found = {f["rule"]: f for f in json.loads(out.stdout)["findings"]}
+    assert found["api_latency/upstream_unreachable"]["data"]["error_type"] == "upstream_tls_error"
+    assert "usage/wasted" not in found  # nothing reached the provider, nothing was billed
+    assert "upstream_unreachable" in out.stderr  # the exit line names what tripped --fail-on
