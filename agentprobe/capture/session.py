@@ -70,9 +70,10 @@ class Recording:
     def url(self) -> str:
         return self.proxy.url
 
-    def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
+    def env(self, base: dict[str, str] | None = None, *, node_report: Path | None = None) -> dict[str, str]:
         """The environment for the traced command (see proxy/child_env.py for what each setting is for)."""
-        return child_env(self.url, self._bundle, base, java_truststore=self._java_truststore(base))
+        return child_env(self.url, self._bundle, base, java_truststore=self._java_truststore(base),
+                         node_report=node_report)
 
     def _java_truststore(self, base: dict[str, str] | None):
         import os

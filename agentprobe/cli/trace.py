@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import shlex
+import shutil
+import tempfile
 import sys
 from pathlib import Path
 
 import click
 
 from ..capture.session import Recording
+from ..proxy.child_env import node_processes_not_steered
 from ..proxy.child_process import run_child
 from ..proxy.bypass_watch import DEFAULT_PORTS, PORTS_ENV, BypassWatch, parse_ports, run_columns
 from ..report.console import print_serve_summary, print_summary
@@ -82,9 +85,13 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream
             backend.stop()
         raise
     exit_code = 127
+    node_report = Path(tempfile.mkdtemp(prefix="agentprobe-node-")) / "report.jsonl"
     try:
-        exit_code = _run_child(list(command), recording.env(), watch, recording.proxy.address,
-                               stdout_to_stderr=as_json)
+        exit_code = _run_child(list(command), recording.env(node_report=node_report), watch,
+                               recording.proxy.address, stdout_to_stderr=as_json)
+        for entry in node_processes_not_steered(node_report):
+            click.echo(f"agentprobe: warning: Node {entry.get('node')} (pid {entry.get('pid')}): fetch was not sent"
+                       f" through the proxy ({'; '.join(entry['notes'])}); its calls are not recorded", err=True)
     except FileNotFoundError:
         click.echo(f"agentprobe: error: command not found: {command[0]}", err=True)
     finally:

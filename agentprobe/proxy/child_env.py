@@ -10,8 +10,9 @@ Each setting exists because some client ignores the others (each seen on these m
   trust_env=True, and so does everything built on it);
 - JAVA_TOOL_OPTIONS with the proxy properties and a truststore: the JVM reads none of the above,
   and skips the proxy for loopback hosts unless http.nonProxyHosts is emptied;
-- NODE_OPTIONS with a preload, for Node's built-in fetch (it ignores the proxy variables
-  before Node 24), where a preload is available.
+- NODE_OPTIONS with agentprobe's preload (nodehook/agentprobe-node.cjs, no npm package needed): Node's
+  built-in fetch ignores the proxy variables before Node 24 (and without NODE_USE_ENV_PROXY after),
+  and its http/https modules ignore them on every version.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
 NO_PROXY_VARIABLES = ("NO_PROXY", "no_proxy")
 TRUST_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
 PYTHON_HOOK_DIR = Path(__file__).resolve().parent / "pyhook"
+NODE_PRELOAD = Path(__file__).resolve().parent / "nodehook" / "agentprobe-node.cjs"
 
 
 def child_env(proxy_url: str, bundle: Path, base: dict[str, str] | None = None, *, python_hook: bool = True,
-              java_truststore: Path | None = None, node_preload: Path | None = None) -> dict[str, str]:
+              java_truststore: Path | None = None, node_preload: Path | None = NODE_PRELOAD,
+              node_report: Path | None = None) -> dict[str, str]:
+    """node_report: a file the Node preload appends one line per process to (which route it took)."""
     """Environment for a process whose traffic should go through the proxy."""
     env = dict(os.environ if base is None else base)
     for name in PROXY_VARIABLES:
@@ -43,9 +47,11 @@ def child_env(proxy_url: str, bundle: Path, base: dict[str, str] | None = None, 
     if java_truststore is not None:
         env["JAVA_TOOL_OPTIONS"] = " ".join(filter(None, [env.get("JAVA_TOOL_OPTIONS"),
                                                           java_options(proxy_url, java_truststore)]))
-    if node_preload is not None:
+    if node_preload is not None and f"--require={_node_quoted(node_preload)}" not in env.get("NODE_OPTIONS", ""):
         env["NODE_OPTIONS"] = " ".join(filter(None, [env.get("NODE_OPTIONS"),
                                                      f"--require={_node_quoted(node_preload)}"]))
+    if node_report is not None:
+        env["AGENTPROBE_NODE_REPORT"] = str(node_report)
     return env
 
 
@@ -87,3 +93,22 @@ def shell_exports(env: dict[str, str]) -> str:
         keep = f'"${{{name}:+{joiner}${name}}}"' if joiner else ""
         lines.append(f"export {name}={shlex.quote(value)}{keep}")
     return "\n".join(lines)
+
+
+def node_processes_not_steered(report: Path) -> list[dict]:
+    """Node processes whose fetch the preload could not send through the proxy (from its report file)."""
+    import json
+
+    try:
+        lines = report.read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("fetch") == "off" and entry.get("notes"):
+            out.append(entry)
+    return out
