@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from contextlib import contextmanager
 
 import click
 
@@ -70,27 +72,47 @@ def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, header
     config = ProxyConfig(confdir=confdir or default_confdir(), upstream_ca=Path(upstream_ca) if upstream_ca else None)
     recording = Recording(db, config, label="replay", command=f"agentprobe replay {run_id}",
                           parent_run_id=run_id).start()
-    from rich.progress import Progress
-
     try:
-        with Progress(transient=True, console=_stderr_console()) as bar:
-            task = bar.add_task(f"replaying {len(items)} call(s) x{times}", total=len(items) * times)
+        with progress_reporter(f"replaying {len(items)} call(s) x{times}", len(items) * times) as advance:
             outcomes = run_replay(items, opts, proxy_url=recording.url, trust=recording.env()["SSL_CERT_FILE"],
-                                  progress=lambda: bar.advance(task))
+                                  progress=advance)
     finally:
         recording.stop()
     summary = {"run_id": run_id, "replay_run_id": recording.run_id, **summarize(outcomes, opts)}
+    if summary["errors"] == summary["calls"]:
+        first = next(o for o in outcomes if o.errors).errors[0]
+        raise UserError(f"no replay of run {run_id} could be made ({first}); the replays are run"
+                        f" {recording.run_id}")
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         _print(summary)
-    return 1 if summary["deterministic"] < summary["calls"] else 0
+    return 1 if summary["deterministic"] + summary["errors"] < summary["calls"] else 0
 
 
-def _stderr_console():
-    from rich.console import Console
+@contextmanager
+def progress_reporter(what: str, total: int, every_s: float = 5.0):
+    """A progress bar at a terminal; off it (a CI log), a line every few seconds. Yields `advance()`."""
+    import sys
 
-    return Console(stderr=True)
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import Progress
+
+        with Progress(transient=True, console=Console(stderr=True)) as bar:
+            task = bar.add_task(what, total=total)
+            yield lambda: bar.advance(task)
+        return
+    done, last = 0, time.monotonic()
+
+    def advance() -> None:
+        nonlocal done, last
+        done += 1
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            click.echo(f"agentprobe: {what}: {done} of {total} done", err=True)
+
+    yield advance
 
 
 def _print(summary: dict) -> None:

@@ -71,6 +71,7 @@ class Item:
     top_p: float | None
     seed: int | None
     recorded: ParsedResponse
+    recorded_status: int | None = None
 
 
 @dataclass
@@ -162,6 +163,7 @@ def plan(db, run_id: str, opts: Options) -> list[Item]:
             seq=row["seq"], provider=row["provider"], api=row["api"], model=row["model"], url=url,
             headers=headers, body=body, stream=bool(row["stream"]), temperature=row["temperature"],
             top_p=row["top_p"], seed=row["seed"], recorded=_recorded_response(db, row, dialect),
+            recorded_status=row["status"],
         ))
     if not items:
         raise ReplayInputError(f"run {run_id} has no recorded LLM requests to replay"
@@ -197,12 +199,44 @@ def verdict(score: float, threshold: float) -> str:
     return "drifting" if score >= 0.5 else "divergent"
 
 
-def _send(client, item: Item) -> ParsedResponse:
+class TargetDown(Exception):
+    """The replay target failed every attempt of the calls before: not asked again."""
+
+
+class _Targets:
+    """Where replays go, and which of them gave up: a target that answered 5xx (or nothing) to every
+    attempt of two calls in a row is down, and the rest of its calls fail at once instead of each
+    waiting out its backoff (minutes of silence before, for a proxy that could not reach it)."""
+
+    DOWN_AFTER = 2
+
+    def __init__(self) -> None:
+        self.failed_in_a_row: dict[str, int] = {}
+        self.last_error: dict[str, str] = {}
+
+    @staticmethod
+    def origin(url: str) -> str:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def check(self, url: str) -> None:
+        origin = self.origin(url)
+        if self.failed_in_a_row.get(origin, 0) >= self.DOWN_AFTER:
+            raise TargetDown(f"{origin} is down ({self.last_error.get(origin)}): not sent")
+
+    def result(self, url: str, failed: bool, why: str | None = None) -> None:
+        origin = self.origin(url)
+        self.failed_in_a_row[origin] = self.failed_in_a_row.get(origin, 0) + 1 if failed else 0
+        if why:
+            self.last_error[origin] = why
+
+
+def _send(client, item: Item) -> tuple[ParsedResponse, int | None]:
     """One replay of one request, waiting out rate limits instead of counting them as answers."""
     import httpx2
 
     dialect = detect("POST", "", urlsplit(item.url).path, item.body)
-    delay = 1.0
+    delay = 0.5
     for attempt in range(MAX_ATTEMPTS):
         with client.stream("POST", item.url, content=item.body, headers=item.headers) as r:
             if r.status_code in RETRYABLE and attempt < MAX_ATTEMPTS - 1:
@@ -219,13 +253,13 @@ def _send(client, item: Item) -> ParsedResponse:
                 except httpx2.HTTPError as e:
                     resp = parser.result()
                     resp.error_type = resp.error_type or f"stream_cut: {e}"
-                    return resp
-                return parser.result()
+                    return resp, r.status_code
+                return parser.result(), r.status_code
             data = r.read()
             try:
-                return dialect.parse_response(r.status_code, load_json(data))
+                return dialect.parse_response(r.status_code, load_json(data)), r.status_code
             except ParseError as e:
-                return ParsedResponse(error_type=f"http_{r.status_code}", error_message=str(e))
+                return ParsedResponse(error_type=f"http_{r.status_code}", error_message=str(e)), r.status_code
     raise AssertionError("unreachable")
 
 
@@ -242,23 +276,43 @@ def replay(
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(trust)) if trust else True
     client = httpx2.Client(proxy=proxy_url, verify=verify, trust_env=False, timeout=opts.timeout)
 
+    targets = _Targets()
+
     def one(item: Item) -> Outcome:
         expected = comparable(item.recorded)
         ratios, errors, finish_changed = [], [], False
         for _ in range(opts.times):
             try:
-                got = _send(client, item)
-            except httpx2.HTTPError as e:
-                errors.append(f"{type(e).__name__}: {e}")
+                targets.check(item.url)
+                got, status = _send(client, item)
+            except TargetDown as e:
+                errors.append(str(e))
                 progress()
                 continue
-            if got.error_type:
+            except httpx2.HTTPError as e:
+                errors.append(f"{type(e).__name__}: {e}")
+                targets.result(item.url, True, f"{type(e).__name__}: {e}")
+                progress()
+                continue
+            server_failed = status is not None and status >= 500
+            targets.result(item.url, server_failed, f"HTTP {status}" if server_failed else None)
+            if server_failed and status != item.recorded_status:
+                # Every attempt of this replay failed on the server: more replays would wait the same.
+                errors.append(f"HTTP {status} on every attempt")
+                progress()
+                break
+            # A call that failed when recorded and fails the same way now gave the same answer.
+            same_failure = bool(got.error_type) and status is not None and status == item.recorded_status
+            if got.error_type and not same_failure:
                 errors.append(got.error_type + (f": {got.error_message}" if got.error_message else ""))
-            ratios.append(match_ratio(expected, comparable(got), item.model))
+            ratios.append(1.0 if same_failure else match_ratio(expected, comparable(got), item.model))
             finish_changed |= got.finish_reason != item.recorded.finish_reason
             progress()
-        score = min(ratios) if ratios and not errors else 0.0
-        return Outcome(item.seq, item.model, ratios, finish_changed, verdict(score, opts.threshold),
+        if errors and not ratios:
+            verdict_text = "error"  # the replay could not be made: no verdict on determinism
+        else:
+            verdict_text = verdict(min(ratios) if ratios and not errors else 0.0, opts.threshold)
+        return Outcome(item.seq, item.model, ratios, finish_changed, verdict_text,
                        item.temperature, item.top_p, item.seed, errors)
 
     try:
@@ -288,15 +342,17 @@ def explain(outcome: Outcome) -> str:
 
 def summarize(outcomes: list[Outcome], opts: Options) -> dict:
     deterministic = [o for o in outcomes if o.verdict == "deterministic"]
+    failed = [o for o in outcomes if o.verdict == "error"]
     worst = sorted(outcomes, key=lambda o: o.score)[:5]
     return {
         "calls": len(outcomes),
         "times": opts.times,
         "threshold": opts.threshold,
         "deterministic": len(deterministic),
+        "errors": len(failed),  # calls whose replays could not be made (no verdict for them)
         "deterministic_share": round(len(deterministic) / len(outcomes), 4) if outcomes else None,
         "worst": [{"seq": o.seq, "score": round(o.score, 4), "verdict": o.verdict, "why": explain(o)}
-                  for o in worst if o.verdict != "deterministic"],
+                  for o in worst if o.verdict not in ("deterministic", "error")],
         "outcomes": [
             {"seq": o.seq, "model": o.model, "verdict": o.verdict, "score": round(o.score, 4),
              "ratios": [round(r, 4) for r in o.ratios], "finish_reason_changed": o.finish_changed,

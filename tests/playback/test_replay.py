@@ -120,3 +120,26 @@ def test_replay_from_a_trace_file_into_a_fresh_database(record, tmp_path):
     assert result["calls"] == 3 and result["deterministic"] == 3
     runs = json.loads(run_cli("runs", "--json", env=fresh).stdout)
     assert {r["id"] for r in runs} >= {run_id} and runs[0]["parent_run_id"] == run_id
+
+
+def test_a_target_that_fails_every_attempt_is_one_error_not_a_verdict(record):
+    import time
+
+    run, env, ca, provider = record
+    run_id = run()
+    started = time.monotonic()
+    r = _replay(env, ca, run_id, "--header", "x-fake: status=503")
+    elapsed = time.monotonic() - started
+    last = r.stderr.strip().splitlines()[-1]  # after the progress lines a log gets every few seconds
+    assert r.returncode == 2 and last.startswith("agentprobe: error: no replay of run"), r.stderr
+    assert "HTTP 503" in last
+    assert elapsed < 60, elapsed  # two calls' backoff, then the target is taken for down: no minutes of silence
+
+
+def test_a_failure_that_reproduces_is_the_same_answer(record):
+    run, env, ca, provider = record
+    run_id = run(EXTRA="[fake status=500]")
+    r = _replay(env, ca, run_id, "--only-failed")
+    result = json.loads(r.stdout)
+    [failed] = result["outcomes"]
+    assert failed["verdict"] == "deterministic" and failed["score"] == 1.0, result
