@@ -294,9 +294,10 @@ def replay(
                 targets.result(item.url, True, f"{type(e).__name__}: {e}")
                 progress()
                 continue
-            server_failed = status is not None and status >= 500
+            # A 5xx the recording also got is the call's answer, not a sign the target is down.
+            server_failed = status is not None and status >= 500 and status != item.recorded_status
             targets.result(item.url, server_failed, f"HTTP {status}" if server_failed else None)
-            if server_failed and status != item.recorded_status:
+            if server_failed:
                 # Every attempt of this replay failed on the server: more replays would wait the same.
                 errors.append(f"HTTP {status} on every attempt")
                 progress()

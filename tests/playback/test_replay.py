@@ -136,10 +136,22 @@ def test_a_target_that_fails_every_attempt_is_one_error_not_a_verdict(record):
     assert elapsed < 60, elapsed  # two calls' backoff, then the target is taken for down: no minutes of silence
 
 
-def test_a_failure_that_reproduces_is_the_same_answer(record):
-    run, env, ca, provider = record
-    run_id = run(EXTRA="[fake status=500]")
-    r = _replay(env, ca, run_id, "--only-failed")
+def test_a_failure_that_reproduces_is_the_same_answer(tmp_path, tls_ca_bundle, fake_provider_tls):
+    (tmp_path / "agent.py").write_text(textwrap.dedent("""
+        import os, openai
+        oa = openai.OpenAI(base_url=os.environ["FAKE_URL"] + "/v1", api_key="sk-replay-0123456789abcdef", max_retries=0)
+        try:
+            oa.chat.completions.create(model="gpt-4o-mini", temperature=0,
+                                       messages=[{"role": "user", "content": "Fail [fake status=500]"}])
+        except openai.InternalServerError:
+            pass
+    """))
+    env = {"FAKE_URL": fake_provider_tls.url, "AGENTPROBE_DB": str(tmp_path / "ap.db"),
+           "AGENTPROBE_CONFDIR": str(tmp_path / "conf")}
+    r = run_cli("trace", "--upstream-ca", tls_ca_bundle, "--", sys.executable, str(tmp_path / "agent.py"), env=env)
+    assert r.returncode == 0, r.stderr
+    r = _replay(env, tls_ca_bundle, "latest")
     result = json.loads(r.stdout)
     [failed] = result["outcomes"]
     assert failed["verdict"] == "deterministic" and failed["score"] == 1.0, result
+    assert r.returncode == 0
