@@ -10,6 +10,7 @@ from pathlib import Path
 import sqlite_utils
 
 from ..util.jsonfile import read_json_file
+from ..util.userfile import TRACE_LIMIT
 from . import FORMAT, VERSION, TraceError
 
 
@@ -20,7 +21,7 @@ def schema() -> dict:
 def read(path: str | Path) -> dict:
     """Parse and validate a trace or HAR file (HAR is returned as-is, marked by its `log` key)."""
     path = Path(path)
-    data = read_json_file(path, "trace file", TraceError, invalid_hint=" (truncated?)")
+    data = read_json_file(path, "trace file", TraceError, invalid_hint=" (truncated?)", limit=TRACE_LIMIT)
     if isinstance(data, dict) and isinstance(data.get("log"), dict):
         return data
     if not isinstance(data, dict) or data.get("format") != FORMAT:
