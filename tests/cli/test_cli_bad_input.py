@@ -195,3 +195,38 @@ def test_hostile_upstream_ca_stops_record_before_the_database(tmp_path, kind):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "CA file" in r.stderr and not db.exists()
+
+
+# -- record: a bad --upstream or a port in use touches no database (issue 21) ----------------------
+def _record(tmp_path, db, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "agentprobe", "record", "--db", str(db),
+                           "--confdir", str(tmp_path / "conf"), *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+@pytest.mark.parametrize("case", ["port_in_use", "upstream_with_path", "upstream_bad_host", "upstream_bad_port"])
+def test_record_refuses_before_the_database_is_touched(tmp_path, case, existing):
+    import socket
+
+    db = _db(tmp_path, "ok") if existing else tmp_path / "fresh" / "ap.db"
+    before = db.read_bytes() if existing else None
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        args = {"port_in_use": ["--port", str(port)],
+                "upstream_with_path": ["--port", "0", "--upstream", "https://api.openai.com/v1"],
+                "upstream_bad_host": ["--port", "0", "--upstream", "https://exa mple.com"],
+                "upstream_bad_port": ["--port", "0", "--upstream", "http://localhost:99999"]}[case]
+        r = _record(tmp_path, db, *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert ("cannot listen on" if case == "port_in_use" else "--upstream") in r.stderr, r.stderr
+    if existing:
+        assert db.read_bytes() == before
+        assert not db.with_name(db.name + "-wal").exists()
+    else:
+        assert not db.exists() and not db.parent.exists()
