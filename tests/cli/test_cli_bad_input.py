@@ -230,3 +230,197 @@ def test_record_refuses_before_the_database_is_touched(tmp_path, case, existing)
         assert not db.with_name(db.name + "-wal").exists()
     else:
         assert not db.exists() and not db.parent.exists()
+
+
+# -- damaged databases (issue 21) -------------------------------------------------------------------
+# Every command that reads runs, with the arguments that make it read a run's calls.
+DAMAGE_READERS = {
+    "runs": ["runs"],
+    "calls": ["calls", "--run", "{run}"],
+    "calls --json": ["calls", "--run", "{run}", "--json"],
+    "scan": ["scan", "--run", "{run}"],
+    "scan --format sarif": ["scan", "--run", "{run}", "--format", "sarif"],
+    "diff": ["diff", "{run}", "{run}"],
+    "export": ["export", "{run}", "-o", "{tmp}/out.json"],
+    "export --format har": ["export", "{run}", "--format", "har", "-o", "{tmp}/out.har"],
+    "report": ["report", "{run}", "-o", "{tmp}/r.html"],
+    "analyze --run": ["analyze", "--architecture", "{tmp}/arch.md", "--scenario", "{tmp}/scenario.md",
+                      "--run", "{run}", "--print"],
+    "replay": ["replay", "{run}", "--times", "1", "--confdir", "{tmp}/conf"],
+    "serve": ["serve", "{run}", "--port", "0", "--confdir", "{tmp}/conf"],
+}
+# Proxy-starting readers on a database they can read go on to serve or replay: only the damage
+# they must refuse is tried on them.
+LONG_RUNNING = {"replay", "serve"}
+
+
+@pytest.fixture(scope="module")
+def recorded_db(tmp_path_factory):
+    from synthetic import write_run
+
+    path = tmp_path_factory.mktemp("recorded") / "ap.db"
+    run_id = write_run(path, calls=300)
+    return path, run_id
+
+
+def _copy_db(recorded_db, tmp_path):
+    import shutil
+
+    source, run_id = recorded_db
+    path = tmp_path / "a.db"
+    shutil.copy(source, path)
+    for name in ("arch.md", "scenario.md"):
+        (tmp_path / name).write_text("An agent that answers support tickets.")
+    return path, run_id
+
+
+def _damage(path, how: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    if how == "pages":
+        # Overwrite every page of the calls table and its indexes, mid-file; the header, the schema
+        # and the runs table stay readable, so the damage is met only when calls are read.
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        pages = [r[0] for r in conn.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'calls' OR name LIKE 'calls_%' OR name LIKE"
+            " 'sqlite_autoindex_calls%'")]
+        conn.close()
+        with open(path, "r+b") as f:
+            for page in pages:
+                f.seek((page - 1) * page_size)
+                f.write(bytes([0x13]) * page_size)
+        return
+    if how == "missing_column":
+        conn.execute("ALTER TABLE calls DROP COLUMN latency_ms")
+    elif how == "text_latency":
+        conn.execute("UPDATE calls SET latency_ms = 'fast' WHERE seq = 2")
+    elif how == "text_seq":
+        conn.execute("UPDATE calls SET seq = 'first' WHERE seq = 1")
+    elif how == "text_tokens":
+        conn.execute("UPDATE calls SET input_tokens = 'many', ttft_ms = x'00ff' WHERE seq = 3")
+    conn.commit()
+    conn.close()
+
+
+DAMAGE = {"pages": "database disk image is malformed", "missing_column": "has no column latency_ms",
+          "text_latency": "calls.latency_ms", "text_seq": "calls.seq", "text_tokens": "calls."}
+DAMAGE_MATRIX = [(reader, how) for reader in DAMAGE_READERS for how in DAMAGE
+                 if reader not in LONG_RUNNING or how in ("pages", "missing_column")]
+
+
+@pytest.mark.parametrize("reader,how", DAMAGE_MATRIX)
+def test_damaged_database_is_one_line_and_untouched(recorded_db, tmp_path, reader, how):
+    path, run_id = _copy_db(recorded_db, tmp_path)
+    _damage(path, how)
+    before = path.read_bytes()
+    args = [a.format(run=run_id, tmp=tmp_path) for a in DAMAGE_READERS[reader]]
+    r = run_cli(*args, "--db", str(path), timeout=60)
+    assert "Traceback" not in r.stderr, r.stderr
+    if how in ("pages", "missing_column") and reader != "runs":
+        assert r.returncode == 2, (r.returncode, r.stderr)
+    if r.returncode == 2:
+        line = r.stderr.strip()
+        assert len(line.splitlines()) == 1 and DAMAGE[how] in line and str(path) in line, line
+        if how == "pages":
+            assert ".recover" in line, line
+    else:  # the read path tolerated the odd value
+        assert r.returncode in (0, 1), r.stderr
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("reader", [r for r in DAMAGE_READERS if r not in LONG_RUNNING])
+def test_read_commands_open_the_database_read_only(recorded_db, tmp_path, reader):
+    """A read-write connection checkpoints the WAL into the database and deletes it on close; a
+    read-only one leaves both files as they were."""
+    import subprocess
+    import sys
+
+    path, wal = _wal_copy(recorded_db, tmp_path, None)
+    for name in ("arch.md", "scenario.md"):
+        (tmp_path / name).write_text("An agent that answers support tickets.")
+    before, wal_before = path.read_bytes(), wal.read_bytes()
+    _, run_id = recorded_db
+    # A process of its own: connections are closed, as at the end of any command.
+    r = subprocess.run([sys.executable, "-m", "agentprobe", *[a.format(run=run_id, tmp=tmp_path)
+                                                               for a in DAMAGE_READERS[reader]], "--db", str(path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert path.read_bytes() == before and wal.read_bytes() == wal_before
+
+
+def _wal_copy(recorded_db, tmp_path, damage: str | None):
+    """A copy of the database taken while a writer still had 20 runs in its WAL, then damaged."""
+    import shutil
+    import sqlite3
+
+    source, _ = recorded_db
+    live = tmp_path / "live.db"
+    shutil.copy(source, live)
+    conn = sqlite3.connect(live, isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    for i in range(20):
+        conn.execute("INSERT INTO runs (id, label, status, calls_lost) VALUES (?, 'wal', 'completed', 0)",
+                     [f"01WAL{i:04d}"])
+    path = tmp_path / "a.db"
+    shutil.copy(live, path)
+    shutil.copy(live.with_name("live.db-wal"), path.with_name("a.db-wal"))
+    conn.close()
+    wal = path.with_name("a.db-wal")
+    size = wal.stat().st_size
+    if damage == "truncated":
+        os_truncate = __import__("os").truncate
+        os_truncate(wal, size // 2 + 100)  # mid-frame
+    elif damage == "flipped_byte":  # a flipped byte in the page of a frame in the middle
+        with open(wal, "r+b") as f:
+            f.seek(32 + (size - 32) // 2)
+            byte = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    return path, wal
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped_byte"])
+def test_a_damaged_wal_is_reported_and_kept(recorded_db, tmp_path, damage):
+    path, wal = _wal_copy(recorded_db, tmp_path, damage)
+    before, wal_before = path.read_bytes(), wal.read_bytes()
+    r = run_cli("runs", "--json", "--db", str(path))
+    assert r.returncode == 0, r.stderr
+    line = r.stderr.strip()
+    assert len(line.splitlines()) == 1 and line.startswith("agentprobe: warning: ") and str(wal) in line, line
+    assert "damaged" in line
+    assert path.read_bytes() == before and wal.read_bytes() == wal_before  # not merged, not deleted
+    import json
+
+    seen = {r["id"] for r in json.loads(r.stdout)}
+    assert 0 < len({i for i in seen if i.startswith("01WAL")}) < 20  # what SQLite could replay, no more
+
+
+def test_a_healthy_wal_says_nothing(recorded_db, tmp_path):
+    import shutil
+    import sqlite3
+
+    source, _ = recorded_db
+    path = tmp_path / "a.db"
+    shutil.copy(source, path)
+    conn = sqlite3.connect(path, isolation_level=None)  # a writer still open: its WAL is live
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("INSERT INTO runs (id, label, status, calls_lost) VALUES ('01LIVE', 'x', 'running', 0)")
+    try:
+        r = run_cli("runs", "--json", "--db", str(path))
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        assert "01LIVE" in r.stdout
+    finally:
+        conn.close()
+
+
+def test_a_bug_in_a_renderer_is_still_a_traceback(recorded_db, tmp_path, monkeypatch):
+    """A healthy database and a failing renderer: that is our bug, and it must show as one."""
+    path, run_id = _copy_db(recorded_db, tmp_path)
+
+    def broken(*_a, **_k):
+        raise TypeError("a bug of ours")
+
+    monkeypatch.setattr("agentprobe.report.console.print_findings", broken)
+    r = run_cli("scan", "--run", run_id, "--db", str(path))
+    assert r.returncode == 1 and "Traceback" in r.stderr and "a bug of ours" in r.stderr
