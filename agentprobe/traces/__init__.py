@@ -53,7 +53,6 @@ def import_transaction(db_path):
     """A read-write connection inside BEGIN IMMEDIATE: COMMIT on success; on any error ROLLBACK,
     and the database file removed if this import created it."""
     import contextlib
-    import sqlite3
 
     from ..store.db import connect
 
@@ -84,5 +83,4 @@ def import_transaction(db_path):
             if conn is not None:
                 conn.close()
 
-    del sqlite3
     return transaction()
