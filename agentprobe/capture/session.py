@@ -10,7 +10,7 @@ from ..addons.recorder import Recorder
 from ..proxy import fastpath
 from ..proxy.ca import bundle_path
 from ..proxy.child_env import child_env
-from ..proxy.runner import ProxyConfig, ProxyThread
+from ..proxy.runner import ProxyConfig, ProxyThread, check_listen
 from ..store.db import resolve_path
 from ..store.writer_process import WriterProcess
 from ..util.clock import new_id, now_iso
@@ -57,6 +57,8 @@ class Recording:
     def start(self) -> "Recording":
         # The bundle is written up front so containers sharing the confdir can trust the proxy.
         self._bundle = bundle_path(self.proxy_config.confdir)
+        # A port in use must not cost the database a run row (or the file its creation).
+        check_listen(self.proxy_config.host, self.proxy_config.port)
         self.writer.start()  # raises StoreError before any traffic is accepted
         try:
             self.proxy.start()

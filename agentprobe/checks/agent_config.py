@@ -8,7 +8,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..util.jsonfile import read_json_file
+from ..util.jsonfile import parse_json_text
+from ..util.userfile import read_user_file, read_user_text
 
 
 class ConfigError(Exception):
@@ -23,7 +24,12 @@ def load(path: str | Path) -> dict[str, Any]:
     import jsonschema
 
     path = Path(path)
-    config = read_json_file(path, "config file", ConfigError)
+    data = read_user_file(path, "config file", ConfigError)  # read once: the hash is of what was checked
+    try:
+        config_text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
+    config = parse_json_text(config_text, str(path), ConfigError)
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -35,13 +41,13 @@ def load(path: str | Path) -> dict[str, Any]:
     if prompt.get("file"):
         file = (path.parent / prompt["file"]).resolve()
         try:
-            text = file.read_text()
-        except OSError as e:
-            raise ConfigError(f"{path}: field system_prompt/file: cannot read {file}: {e.strerror}") from None
+            text = read_user_text(file, "system prompt file", ConfigError)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: field system_prompt/file: {e}") from None
     # Derived fields start with "_" so they can never collide with schema fields.
     config["_path"] = str(path)
     config["_system_prompt_text"] = text
     config["_system_prompt_file_sha256"] = hashlib.sha256(text.encode()).hexdigest() if text is not None else None
     config["_system_prompt_sha256"] = prompt.get("sha256") or config["_system_prompt_file_sha256"]
-    config["_config_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    config["_config_sha256"] = hashlib.sha256(data).hexdigest()
     return config

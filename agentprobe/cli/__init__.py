@@ -41,6 +41,9 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every usage or input error becomes one line on stderr and exit 2."""
+    from ..store import db
+
+    db.OPENED.clear()
     try:
         rv = cli.main(args=argv, prog_name="agentprobe", standalone_mode=False)
     except click.exceptions.Exit as e:
@@ -64,4 +67,37 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(0)
+    except Exception as e:
+        problem = damaged_database(e)
+        if problem is None:
+            raise  # not explained by bad input: a bug of ours, with its traceback
+        click.echo(f"agentprobe: error: {problem}", err=True)
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def damaged_database(error: Exception) -> str | None:
+    """The one line for a command that failed on a damaged database it opened, else None.
+
+    SQLite's own verdict (corrupt, not a database; locked, unreadable, disk full) names the file; any
+    other failure is looked into (integrity, schema, value types of every database the command
+    opened) and blamed on the data only when the data is found wrong.
+    """
+    import sqlite3
+
+    from ..store import db, health
+
+    opened = [p for p in db.OPENED if p.exists()]
+    if not opened:
+        return None
+    code = health.primary_code(error) if isinstance(error, sqlite3.Error) else None
+    for path in opened:
+        problem = health.diagnose(path)
+        if problem:
+            return problem + (f" (it stopped the command: {type(error).__name__})" if code is None else "")
+    where = opened[0] if len(opened) == 1 else ", ".join(map(str, opened))
+    if code in health.DAMAGE_CODES:
+        return f"{where}: {error}: {health.recover_hint(opened[0])}"
+    if code in health.ENVIRONMENT_CODES:
+        return f"cannot use {where}: {error}"
+    return None

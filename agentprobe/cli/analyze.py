@@ -14,6 +14,7 @@ from ..clients.credentials import MissingKey
 from ..clients.send import Request, Route, SendError, send
 from ..store.db import open_db, resolve_path
 from ..store.queries import resolve_run
+from ..util.userfile import read_user_text
 from .common import db_option, load_config
 from .errors import UserError
 from .output import json_option
@@ -25,10 +26,7 @@ ANALYSTS = ("openai", "anthropic")
 
 
 def _read(path: Path, what: str) -> str:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read the {what} file {path}: {e}") from None
+    text = read_user_text(path, f"{what} file", UserError, hint=f"give the {what} in fewer words")
     if not text.strip():
         raise UserError(f"the {what} file {path} is empty: describe the {what} in it")
     return text

@@ -46,9 +46,27 @@ def load_config(path) -> dict | None:
         raise UserError(str(e)) from None
 
 
+def check_ca_file(_ctx, _param, value):
+    """--upstream-ca: a regular file under the cap, with at least one PEM certificate in it."""
+    if value is None:
+        return None
+    from ..proxy.trust import pem_blocks
+    from ..util.userfile import read_user_file
+
+    text = read_user_file(value, "CA file", UserError).decode("utf-8", "replace")
+    if not pem_blocks(text):
+        raise UserError(f"CA file {value} holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA's"
+                        " certificate in PEM form (openssl x509 -inform der -in ca.der -out ca.pem)")
+    return Path(value)
+
+
+upstream_ca_option = click.option(
+    "--upstream-ca", type=click.Path(dir_okay=False, path_type=Path), callback=check_ca_file,
+    help="Also trust this CA for upstream servers (a corporate gateway, a local test server).")
+
+
 def proxy_options(fn):
-    fn = click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                      help="Also trust this CA for upstream servers (a corporate gateway, a local test server).")(fn)
+    fn = upstream_ca_option(fn)
     fn = click.option("--ssl-insecure", is_flag=True, help="Do not verify upstream certificates.")(fn)
     fn = label_option("Tag the run, e.g. dev or prod (cross-run checks compare labels).")(fn)
     fn = click.option("--otlp", "otlp_endpoint", metavar="URL",

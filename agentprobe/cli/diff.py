@@ -21,7 +21,7 @@ from .output import json_option
 def _side(ref: str, db, scratch: Path):
     """A run id (or prefix, or latest) in --db, or a trace / HAR file loaded into a scratch database."""
     path = Path(ref)
-    if path.suffix.lower() in (".json", ".har") or path.is_file():
+    if path.suffix.lower() in (".json", ".har") or path.exists():
         target = scratch / f"{len(list(scratch.iterdir()))}.db"
         try:
             run_id = load_file(target, path)

@@ -15,7 +15,7 @@ from ..proxy.ca import default_confdir
 from ..proxy.runner import ProxyConfig
 from ..store.db import open_db
 from ..store.queries import resolve_run
-from .common import confdir_option, db_option
+from .common import confdir_option, db_option, upstream_ca_option
 from .errors import UserError
 from .output import json_option
 
@@ -46,7 +46,7 @@ def _pairs(values, what: str) -> dict[str, str]:
 @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'", help="Extra request header.")
 @click.option("--only-failed", is_flag=True, help="Only calls that failed, were cut or were truncated.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True)
-@click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False), help="Extra CA for the provider.")
+@upstream_ca_option
 @json_option("the result")
 def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, headers, only_failed, concurrency,
            upstream_ca, as_json):

@@ -89,6 +89,8 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, as_json, out
     agentprobe scan --format sarif -o agentprobe.sarif
     """
     fmt = output_format(fmt, as_json, output)
+    if output is not None and str(output) != "-" and not output.resolve().parent.is_dir():
+        raise UserError(f"cannot write {output}: its directory {output.resolve().parent} does not exist")
     config = load_config(config_path)
     thresholds = thresholds_for(config, context=context_threshold, latency_ms=latency_budget_ms,
                                 usage_tolerance=usage_tolerance)

@@ -39,10 +39,48 @@ class ProxyConfig:
     upstream_proxy: "UpstreamProxy | None" = None  # the user's own proxy, to forward through (regular mode)
 
     def __post_init__(self) -> None:
+        if self.upstream:
+            check_upstream(self.upstream)
         if self.upstream and self.upstream_proxy:
             raise ProxyStartError(
                 f"reverse mode (--upstream {self.upstream}) cannot forward through the proxy"
                 f" {self.upstream_proxy.display}: use the regular mode (HTTPS_PROXY) there, or --upstream-proxy none")
+
+
+def check_upstream(url: str) -> None:
+    """Refuse a reverse-mode target mitmproxy would refuse, before anything else starts."""
+    from mitmproxy.proxy.mode_specs import ProxyMode
+
+    try:
+        ProxyMode.parse(f"reverse:{url}")
+    except ValueError as e:
+        raise ProxyStartError(f"--upstream {url} is not a server mitmproxy can forward to ({e}): give"
+                              " scheme://host[:port] with no path, e.g. https://api.openai.com") from None
+
+
+def check_listen(host: str, port: int) -> None:
+    """Bind host:port and let go again, so a port in use is reported before the database is touched.
+
+    The socket options are asyncio's (which mitmproxy listens with): SO_REUSEADDR, so a port left in
+    TIME_WAIT by a proxy that just stopped counts as free, as it is for mitmproxy.
+    """
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ProxyStartError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(address)
+            except OSError as e:
+                raise ProxyStartError(
+                    f"cannot listen on {host}:{port}: {e.strerror or e} (another agentprobe or program may have"
+                    " it): pick another --port, or --port 0 for any free one") from None
 
 
 _active_lock = threading.Lock()

@@ -61,10 +61,13 @@ def pem_blocks(text: str) -> list[str]:
 
 def write_bundle(path: Path, sources: Iterable[Path]) -> Path:
     """Every certificate of `sources`, once each, in order; rewritten only when it changed."""
+    from ..util.userfile import read_user_file
+
     seen, blocks = set(), []
     for source in sources:
         try:
-            text = Path(source).read_text(encoding="utf-8", errors="replace")
+            # Capped and regular files only: SSL_CERT_FILE=/dev/zero must not hang the proxy's start.
+            text = read_user_file(source, "CA file", OSError).decode("utf-8", "replace")
         except OSError:
             continue
         for block in pem_blocks(text):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from pathlib import Path
 
 import sqlite_utils
@@ -26,8 +27,31 @@ def _tune(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys = OFF")
 
 
+# Every database this process opened, for health.diagnose when a command fails (cli.main resets it).
+OPENED: list[Path] = []
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection (URI mode=ro): it never writes the file, and never checkpoints or
+    deletes its WAL, which a read-write connection does on close, dropping a damaged tail for good."""
+    conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                           isolation_level=None)
+    try:
+        _tune(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
-    """A connection to a migrated database; raises StoreError with a fix in its message."""
+    """A connection to a migrated database; raises StoreError with a fix in its message.
+
+    create=True: read-write, created and migrated if need be (the writer, import).
+    create=False: an existing database, opened read-only, its schema and WAL checked.
+    """
+    from . import health
+
     if not path.exists():
         if not create:
             raise StoreError(
@@ -36,25 +60,41 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
     elif path.is_dir():
         raise StoreError(f"{path} is a directory, not a database file")
+    if path not in OPENED:
+        OPENED.append(path)
+    conn = None
     try:
-        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        _tune(conn)
         if create:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            _tune(conn)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             migrate(conn)
         else:
-            check_not_newer(conn)
+            conn = read_only(path)
+            check_not_newer(conn)  # the first read: SQLite has replayed the WAL, and indexed it in -shm
+            damaged_wal = health.wal_problem(path)
+            if damaged_wal:  # said to the user directly: a log handler may not be there to say it
+                print(f"agentprobe: warning: {damaged_wal}", file=sys.stderr)
             if not conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='calls'"
             ).fetchone():
                 raise StoreError(f"{path} is not an agentprobe database (no calls table)")
-    except SchemaTooNew as e:
-        raise StoreError(f"{path}: {e}") from None
-    except sqlite3.OperationalError as e:  # locked, read-only, disk full: the file itself is fine
-        raise StoreError(f"cannot use {path}: {e}") from None
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"{path} is not a readable SQLite database ({e})") from None
+            problem = health.check_schema(conn, path)
+            if problem:
+                raise StoreError(problem)
+    except BaseException as e:
+        if conn is not None:
+            conn.close()
+        if isinstance(e, SchemaTooNew):
+            raise StoreError(f"{path}: {e}") from None
+        if isinstance(e, sqlite3.DatabaseError) and health.primary_code(e) in health.DAMAGE_CODES:
+            raise StoreError(f"{path} is not a readable SQLite database ({e}): {health.recover_hint(path)}") from None
+        if isinstance(e, sqlite3.OperationalError):  # locked, read-only, disk full: the file itself is fine
+            raise StoreError(f"cannot use {path}: {e}") from None
+        if isinstance(e, sqlite3.DatabaseError):
+            raise StoreError(f"{path} is not a readable SQLite database ({e})") from None
+        raise
     return conn
 
 

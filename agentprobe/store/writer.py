@@ -296,24 +296,7 @@ class Writer:
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # One statement per kind and column set: each sqlite call lets the proxy thread take the
-            # GIL back, so per-row statements starve this thread while traffic is heavy.
-            conn.executemany(
-                "INSERT OR IGNORE INTO bodies (id, content, size, content_type, truncated)"
-                " VALUES (:id, :content, :size, :content_type, :truncated)",
-                [body for rows in built for body in rows.bodies],
-            )
-            conn.executemany(
-                "INSERT OR IGNORE INTO prompts (sha256, kind, text) VALUES (:sha256, :kind, :text)",
-                [prompt for rows in built for prompt in rows.prompts],
-            )
-            by_columns: dict[tuple[str, ...], list[dict]] = {}
-            for rows in built:
-                by_columns.setdefault(tuple(rows.call), []).append(rows.call)
-            for cols, calls in by_columns.items():
-                conn.executemany(
-                    f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})", calls
-                )
+            insert_rows(conn, built)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -357,6 +340,30 @@ class Writer:
                     log.error("could not update run %s: %s", self.run["id"], e)
                     return
                 released = True
+
+
+def insert_rows(conn: sqlite3.Connection, built: list) -> None:
+    """Insert RowBuilder output (calls with their bodies and prompts) inside the caller's transaction."""
+    # One statement per kind and column set: each sqlite call lets the proxy thread take the
+    # GIL back, so per-row statements starve this thread while traffic is heavy.
+    conn.executemany(
+        "INSERT OR IGNORE INTO bodies (id, content, size, content_type, truncated)"
+        " VALUES (:id, :content, :size, :content_type, :truncated)",
+        [body for rows in built for body in rows.bodies],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO prompts (sha256, kind, text) VALUES (:sha256, :kind, :text)",
+        [prompt for rows in built for prompt in rows.prompts],
+    )
+    insert_calls(conn, [rows.call for rows in built])
+
+
+def insert_calls(conn: sqlite3.Connection, calls: list[dict]) -> None:
+    by_columns: dict[tuple[str, ...], list[dict]] = {}
+    for call in calls:
+        by_columns.setdefault(tuple(call), []).append(call)
+    for cols, group in by_columns.items():
+        conn.executemany(f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})", group)
 
 
 def _transient(e: sqlite3.OperationalError) -> bool:

@@ -11,26 +11,76 @@ class TraceError(Exception):
 
 
 def load_file(db_path, path, *, label: str | None = None) -> str:
-    """Import a trace or HAR file into the database at db_path; the run id.
+    """Import a trace or HAR file into the database at db_path, all or nothing; the run id.
 
-    A trace whose run is already in the database is not imported twice: its id is returned,
-    so `replay --trace` and `diff` can be run on the same file again and again.
+    One transaction (BEGIN IMMEDIATE ... COMMIT) holds the whole import: any error rolls it back,
+    and a database the import created is removed again, so a failed import leaves no trace.
+    A trace whose run is already in the database is checked but not imported twice: its id is
+    returned, so `replay --trace` and `diff` can be run on the same file again and again.
     """
     from pathlib import Path
 
-    from ..store.db import open_db
-    from .har import load_har
-    from .import_json import load, read
+    from .import_json import check_header, load, read_run
+    from .stream import open_trace, skeleton
 
-    data = read(path)
-    if "log" in data:
-        return load_har(Path(db_path), data, label=label, source=Path(path).name)
-    db = open_db(db_path, create=True)
-    try:
-        if db.execute("SELECT 1 FROM runs WHERE id = ?", [data["run"]["id"]]).fetchone():
-            return data["run"]["id"]
-        if label is not None:
-            data["run"]["label"] = label
-        return load(db, data, source=str(path))
-    finally:
-        db.conn.close()
+    path, db_path = Path(path), Path(db_path)
+    with open_trace(path) as f:
+        sk = skeleton(f, path)
+        is_har = sk.kind == "map" and sk.top.get("log") == "map" and "format" not in sk.top
+        if is_har:
+            if sk.duplicates:
+                raise TraceError(f"{path}: key {sk.duplicates[0]} appears more than once")
+            if sk.log.get("entries") != "array":
+                raise TraceError(f"{path}: HAR file has no log.entries list")
+        else:
+            if sk.kind != "map":
+                raise TraceError(f"{path} is not an agentprobe trace or a HAR file")
+            check_header(sk, path)
+            run = read_run(f, path)
+            if label is not None:
+                run["label"] = label
+        with import_transaction(db_path) as conn:
+            if is_har:
+                from .har import load_har
+
+                return load_har(conn, f, path, label=label)
+            exists = conn.execute("SELECT 1 FROM runs WHERE id = ?", [run["id"]]).fetchone() is not None
+            load(conn, f, path, run, write=not exists)
+            return run["id"]
+
+
+def import_transaction(db_path):
+    """A read-write connection inside BEGIN IMMEDIATE: COMMIT on success; on any error ROLLBACK,
+    and the database file removed if this import created it."""
+    import contextlib
+
+    from ..store.db import connect
+
+    @contextlib.contextmanager
+    def transaction():
+        existed = db_path.exists()
+        made_dir = not db_path.parent.exists()
+        conn = None
+        try:
+            conn = connect(db_path, create=True)
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn is not None:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                conn.close()
+                conn = None
+            if not existed:
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    db_path.with_name(db_path.name + suffix).unlink(missing_ok=True)
+                if made_dir:
+                    with contextlib.suppress(OSError):
+                        db_path.parent.rmdir()
+            raise
+        finally:
+            if conn is not None:
+                conn.close()
+
+    return transaction()

@@ -8,22 +8,27 @@ filled, and every credential scrubbed, exactly as if the calls had gone through 
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
+import functools
 import json
+import pickle
+import sqlite3
+from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import sqlite_utils
 
 from .. import __version__
-from ..capture.exchange import Capture
+from ..capture.exchange import Capture, from_wire, to_wire
 from ..capture.rows import RowBuilder
 from ..providers import detect
-from ..store.db import open_db
 from ..store.queries import resolve_run
 from ..util.clock import iso, new_id, now_iso
 from . import TraceError
 
+BATCH = 500
 STATUS_TEXT = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
                500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -98,86 +103,134 @@ def har_dict(db: sqlite_utils.Database, run_ref: str) -> dict:
                     "entries": entries}}
 
 
-def _timestamp(value) -> float:
+@functools.lru_cache(maxsize=1)
+def _entry_validator():
+    import jsonschema
+
+    text = resources.files("agentprobe.schemas").joinpath("har_entry.schema.json").read_text()
+    return jsonschema.Draft202012Validator(json.loads(text))
+
+
+def check_entry(entry, i: int, source) -> None:
+    validator = _entry_validator()
+    if validator.is_valid(entry):
+        return
+    error = min(validator.iter_errors(entry), key=lambda e: list(map(str, e.absolute_path)))
+    field = "/".join(map(str, error.absolute_path))
+    raise TraceError(f"{source}: HAR entry {i}: " + (f"field {field}: " if field else "") + error.message)
+
+
+def _timestamp(value, i: int, source) -> float:
     try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise TraceError(f"HAR entry has an unreadable startedDateTime: {value!r}") from None
+        stamp = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=dt.UTC)
+        ts = stamp.timestamp()
+        dt.datetime.fromtimestamp(ts + 1e7, dt.UTC)  # room for the longest call after it
+        return ts
+    except (ValueError, OverflowError, OSError):
+        raise TraceError(f"{source}: HAR entry {i} has an unreadable startedDateTime: {str(value)[:64]!r}") from None
 
 
-def captures(har: dict) -> list[Capture]:
-    entries = har["log"].get("entries")
-    if not isinstance(entries, list):
-        raise TraceError("HAR file has no log.entries list")
-    out = []
-    timed = []
-    for i, e in enumerate(entries):
-        try:
-            req, resp = e["request"], e.get("response") or {}
-            start = _timestamp(e["startedDateTime"])
-            timed.append((start, i, e, req, resp))
-        except (KeyError, TypeError):
-            raise TraceError(f"HAR entry {i} lacks request or startedDateTime") from None
-    # Completion order: by end time, as the proxy would have seen them finish.
-    ends = sorted(range(len(timed)), key=lambda j: timed[j][0] + float(timed[j][2].get("time") or 0) / 1000)
-    completion = {j: n + 1 for n, j in enumerate(ends)}
-    dispatch = sorted(range(len(timed)), key=lambda j: (timed[j][0], timed[j][1]))
-    for k, j in enumerate(dispatch):
-        start, i, e, req, resp = timed[j]
-        parts = urlsplit(req.get("url", ""))
-        path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
-        body = ((req.get("postData") or {}).get("text") or "").encode() or None
-        content = resp.get("content") or {}
-        text = content.get("text")
-        resp_body = None
-        if text is not None:
-            resp_body = base64.b64decode(text) if content.get("encoding") == "base64" else text.encode()
-        headers = [(h["name"], h["value"]) for h in req.get("headers") or [] if "name" in h]
-        resp_headers = [(h["name"], h["value"]) for h in resp.get("headers") or [] if "name" in h]
-        method = req.get("method", "GET")
-        dialect = detect(method, parts.hostname or "", path, body)
-        status = resp.get("status") or None
-        wait = (e.get("timings") or {}).get("wait")
-        cap = Capture(seq=k + 1, completion_seq=completion[j], started_at=start,
-                      ended_at=start + float(e.get("time") or 0) / 1000, method=method, scheme=parts.scheme or "https",
-                      host=parts.hostname or "", port=parts.port or (443 if parts.scheme != "http" else 80),
-                      path=path, request_headers=headers, request_body=body if dialect else None, dialect=dialect,
-                      first_byte_at=start + wait / 1000 if isinstance(wait, (int, float)) and wait >= 0 else None,
-                      status=status, response_headers=resp_headers, response_body=resp_body)
-        # An answer the agent abandoned, or one cut after its status, has both a status and an error.
-        error = resp.get("_error")
-        if error == "client_disconnected":
-            cap.client_disconnected, cap.error = True, "client disconnected"
-        elif status is None or error:
-            cap.error = error or "no response"
-        mime = content.get("mimeType") or ""
-        if dialect is not None and (mime.startswith("text/event-stream") or ":streamGenerateContent" in path):
-            cap.streamed = True
-            cap.stream_deferred = True
-        out.append(cap)
-    return out
+def entry_capture(i: int, e: dict, source) -> Capture:
+    """One HAR entry (checked against har_entry.schema.json) as the Capture the proxy would have made;
+    seq and completion_seq are set by the caller, which sees all entries."""
+    check_entry(e, i, source)
+    req, resp = e["request"], e.get("response") or {}
+    start = _timestamp(e["startedDateTime"], i, source)
+    try:
+        parts = urlsplit(req.get("url") or "")
+        port = parts.port
+        host = parts.hostname or ""
+    except ValueError as err:
+        raise TraceError(f"{source}: HAR entry {i}: field request/url: {err}") from None
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    body = ((req.get("postData") or {}).get("text") or "").encode() or None
+    content = resp.get("content") or {}
+    text = content.get("text")
+    resp_body = None
+    if text is not None:
+        if content.get("encoding") == "base64":
+            try:
+                resp_body = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise TraceError(f"{source}: HAR entry {i}: field response/content/text: not valid base64") from None
+        else:
+            resp_body = text.encode()
+    headers = [(h["name"], h["value"]) for h in req.get("headers") or []]
+    resp_headers = [(h["name"], h["value"]) for h in resp.get("headers") or []]
+    method = req.get("method") or "GET"
+    dialect = detect(method, host, path, body)
+    status = resp.get("status")
+    status = status if status and status > 0 else None  # HAR says 0 (or -1) for "no response"
+    wait = (e.get("timings") or {}).get("wait")
+    cap = Capture(seq=0, completion_seq=0, started_at=start, ended_at=start + float(e.get("time") or 0) / 1000,
+                  method=method, scheme=parts.scheme or "https", host=host,
+                  port=port or (443 if parts.scheme != "http" else 80), path=path, request_headers=headers,
+                  request_body=body if dialect else None, dialect=dialect,
+                  first_byte_at=start + wait / 1000 if isinstance(wait, (int, float)) and wait >= 0 else None,
+                  status=status, response_headers=resp_headers, response_body=resp_body)
+    # An answer the agent abandoned, or one cut after its status, has both a status and an error.
+    error = resp.get("_error")
+    if error == "client_disconnected":
+        cap.client_disconnected, cap.error = True, "client disconnected"
+    elif status is None or error:
+        cap.error = error or "no response"
+    mime = content.get("mimeType") or ""
+    if dialect is not None and (mime.startswith("text/event-stream") or ":streamGenerateContent" in path):
+        cap.streamed = True
+        cap.stream_deferred = True
+    return cap
 
 
-def load_har(db_path: Path, har: dict, *, label: str | None = None, source: str = "HAR") -> str:
-    """A new run holding the HAR's calls, built by the proxy's own row builder."""
-    from ..store.writer import Writer
+def load_har(conn: sqlite3.Connection, f, source: Path, *, label: str | None = None) -> str:
+    """A new run holding the HAR's calls, built by the proxy's own row builder, inserted in the
+    caller's transaction (never through the writer's queue, which drops what does not fit).
 
-    caps = captures(har)  # a malformed HAR fails here, before any database is created
-    open_db(db_path, create=True).conn.close()  # create and migrate before the writer opens it
+    Entries are read one at a time; each becomes a Capture kept in a temporary table, so that the
+    calls can be numbered in dispatch order and completion order (a HAR lists them in any order)
+    with memory that does not grow with the file.
+    """
+    from ..store.writer import insert_rows
+    from .stream import items
+
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS har_staging"
+                 " (i INTEGER PRIMARY KEY, started REAL, ended REAL, cap BLOB)")
+    conn.execute("DELETE FROM temp.har_staging")
+    staged = []
+    for i, entry in enumerate(items(f, source, "log.entries.item", "HAR entry")):
+        if not isinstance(entry, dict):
+            raise TraceError(f"{source}: HAR entry {i} is not an object")
+        cap = entry_capture(i, entry, source)
+        staged.append((i, cap.started_at, cap.ended_at, pickle.dumps(to_wire(cap), pickle.HIGHEST_PROTOCOL)))
+        if len(staged) >= BATCH:
+            conn.executemany("INSERT INTO temp.har_staging VALUES (?, ?, ?, ?)", staged)
+            staged = []
+    conn.executemany("INSERT INTO temp.har_staging VALUES (?, ?, ?, ?)", staged)
+
     run_id = new_id()
-    started = min((c.started_at for c in caps), default=None)
-
-    writer = Writer(Path(db_path),
-                    {"id": run_id, "started_at": iso(started) if started else now_iso(), "label": label or "har",
-                     "command": f"agentprobe import {source}", "mode": "import",
-                     "agentprobe_version": __version__}, RowBuilder(run_id).build)
-    writer.start()
-    for cap in caps:
-        writer.submit(cap)
-    ended = max((c.ended_at for c in caps), default=None)
-    writer.close(status="completed", ended_at=iso(ended) if ended else now_iso())
-    if writer.calls_lost:
-        raise TraceError(f"{writer.calls_lost} HAR entries could not be imported: {writer.last_error}")
+    started, ended = conn.execute("SELECT min(started), max(ended) FROM temp.har_staging").fetchone()
+    conn.execute("INSERT INTO runs (id, started_at, ended_at, label, command, status, calls_lost, mode,"
+                 " agentprobe_version) VALUES (?, ?, ?, ?, ?, 'completed', 0, 'import', ?)",
+                 [run_id, iso(started) if started is not None else now_iso(),
+                  iso(ended) if ended is not None else now_iso(), label or "har",
+                  f"agentprobe import {Path(source).name}", __version__])
+    builder = RowBuilder(run_id)
+    built = []
+    # Dispatch order by start time (file order breaks ties); completion order by end time, as the
+    # proxy would have seen them finish.
+    ordered = conn.execute(
+        "SELECT cap, row_number() OVER (ORDER BY started, i), row_number() OVER (ORDER BY ended, i)"
+        " FROM temp.har_staging ORDER BY started, i")
+    for blob, seq, done in ordered:
+        cap = from_wire(pickle.loads(blob))
+        cap.seq, cap.completion_seq = seq, done
+        built.append(builder.build(cap))
+        if len(built) >= BATCH:
+            insert_rows(conn, built)
+            built = []
+    insert_rows(conn, built)
+    conn.execute("DELETE FROM temp.har_staging")
     return run_id

@@ -1,70 +1,171 @@
-"""Load a trace file into a database: checked against the shipped schema, inserted as-is."""
+"""Load a trace file into a database: each part checked against the shipped schema, then inserted.
+
+The caller holds the transaction (traces/__init__.py): nothing here commits, so a file that fails
+on its last call leaves the database as it was.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import json
+import sqlite3
 from importlib import resources
 from pathlib import Path
 
-import sqlite_utils
-
-from ..util.jsonfile import read_json_file
+from ..store.writer import insert_calls
+from ..util.userfile import CappedReader
 from . import FORMAT, VERSION, TraceError
+from .stream import Skeleton, items, kvitems
+
+BATCH = 500
 
 
+@functools.lru_cache(maxsize=1)
 def schema() -> dict:
     return json.loads(resources.files("agentprobe.schemas").joinpath("trace.schema.json").read_text())
 
 
-def read(path: str | Path) -> dict:
-    """Parse and validate a trace or HAR file (HAR is returned as-is, marked by its `log` key)."""
-    path = Path(path)
-    data = read_json_file(path, "trace file", TraceError, invalid_hint=" (truncated?)")
-    if isinstance(data, dict) and isinstance(data.get("log"), dict):
-        return data
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise TraceError(f"{path} is not an agentprobe trace or a HAR file")
-    version = data.get("version")
-    if isinstance(version, int) and version > VERSION:
-        raise TraceError(f"{path} is trace format version {version}, newer than this agentprobe reads ({VERSION});"
-                         " upgrade agentprobe")
+@functools.lru_cache(maxsize=4)
+def _validator(*path: str):
     import jsonschema
 
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
-        raise TraceError(f"{path}: field {where}: {errors[0].message}")
-    return data
+    part = schema()
+    for key in path:
+        part = part[key]
+    return jsonschema.Draft202012Validator(part)
 
 
-def load(db: sqlite_utils.Database, trace: dict, source: str = "trace") -> str:
-    """Insert the trace's run; the run id is kept, so importing the same trace twice is refused."""
-    run = trace["run"]
-    if db["runs"].exists() and db.execute("SELECT 1 FROM runs WHERE id = ?", [run["id"]]).fetchone():
-        raise TraceError(f"run {run['id']} from {source} is already in this database")
-    conn = db.conn
-    with conn:  # one transaction: a bad row leaves nothing behind
-        _insert(conn, "runs", run)
-        for body_id, body in trace["bodies"].items():
-            content = body["content"].encode() if body["encoding"] == "utf-8" else base64.b64decode(body["content"])
-            conn.execute("INSERT OR IGNORE INTO bodies (id, content, size, content_type, truncated)"
-                         " VALUES (?, ?, ?, ?, ?)",
-                         [body_id, content, body["size"], body["content_type"], body["truncated"]])
-        for sha, prompt in trace["prompts"].items():
-            conn.execute("INSERT OR IGNORE INTO prompts (sha256, kind, text) VALUES (?, ?, ?)",
-                         [sha, prompt["kind"], prompt["text"]])
-        for call in trace["calls"]:
-            _insert(conn, "calls", call)
-    return run["id"]
+def _check(value, where: str, *schema_path: str, source: Path) -> None:
+    validator = _validator(*schema_path)
+    if validator.is_valid(value):
+        return
+    error = min(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    field = "/".join([where, *map(str, error.absolute_path)])
+    raise TraceError(f"{source}: field {field}: {error.message}")
 
 
-def _insert(conn, table: str, row: dict) -> None:
-    known = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+def check_header(sk: Skeleton, path: Path) -> None:
+    """Format and version first: a newer file is refused for what it is, not for its first odd field."""
+    if sk.duplicates:
+        raise TraceError(f"{path}: key {sk.duplicates[0]} appears more than once at the top level")
+    if sk.scalars.get("format") != FORMAT:
+        raise TraceError(f"{path} is not an agentprobe trace or a HAR file")
+    if "version" not in sk.top:
+        raise TraceError(f"{path} has no version: export the run again")
+    version = sk.scalars.get("version")
+    # Only the integer itself: 2.0 (a float) and true (a bool) are not versions this agentprobe knows.
+    if type(version) is not int or version != VERSION:
+        if isinstance(version, (int, float)) and not isinstance(version, bool) and version > VERSION:
+            raise TraceError(f"{path} is trace format version {version}, newer than this agentprobe reads"
+                             f" ({VERSION}); upgrade agentprobe")
+        raise TraceError(f"{path}: version {json.dumps(version)} is not a trace format version this agentprobe"
+                         f" knows (it reads {VERSION})")
+    for key, kind in (("run", "map"), ("calls", "array"), ("bodies", "map"), ("prompts", "map")):
+        if key not in sk.top:
+            raise TraceError(f"{path}: field {key}: missing: export the run again")
+        if sk.top[key] != kind:
+            want = "an object" if kind == "map" else "an array"
+            raise TraceError(f"{path}: field {key}: must be {want}")
+    if "exported_by" in sk.top:
+        _check(sk.scalars.get("exported_by"), "exported_by", "properties", "exported_by", source=path)
+
+
+def read_run(f: CappedReader, path: Path) -> dict:
+    run = next(items(f, path, "run", "run"))
+    _check(run, "run", "properties", "run", source=path)
+    return run
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def _known(row: dict, known: set[str], table: str, where: str, path: Path) -> None:
     unknown = sorted(set(row) - known)
     if unknown:
-        raise TraceError(f"the trace has {table} columns this database does not know ({', '.join(unknown)});"
+        raise TraceError(f"{path}: {where} has {table} columns this database does not know ({', '.join(unknown)});"
                          " upgrade agentprobe")
+
+
+def load(conn: sqlite3.Connection, f: CappedReader, path: Path, run: dict, *, write: bool) -> int:
+    """Check every call, body and prompt of the trace, and insert them when `write`; the call count."""
+    run_id = run["id"]
+    known_runs, known_calls = _columns(conn, "runs"), _columns(conn, "calls")
+    _known(run, known_runs, "runs", "run", path)
+    if write:
+        _insert(conn, "runs", run, f"{path}: run")
+    batch: list[dict] = []
+    n = 0
+    for n, call in enumerate(items(f, path, "calls.item", "call"), 1):
+        where = f"calls/{n - 1}"
+        _check(call, where, "properties", "calls", "items", source=path)
+        _known(call, known_calls, "calls", where, path)
+        if call["run_id"] != run_id:
+            raise TraceError(f"{path}: field {where}/run_id: {call['run_id']!r} is not this trace's run"
+                             f" ({run_id!r})")
+        if write:
+            batch.append(call)
+            if len(batch) >= BATCH:
+                _insert_calls(conn, batch, n - len(batch), path)
+                batch = []
+    if write and batch:
+        _insert_calls(conn, batch, n - len(batch), path)
+    body_schema = ("properties", "bodies", "additionalProperties")
+    for body_id, body in kvitems(f, path, "bodies"):
+        _check(body, f"bodies/{body_id}", *body_schema, source=path)
+        if body["encoding"] == "utf-8":
+            content = body["content"].encode("utf-8", "surrogatepass")
+        else:
+            try:
+                content = base64.b64decode(body["content"], validate=True)
+            except (binascii.Error, ValueError):
+                raise TraceError(f"{path}: field bodies/{body_id}/content: not valid base64") from None
+        if write:
+            conn.execute("INSERT OR IGNORE INTO bodies (id, content, size, content_type, truncated)"
+                         " VALUES (?, ?, ?, ?, ?)",
+                         [body_id, content, body.get("size"), body.get("content_type"), body.get("truncated") or 0])
+    prompt_schema = ("properties", "prompts", "additionalProperties")
+    for sha, prompt in kvitems(f, path, "prompts"):
+        _check(prompt, f"prompts/{sha}", *prompt_schema, source=path)
+        if write:
+            conn.execute("INSERT OR IGNORE INTO prompts (sha256, kind, text) VALUES (?, ?, ?)",
+                         [sha, prompt.get("kind"), prompt["text"]])
+    return n
+
+
+def _insert(conn: sqlite3.Connection, table: str, row: dict, where: str) -> None:
     cols = list(row)
-    conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                 [row[c] for c in cols])
+    try:
+        conn.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                     [row[c] for c in cols])
+    except sqlite3.IntegrityError as e:
+        raise TraceError(f"{where}: {_integrity(e)}") from None
+
+
+def _insert_calls(conn: sqlite3.Connection, calls: list[dict], first: int, path: Path) -> None:
+    conn.execute("SAVEPOINT calls_batch")
+    try:
+        insert_calls(conn, calls)
+        conn.execute("RELEASE calls_batch")
+        return
+    except sqlite3.IntegrityError:
+        conn.execute("ROLLBACK TO calls_batch")
+        conn.execute("RELEASE calls_batch")
+    # Which one: row by row, inside the same transaction, so the message can name it.
+    for i, call in enumerate(calls, first):
+        ids = [r[0] for r in conn.execute("SELECT run_id FROM calls WHERE id = ?", [call["id"]])]
+        if ids:
+            where = "appears twice in the file" if ids[0] == call["run_id"] else f"is already in run {ids[0]}"
+            raise TraceError(f"{path}: field calls/{i}/id: call id {call['id']!r} {where}")
+        _insert(conn, "calls", call, f"{path}: calls/{i}")
+
+
+def _integrity(e: sqlite3.IntegrityError) -> str:
+    text = str(e)
+    if text.startswith("NOT NULL constraint failed: "):
+        return f"{text.rsplit('.', 1)[-1]} must not be null"
+    if text.startswith("UNIQUE constraint failed: "):
+        return f"{text.rsplit('.', 1)[-1]} is already in this database"
+    return text

@@ -135,7 +135,7 @@ def test_record_ca_env_and_ctrl_c_flushes(workdir):
         assert out.returncode == 0, out.stderr
         second = run_cli("record", "--port", str(port), env=env)  # port in use
         assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1
-        assert "could not listen" in second.stderr
+        assert "cannot listen on 127.0.0.1" in second.stderr and "Address already in use" in second.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
