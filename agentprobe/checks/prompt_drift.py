@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 
+from ..util import textdiff
 from .base import Finding, ScanContext, generates
 
 _MAX_DIFF_LINES = 40
@@ -23,10 +24,7 @@ def _hashes(ctx: ScanContext, run_id: str, column: str) -> dict[str | None, dict
 
 
 def unified(old: str, new: str, old_name: str, new_name: str) -> str:
-    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), old_name, new_name, lineterm="", n=1))
-    if len(lines) > _MAX_DIFF_LINES:
-        lines = lines[:_MAX_DIFF_LINES] + [f"... {len(lines) - _MAX_DIFF_LINES} more diff lines"]
-    return "\n".join(lines)
+    return textdiff.unified(old, new, old_name, new_name, context=1, max_lines=_MAX_DIFF_LINES)
 
 
 def _changed(ctx: ScanContext, column: str, rule: str, what: str, fix: str) -> list[Finding]:

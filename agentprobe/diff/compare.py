@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from ..checks.models import price
+from ..util.textdiff import unified
 from .sides import Side, Step
 
 PARAMS = ("model", "temperature", "top_p", "max_tokens", "seed", "parallel_tool_calls", "stream")
@@ -68,8 +69,8 @@ def _ref(step: Step | None) -> dict | None:
 
 
 def _text_diff(a: str | None, b: str | None, name_a: str, name_b: str) -> str:
-    return "".join(difflib.unified_diff((a or "").splitlines(keepends=True), (b or "").splitlines(keepends=True),
-                                        name_a, name_b, n=2))
+    text = unified(a or "", b or "", name_a, name_b, context=2)
+    return text + "\n" if text else text
 
 
 def _messages(side: Side, call: dict) -> list:

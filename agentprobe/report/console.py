@@ -240,11 +240,9 @@ def print_diff(result: dict) -> None:
 
 
 def _diff_cell(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.6g}"
-    return str(value)
+    from .table import cell
+
+    return "-" if value is None else cell(value)
 
 
 def print_analysis(analysis, meta: dict, console: Console | None = None) -> None:

@@ -131,3 +131,14 @@ def test_bad_diff_input(record, tmp_path, args, message):
     out = run_cli("diff", *[a.format(tmp=tmp_path) for a in args], "--db", str(record.db))
     assert out.returncode == 2 and message in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert record.db.read_bytes() == before
+
+
+def test_a_prompt_change_without_trailing_newlines_diffs_line_by_line():
+    from agentprobe.diff.compare import _text_diff
+    from agentprobe.util.textdiff import unified
+
+    old, new = "You are a helpful assistant.", "You are a terse assistant."  # no trailing newline
+    for text in (_text_diff(old, new, "a", "b"), unified(old, new, "a", "b")):
+        lines = text.splitlines()
+        assert "-You are a helpful assistant." in lines and "+You are a terse assistant." in lines, text
+        assert not any("helpful" in line and "terse" in line for line in lines)

@@ -9,6 +9,7 @@ import sqlite_utils
 
 from ...checks import Finding
 from ...checks.models import context_window
+from ...util.textdiff import diff_lines
 from .data import (
     MAX_CONVERSATIONS_PER_CHART,
     MAX_INVERSION_PAIRS_LISTED,
@@ -358,7 +359,7 @@ def calls_section(view: RunView, name: str) -> str:
 
 
 def _diff_block(old: str, new: str, old_name: str, new_name: str) -> str:
-    lines = list(difflib.unified_diff(old.splitlines(), new.splitlines(), old_name, new_name, lineterm="", n=3))
+    lines = diff_lines(old, new, old_name, new_name)
     out = []
     for line in lines:
         cls = ("file" if line.startswith(("---", "+++")) else "hunk" if line.startswith("@@")
