@@ -245,7 +245,7 @@ async def measure_durability(target: Target, db: Path, probes: int) -> dict:
             "p50_ms": round(percentile(lags, 50), 3) if lags else None,
             "p99_ms": round(percentile(lags, 99), 3) if lags else None,
             "max_ms": round(max(lags), 3) if lags else None,
-            "goal": counts,
+            "counts_toward_goal": counts,
         }
         log(f"durability {phase}: {out[phase]}")
     return out

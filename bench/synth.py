@@ -27,7 +27,7 @@ from agentprobe.store.db import open_db
 MODELS = [
     ("openai", "openai.chat", "gpt-4o-mini", "/v1/chat/completions", "api.openai.com"),
     ("openai", "openai.responses", "gpt-4.1", "/v1/responses", "api.openai.com"),
-    ("anthropic", "anthropic.messages", "claude-sonnet-4-5", "/v1/messages", "api.anthropic.com"),
+    ("anthropic", "anthropic.messages", "claude-sonnet-4-6", "/v1/messages", "api.anthropic.com"),
     ("gemini", "gemini", "gemini-2.5-flash", "/v1beta/models/gemini-2.5-flash:generateContent",
      "generativelanguage.googleapis.com"),
 ]

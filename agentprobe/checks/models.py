@@ -42,7 +42,7 @@ def _lookup(table: dict, model: str | None):
     name = model.lower().split("/")[-1] if model.lower() not in table else model.lower()
     if name in table:
         return table[name]
-    # Dated snapshots and variants: gpt-4o-2024-08-06, claude-sonnet-4-5-20250929, llama3.1:8b.
+    # Dated snapshots and variants: gpt-4o-2024-08-06, claude-sonnet-4-6-20250929, llama3.1:8b.
     best = max((k for k in table if name.startswith(k)), key=len, default=None)
     return table[best] if best else None
 

@@ -82,7 +82,7 @@ def analyze(db, architecture, scenario, run_refs, config_path, env_name, budget,
     \b
     agentprobe analyze --architecture arch.md --scenario incident.md --run latest --print
     agentprobe analyze --architecture arch.md --scenario incident.md --run latest --model gpt-4.1
-    agentprobe analyze ... --provider anthropic --model claude-sonnet-4-5 --json
+    agentprobe analyze ... --provider anthropic --model claude-sonnet-4-6 --json
     agentprobe analyze --answer saved_answer.xml      # check an answer from elsewhere
 
     Exit codes: 0 a valid analysis (or the prompt), 1 the answer breaks the structure (the raw

@@ -1,20 +1,28 @@
-"""`datasette-metadata`: where the Datasette metadata file is."""
+"""`datasette-metadata`: a Datasette metadata file for an agentprobe database."""
 
 from __future__ import annotations
 
 import click
 
-from ..datasette import METADATA
+from ..datasette import metadata_for
+from ..proxy.ca import default_confdir
+from ..store.db import resolve_path
+from .common import db_option
 
 
 @click.command("datasette-metadata")
-def datasette_metadata():
-    """Print the path of agentprobe's Datasette metadata (descriptions and canned queries).
+@db_option
+def datasette_metadata(db):
+    """Print the path of Datasette metadata (descriptions and canned queries) for the database.
+
+    Datasette keys metadata by the database file's name, so a database not named agentprobe.db
+    gets a file of its own (in the agentprobe confdir).
 
     \b
     datasette .agentprobe/agentprobe.db --metadata "$(agentprobe datasette-metadata)"
+    datasette mydb.db --metadata "$(agentprobe datasette-metadata --db mydb.db)"
     """
-    click.echo(str(METADATA))
+    click.echo(str(metadata_for(resolve_path(db), default_confdir())))
 
 
 COMMANDS = [datasette_metadata]

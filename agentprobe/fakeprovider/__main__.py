@@ -15,7 +15,13 @@ from .server import FakeProvider
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m agentprobe.fakeprovider", description=__doc__)
+    from .directives import HEADER, _CONVERTERS
+
+    epilog = (f"Script any answer with a `{HEADER}: key=value; ...` request header or a `[fake key=value ...]`"
+              " block in the last user message (the header wins), e.g. `[fake status=500]`,"
+              " `[fake status=429 retry_after=1 fail_times=1]`, `[fake cut_after=3]`, `[fake encoding=gzip]`."
+              f" Keys: {', '.join(_CONVERTERS)}. An unknown key or a bad value is answered with a 400.")
+    parser = argparse.ArgumentParser(prog="python -m agentprobe.fakeprovider", description=__doc__, epilog=epilog)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--vary", action="store_true", help="random replies unless temperature is 0")

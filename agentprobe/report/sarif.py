@@ -35,7 +35,7 @@ def to_sarif(findings: list[Finding], meta: dict) -> str:
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": {
-                "name": "agentprobe", "version": __version__, "informationUri": "https://github.com/agentprobe",
+                "name": "agentprobe", "version": __version__,
                 "rules": [{"id": r, "name": r.replace("/", "_"),
                            "shortDescription": {"text": r.replace("/", ": ").replace("_", " ")}} for r in rules],
             }},

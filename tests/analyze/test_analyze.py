@@ -152,7 +152,7 @@ def test_valid_answer_from_the_fake_provider(fake_provider, inputs):
     assert "Priority fixes" in table.stdout
 
     anthropic = run_cli("analyze", *inputs(scripted(answer_xml())), "--provider", "anthropic", "--model",
-                        "claude-sonnet-4-5", "--base-url", fake_provider.url, "--max-retries", "0", "--json")
+                        "claude-sonnet-4-6", "--base-url", fake_provider.url, "--max-retries", "0", "--json")
     assert anthropic.returncode == 0, anthropic.stderr
     assert json.loads(anthropic.stdout)["provider"] == "anthropic"
 

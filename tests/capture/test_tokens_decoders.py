@@ -24,7 +24,7 @@ def test_special_token_text_in_a_prompt_counts_as_plain_text():
 
 
 def test_other_families_are_labelled_estimates():
-    _, label = tokens.count("hello", "claude-sonnet-4-5")
+    _, label = tokens.count("hello", "claude-sonnet-4-6")
     assert label.startswith("cl100k_base~")
     _, label = tokens.count("hello", "gpt-4o")
     assert label in ("o200k_base", "cl100k_base~o200k_base")

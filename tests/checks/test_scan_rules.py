@@ -387,7 +387,7 @@ def _utility_calls(sc, run, system: str) -> None:
     sc.call(run, api="countTokens", provider="gemini", model="gemini-2.5-flash", temperature=None, max_tokens=5,
             conversation_id=f"COUNT_{run}", turn=1, input_tokens=1_000_000, counted_input_tokens=990_000,
             system_prompt_sha256=sc.prompt(system), output_sha256=None, finish_reason=None)
-    sc.call(run, api="messages.count_tokens", provider="anthropic", model="claude-sonnet-4-5", temperature=None,
+    sc.call(run, api="messages.count_tokens", provider="anthropic", model="claude-sonnet-4-6", temperature=None,
             system_prompt_sha256=sc.prompt(system + " (claude)"), output_sha256=None, finish_reason=None)
     sc.call(run, api="batchEmbedContents", provider="gemini", model="text-embedding-004", temperature=None,
             input_tokens=100, counted_input_tokens=50, tokenizer="cl100k_base", output_sha256=None, finish_reason=None)

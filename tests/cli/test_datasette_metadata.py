@@ -36,3 +36,12 @@ def test_metadata_matches_schema_and_queries_answer(recorded, fake_provider_tls)
 def test_cli_prints_the_path():
     r = run_cli("datasette-metadata")
     assert r.returncode == 0 and r.stdout.strip() == str(METADATA)
+
+
+def test_a_database_of_another_name_gets_metadata_keyed_by_that_name(tmp_path):
+    r = run_cli("datasette-metadata", "--db", str(tmp_path / "mydb.db"),
+                env={"AGENTPROBE_CONFDIR": str(tmp_path / "conf")})
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(open(r.stdout.strip()).read())
+    assert list(meta["databases"]) == ["mydb"]
+    assert meta["databases"]["mydb"]["queries"] == json.loads(METADATA.read_text())["databases"]["agentprobe"]["queries"]

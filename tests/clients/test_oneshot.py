@@ -69,7 +69,7 @@ def test_dev_temperature_zero_gives_one_answer_and_findings_are_printed(tmp_path
 
 
 def test_anthropic_config_uses_the_anthropic_sdk(tmp_path, tls_ca_bundle, fake_provider_tls):
-    cfg = write_config(tmp_path, model="claude-sonnet-4-5", provider="anthropic")
+    cfg = write_config(tmp_path, model="claude-sonnet-4-6", provider="anthropic")
     out = oneshot(tmp_path, tls_ca_bundle, fake_provider_tls, "--config", str(cfg), "--prompt", "hi", "--json",
                   key_env={"ANTHROPIC_API_KEY": PLANTED_ANTHROPIC_KEY}, base="")
     assert out.returncode == 0, out.stderr

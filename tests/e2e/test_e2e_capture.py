@@ -181,13 +181,13 @@ def test_anthropic_messages_stream_tools_and_truncation(recorded, fake_provider_
     tools = [{"name": "get_weather", "description": "Weather for a city",
               "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
     with client.messages.stream(
-        model="claude-sonnet-4-5", max_tokens=200, system="Be terse.", tools=tools,
+        model="claude-sonnet-4-6", max_tokens=200, system="Be terse.", tools=tools,
         messages=[{"role": "user", "content": "Weather in Oslo and Rome?"}],
         extra_headers={"x-fake": "tool_calls=2"},
     ) as stream:
         final = stream.get_final_message()
     client.messages.create(
-        model="claude-sonnet-4-5", max_tokens=5, messages=[{"role": "user", "content": "Write an essay."}],
+        model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "Write an essay."}],
         extra_headers={"x-fake": "words=40"},
     )
     streamed, truncated = recorded.calls()

@@ -91,12 +91,12 @@ def test_gemini_embed_content_and_count_tokens(recorded, fake_provider_tls):
 def test_anthropic_count_tokens(recorded, fake_provider_tls):
     client = recorded.anthropic(fake_provider_tls)
     tools = [{"name": "search", "description": "Search the docs", "input_schema": {"type": "object"}}]
-    counted = client.messages.count_tokens(model="claude-sonnet-4-5", system="Answer from the docs.", tools=tools,
+    counted = client.messages.count_tokens(model="claude-sonnet-4-6", system="Answer from the docs.", tools=tools,
                                            messages=[{"role": "user", "content": "Which plan includes SSO?"}])
     [call] = calls = recorded.calls()
     assert_same_calls(fake_provider_tls, calls)
     assert (call["path"], call["provider"], call["api"], call["model"]) == (
-        "/v1/messages/count_tokens", "anthropic", "messages.count_tokens", "claude-sonnet-4-5")
+        "/v1/messages/count_tokens", "anthropic", "messages.count_tokens", "claude-sonnet-4-6")
     assert call["input_tokens"] == counted.input_tokens and call["usage_source"] == "provider"
     assert call["counted_input_tokens"] > 0 and call["output_tokens"] is None and call["finish_reason"] is None
     assert call["system_prompt_sha256"] and call["tools_sha256"] and call["message_count"] == 1

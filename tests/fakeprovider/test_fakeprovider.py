@@ -558,14 +558,14 @@ def test_gemini_count_tokens(fake_provider_tls, client_ssl):
 
 def test_anthropic_count_tokens_matches_the_messages_usage(fake_provider_tls, client_ssl):
     client = make_anthropic(fake_provider_tls, client_ssl)
-    request = {"model": "claude-sonnet-4-5", "system": "Be brief", "tools": TOOLS_ANTHROPIC, "messages": user(PROMPT)}
+    request = {"model": "claude-sonnet-4-6", "system": "Be brief", "tools": TOOLS_ANTHROPIC, "messages": user(PROMPT)}
     counted = client.messages.count_tokens(**request)
     created = client.messages.create(max_tokens=50, **request)
     assert counted.input_tokens == created.usage.input_tokens > 0
     assert fake_provider_tls.requests[0]["path"] == "/v1/messages/count_tokens"
     with pytest.raises(anthropic.RateLimitError):
         make_anthropic(fake_provider_tls, client_ssl, max_retries=0).messages.count_tokens(
-            model="claude-sonnet-4-5", messages=user("[fake status=429] hi"))
+            model="claude-sonnet-4-6", messages=user("[fake status=429] hi"))
 
 
 # -- the server itself ------------------------------------------------------------------------

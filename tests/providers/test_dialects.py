@@ -316,10 +316,10 @@ def test_gemini_count_tokens_bare_and_wrapped():
 
 def test_anthropic_count_tokens():
     p = anthropic_count_tokens.parse_request({
-        "model": "claude-sonnet-4-5", "system": "Sys", "tools": [{"name": "t", "input_schema": {}}],
+        "model": "claude-sonnet-4-6", "system": "Sys", "tools": [{"name": "t", "input_schema": {}}],
         "messages": [{"role": "user", "content": "How many tokens?"}]}, "/v1/messages/count_tokens", "gw")
     assert (p.provider, p.api, p.model, p.generates, p.stream) == (
-        "anthropic", "messages.count_tokens", "claude-sonnet-4-5", False, False)
+        "anthropic", "messages.count_tokens", "claude-sonnet-4-6", False, False)
     assert p.system_prompt == "Sys" and p.messages[0]["content"] == "How many tokens?" and p.tools
     r = anthropic_count_tokens.parse_response(200, {"input_tokens": 42})
     assert (r.input_tokens, r.output_tokens, r.usage_source, r.finish_reason) == (42, None, "provider", None)

@@ -11,7 +11,7 @@ def test_warming_up_loads_the_encoding_the_first_row_would_have_loaded():
     tokens._load.cache_clear()
     writer_process._warm_tokenizer()
     assert tokens._load.cache_info().currsize == 1
-    enc, label = tokens.encoding_for("claude-sonnet-4-5")  # no tiktoken encoding of its own
+    enc, label = tokens.encoding_for("claude-sonnet-4-6")  # no tiktoken encoding of its own
     assert enc is not None and label == "cl100k_base~unknown"
     assert tokens._load.cache_info().misses == 1  # the row reused what the warm-up loaded
 
