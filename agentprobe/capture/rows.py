@@ -68,7 +68,7 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
 
 def _ratelimit(headers: list[tuple[str, str]]) -> str | None:
     limits = {
-        k.lower(): v
+        k.lower(): redact.header_value(k, v)
         for k, v in headers
         if k.lower().startswith(("x-ratelimit-", "anthropic-ratelimit-"))
     }
@@ -114,6 +114,10 @@ def _error_type(cap: Capture, resp: ParsedResponse | None) -> str | None:
     return None
 
 
+def _scrub(text: str | None, secrets: list[str]) -> str | None:
+    return redact.scrub_text(text, secrets, json_fields=redact.looks_like_json(text)) if text else text
+
+
 def _scrubbed(r: ParsedResponse, secrets: list[str]) -> ParsedResponse:
     """The parsed answer under the same redaction as the stored response body.
 
@@ -122,11 +126,25 @@ def _scrubbed(r: ParsedResponse, secrets: list[str]) -> ParsedResponse:
     """
     return dataclasses.replace(
         r,
-        output_text=redact.scrub_text(r.output_text, secrets) if r.output_text else r.output_text,
-        tool_calls=[{**tc, "arguments": redact.scrub_text(tc["arguments"], secrets)}
+        output_text=_scrub(r.output_text, secrets),
+        tool_calls=[{**tc, "arguments": _scrub(tc["arguments"], secrets)}
                     if isinstance(tc.get("arguments"), str) else tc for tc in r.tool_calls],
-        error_message=redact.scrub_text(r.error_message, secrets) if r.error_message else r.error_message,
+        error_message=_scrub(r.error_message, secrets),
     )
+
+
+def scrubbed_request(body: bytes, secrets: list[str]) -> tuple[Any, list[str]]:
+    """(the request body as stored, before canonical JSON, and the secret values its fields held);
+    raises ParseError for a body that is not JSON. `serve` reads requests the same way."""
+    value = load_json(body)
+    return redact.scrub_json_value(value, body.decode("utf-8", "replace"), secrets)
+
+
+def stored_response_body(cap: Capture, secrets: list[str]) -> bytes:
+    text = cap.response_body.decode("utf-8", "replace")
+    if not cap.streamed:
+        return redact.scrub_body(text, secrets).encode()
+    return redact.scrub_text(text, secrets).encode()
 
 
 class RowBuilder:
@@ -139,7 +157,8 @@ class RowBuilder:
             return self._build(cap)
         except Exception as e:  # a bug here must cost the details of one call, not the call
             rows = self._build_minimal(cap)
-            rows.call["parse_error"] = f"recorder: {type(e).__name__}: {e}"[:500]
+            secrets = redact.secrets_in(cap.request_headers, cap.path)
+            rows.call["parse_error"] = redact.scrub_text(f"recorder: {type(e).__name__}: {e}", secrets)[:500]
             return rows
 
     def _build_minimal(self, cap: Capture) -> Rows:
@@ -169,14 +188,14 @@ class RowBuilder:
             "scheme": cap.scheme,
             "host": cap.host,
             "port": cap.port,
-            "path": redact.safe_path(cap.path),
+            "path": redact.safe_path(cap.path, secrets),
             "provider": "unknown",
             "status": cap.status,
             "attempt": 1,
             "retry_after_s": retry_after(lambda name: _header(cap.response_headers, name)),
             "ratelimit": _ratelimit(cap.response_headers),
-            "request_headers": json.dumps(redact.safe_headers(cap.request_headers)),
-            "response_headers": json.dumps(redact.safe_headers(cap.response_headers)),
+            "request_headers": json.dumps(redact.safe_headers(cap.request_headers, secrets)),
+            "response_headers": json.dumps(redact.safe_headers(cap.response_headers, secrets)),
             "error_type": _error_type(cap, None),
             "error_message": redact.scrub_text(cap.error, secrets) if cap.error else None,
         }
@@ -186,8 +205,9 @@ class RowBuilder:
         parsed: ParsedRequest | None = None
         errors: list[str] = []
         body_json = None
+        found: list[str] = []
         try:
-            body_json = redact.scrub_json(load_json(cap.request_body or b""), secrets)
+            body_json, found = scrubbed_request(cap.request_body or b"", secrets)
             parsed = cap.dialect.parse_request(body_json, cap.path, cap.host)
         except ParseError as e:
             errors.append(f"request: {e}")
@@ -196,10 +216,12 @@ class RowBuilder:
 
         if body_json is not None:
             stored_request = stored_request_body(body_json)
-        else:
+        else:  # not JSON (a trailing comma, a stray Latin-1 byte): scrubbed as text, fields and all
             stored_request = redact.scrub_text(
-                (cap.request_body or b"").decode("utf-8", "replace"), secrets
+                (cap.request_body or b"").decode("utf-8", "replace"), secrets, json_fields=True, found=found
             ).encode()
+        # What the body's secret fields held is a secret of this call too: the answer may repeat it.
+        secrets = redact.merged_secrets(secrets, found)
         call["request_sha256"] = request_digest(cap.method, cap.path, stored_request)
         body = _body_row(stored_request, content_type, False)
         if body:
@@ -207,9 +229,10 @@ class RowBuilder:
             call["request_body"] = body["id"]
 
         resp = self._response(cap, errors)
+        scrubbed = _scrubbed(resp, secrets) if resp is not None else None
         if cap.response_body:
-            text = redact.scrub_text(cap.response_body.decode("utf-8", "replace"), secrets)
-            body = _body_row(text.encode(), resp_type, cap.response_truncated)
+            stored = stored_response_body(cap, secrets)
+            body = _body_row(stored, resp_type, cap.response_truncated)
             if body:
                 rows.bodies.append(body)
                 call["response_body"] = body["id"]
@@ -219,8 +242,8 @@ class RowBuilder:
         else:
             call["provider"] = provider_for(cap.host, cap.dialect)
             call["api"] = getattr(cap.dialect, "name", None)
-        if resp is not None:
-            self._response_fields(call, rows, _scrubbed(resp, secrets))
+        if scrubbed is not None:
+            self._response_fields(call, rows, scrubbed)
         call["error_type"] = _error_type(cap, resp)
         if call["error_type"] is None and cap.status and cap.status < 300 and not cap.response_body and not cap.error:
             call["error_type"] = "empty_response"  # the agent got a success status and nothing to read
@@ -231,7 +254,7 @@ class RowBuilder:
             if call["stream_complete"] and cap.error and not call.get("error_type"):
                 call["error_message"] = None  # the hang-up after the final event is not a failure
         if errors:
-            call["parse_error"] = "; ".join(errors)[:500]
+            call["parse_error"] = redact.scrub_text("; ".join(errors), secrets)[:500]
         failed = bool(call["error_type"]) or cap.status is None or cap.status >= 400
         self.tracker.link(call, parsed, failed, cap.started_at, cap.ended_at)
         return rows
