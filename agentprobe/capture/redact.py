@@ -11,6 +11,8 @@ What is scrubbed (rows.py applies it to each call; session.py to the run's comma
   JSON held in a string (tool-call arguments), and in text that is not valid JSON at all.
 - any text: the credential values this request carried (auth headers, key query values, the
   secret fields of its body) and strings shaped like a known kind of key (SHAPES, below).
+- streams: a secret the model spells out over several events (a key echoed in 4-character
+  deltas) is removed from the events that carry its pieces: `scrub_stream`.
 """
 
 from __future__ import annotations
@@ -597,6 +599,169 @@ def scrub_body(text: str, secrets: Iterable[str] = ()) -> str:
         return scrub_text(text, secrets, json_fields=True)
     new, _found = scrub_json_value(value, text, secrets)
     return text if new is value else _dumps(new)
+
+
+# -- event streams ---------------------------------------------------------------------------
+
+_BLOCK_END = re.compile(r"(\r\n\r\n|\n\n|\r\r)")
+_LINE_END = re.compile(r"\r\n|\r|\n")
+# Text a stream carries beside the answer's text and tool calls (which the dialects' parsers
+# join, so that rows.py sees when they hold a secret): reasoning and refusals. A stream that
+# carries these is read for secrets split across its events too. Each pattern starts with a
+# literal word, which the regex engine looks for about as fast as a substring search.
+_SIDE_CHANNELS = (
+    re.compile(r'reasoning(?:_content"\s*:\s*"|"\s*:\s*"|(?:_summary)?_text\.delta)'),  # chat, Responses
+    re.compile(r"thinking_delta"),  # Anthropic
+    re.compile(r'refusal(?:"\s*:\s*"|\.delta)'),  # chat, Responses
+)
+
+
+def has_side_channels(text: str) -> bool:
+    return any(p.search(text) for p in _SIDE_CHANNELS)
+
+
+@dataclass
+class _Leaf:
+    unit: int
+    holder: Any  # the dict or list holding the string
+    key: Any
+    value: str
+
+
+class _Events:
+    """The JSON events of a stored stream, their strings grouped by where they sit."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.changed: set[int] = set()
+        self.channels: dict[tuple, list[_Leaf]] = {}
+        self.found: list[str] = []
+
+    def add(self, value: Any, name: str | None) -> None:
+        unit = len(self.values)
+        self.values.append(value)
+        kind = value.get("type") if isinstance(value, dict) else None
+        self._walk(unit, value, (kind if isinstance(kind, str) else name,), False)
+
+    def _walk(self, unit: int, v: Any, path: tuple, schema: bool) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if isinstance(x, str):
+                    if _holds_secret(k, x, v, schema) and x:
+                        self.found.append(x)
+                        v[k] = REDACTED
+                        self.changed.add(unit)
+                    else:
+                        self.channels.setdefault(path + (k,), []).append(_Leaf(unit, v, k, x))
+                elif isinstance(x, (dict, list)):
+                    if _holds_secret(k, x, v, schema):
+                        v[k] = _blank(x, self.found)
+                        self.changed.add(unit)
+                    else:
+                        self._walk(unit, x, path + (k,), k == "properties" and isinstance(x, dict))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                if isinstance(x, str):
+                    self.channels.setdefault(path + (i,), []).append(_Leaf(unit, v, i, x))
+                elif isinstance(x, (dict, list)):
+                    self._walk(unit, x, path + (i,), False)
+
+    def scrub(self, secrets: tuple[str, ...]) -> None:
+        for leaves in self.channels.values():
+            values = [leaf.value for leaf in leaves]
+            if len(set(values)) == 1:  # a field repeated unchanged (an id, a model name)
+                new = scrub_text(values[0], secrets, json_fields=looks_like_json(values[0]))
+                fragments = None if new == values[0] else [new] * len(values)
+            else:
+                joined = "".join(values)
+                spans = secret_spans(joined, secrets, json_fields=looks_like_json(joined))
+                fragments = _respanned(joined, values, spans) if spans else None
+            if fragments is None:
+                continue
+            for leaf, new in zip(leaves, fragments):
+                if new != leaf.value:
+                    leaf.holder[leaf.key] = new
+                    self.changed.add(leaf.unit)
+
+
+def _respanned(joined: str, fragments: list[str], spans: list[Span]) -> list[str]:
+    """The fragments again, cut from the joined text with its spans replaced: a span's replacement
+    goes where the span starts, the rest of it leaves the fragments it covered."""
+    out, at, si = [], 0, 0
+    for fragment in fragments:
+        start, end = at, at + len(fragment)
+        at = end
+        pieces, cur = [], start
+        j = si
+        while j < len(spans) and spans[j][0] < end:
+            s, e, r = spans[j]
+            if e <= start:
+                j += 1
+                continue
+            pieces.append(joined[cur:max(s, start)])
+            if s >= start:
+                pieces.append(r)
+            cur = min(e, end)
+            if e > end:
+                break
+            j += 1
+        pieces.append(joined[cur:end])
+        while si < len(spans) and spans[si][1] <= end:
+            si += 1
+        out.append("".join(pieces))
+    return out
+
+
+def scrub_stream(text: str, secrets: Iterable[str] = ()) -> str:
+    """A stored event stream (SSE, or Gemini's streamed JSON array) without the secrets its events
+    spell out together: the strings at the same place of successive events (the deltas of the
+    text, of a tool call's arguments, of the reasoning) are read joined, and each secret found in
+    the joined text is cut out of the pieces that carry it. Events with nothing to remove keep
+    their bytes; the others are written back as one `data:` line each, so the stream stays one
+    that any SSE reader (and agentprobe's parsers, and `serve`) reads as before."""
+    secrets = tuple(secrets)
+    if text.lstrip()[:1] == "[":
+        return _scrub_array(text, secrets)
+    parts = _BLOCK_END.split(text)
+    events = _Events()
+    blocks: list[tuple[int, list[str]]] = []  # (index into parts, the block's lines)
+    for i in range(0, len(parts), 2):
+        lines = _LINE_END.split(parts[i])
+        data = [line[5:].removeprefix(" ") for line in lines if line.startswith("data:")]
+        payload = "\n".join(data)
+        if not data or payload.strip() == "[DONE]":
+            continue
+        value = _loads(payload)
+        if value is _NOT_JSON or not isinstance(value, (dict, list)):
+            continue
+        name = next((line[6:].strip() for line in lines if line.startswith("event:")), None)
+        events.add(value, name)
+        blocks.append((i, lines))
+    events.scrub(merged_secrets(secrets))
+    for unit in events.changed:
+        i, lines = blocks[unit]
+        eol = "\r\n" if "\r\n" in parts[i] else "\r" if "\r" in parts[i] else "\n"
+        out, placed = [], False
+        for line in lines:
+            if line.startswith("data:"):
+                if not placed:
+                    out.append(("data: " if line.startswith("data: ") else "data:") + _dumps(events.values[unit]))
+                    placed = True
+                continue
+            out.append(line)
+        parts[i] = eol.join(out)
+    return "".join(parts)
+
+
+def _scrub_array(text: str, secrets: tuple[str, ...]) -> str:
+    value = _loads(text)
+    if not isinstance(value, list):
+        return text  # cut short: the text scrub already took every secret that is whole in it
+    events = _Events()
+    for item in value:
+        events.add(item, None)
+    events.scrub(merged_secrets(secrets))
+    return _dumps(value) if events.changed else text
 
 
 # -- command lines ---------------------------------------------------------------------------

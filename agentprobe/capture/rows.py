@@ -133,6 +133,10 @@ def _scrubbed(r: ParsedResponse, secrets: list[str]) -> ParsedResponse:
     )
 
 
+def _answer_changed(r: ParsedResponse, scrubbed: ParsedResponse) -> bool:
+    return r.output_text != scrubbed.output_text or r.tool_calls != scrubbed.tool_calls
+
+
 def scrubbed_request(body: bytes, secrets: list[str]) -> tuple[Any, list[str]]:
     """(the request body as stored, before canonical JSON, and the secret values its fields held);
     raises ParseError for a body that is not JSON. `serve` reads requests the same way."""
@@ -140,11 +144,14 @@ def scrubbed_request(body: bytes, secrets: list[str]) -> tuple[Any, list[str]]:
     return redact.scrub_json_value(value, body.decode("utf-8", "replace"), secrets)
 
 
-def stored_response_body(cap: Capture, secrets: list[str]) -> bytes:
+def stored_response_body(cap: Capture, secrets: list[str], needs_stream_scrub: bool) -> bytes:
     text = cap.response_body.decode("utf-8", "replace")
     if not cap.streamed:
         return redact.scrub_body(text, secrets).encode()
-    return redact.scrub_text(text, secrets).encode()
+    text = redact.scrub_text(text, secrets)
+    if needs_stream_scrub or redact.has_side_channels(text):
+        text = redact.scrub_stream(text, secrets)
+    return text.encode()
 
 
 class RowBuilder:
@@ -231,7 +238,7 @@ class RowBuilder:
         resp = self._response(cap, errors)
         scrubbed = _scrubbed(resp, secrets) if resp is not None else None
         if cap.response_body:
-            stored = stored_response_body(cap, secrets)
+            stored = stored_response_body(cap, secrets, scrubbed is not None and _answer_changed(resp, scrubbed))
             body = _body_row(stored, resp_type, cap.response_truncated)
             if body:
                 rows.bodies.append(body)

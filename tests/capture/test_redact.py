@@ -65,7 +65,11 @@ from hypothesis import strategies as st  # noqa: E402
 
 from agentprobe.capture.exchange import Capture  # noqa: E402
 from agentprobe.capture.rows import RowBuilder  # noqa: E402
+from agentprobe.fakeprovider import dialects as fake_dialects  # noqa: E402
+from agentprobe.fakeprovider.directives import parse as fake_directives  # noqa: E402
+from agentprobe.fakeprovider.reply import compose  # noqa: E402
 from agentprobe.providers import detect  # noqa: E402
+from agentprobe.providers.common import feed_in_pieces  # noqa: E402
 
 R = redact.REDACTED
 
@@ -271,6 +275,95 @@ def test_kept_headers_keep_only_values_of_their_form():
     assert kept["x-ratelimit-reset-requests"] == "6m0.5s"
     assert redact.header_value("user-agent", "my-agent/1.0 k=abcdefghijklmnopqrstuvwxyz012345") == R
     assert redact.header_value("server", "uvicorn") == "uvicorn"
+
+
+# -- streams --------------------------------------------------------------------------------
+
+SPLIT_KEY = "sk-proj-SPLITacross0123456789abcdef"
+AUTH_VALUE = "gatewayAuthValue0123456789"
+ARGS = {"api_key": "argsApiKeyValue01", "password": "argsPasswordValue", "env": "prod"}
+STREAMS = {
+    "openai.chat": ("/v1/chat/completions", {"model": "gpt-4o-mini", "stream": True}),
+    "openai.responses": ("/v1/responses", {"model": "gpt-4.1", "stream": True, "input": "x"}),
+    "anthropic.messages": ("/v1/messages", {"model": "claude-haiku-4-5", "stream": True, "max_tokens": 99}),
+    "gemini (sse)": ("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", {}),
+    "gemini (array)": ("/v1beta/models/gemini-2.5-flash:streamGenerateContent", {}),
+}
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _fake_stream(path: str, body: dict, header: str) -> bytes:
+    parts = urlsplit(path)
+    route = fake_dialects.route(parts.path, parts.query)
+    ask = route.dialect.read(body, route)
+    return b"".join(route.dialect.events(compose(ask, fake_directives(header, ask.last_user_text)), route))
+
+
+@pytest.mark.parametrize("dialect", STREAMS)
+@pytest.mark.parametrize("what", ["text", "tool call"])
+def test_a_secret_split_across_events_is_cut_out_of_the_stored_stream(dialect, what):
+    path, body = STREAMS[dialect]
+    body = {**body, "messages": [{"role": "user", "content": "x"}], "contents": [{"parts": [{"text": "x"}]}],
+            "tools": [{"type": "function", "name": "deploy", "function": {"name": "deploy", "parameters": {}},
+                       "input_schema": {}, "functionDeclarations": [{"name": "deploy"}]}]}
+    if what == "text":
+        header = f"reply_b64={_b64(f'keys: {SPLIT_KEY} and {AUTH_VALUE}, done')};delta_chars=4"
+        planted = [SPLIT_KEY, AUTH_VALUE]
+    else:
+        header = f"tool_calls=1;tool_args_b64={_b64(json.dumps(ARGS))}"
+        planted = [ARGS["api_key"], ARGS["password"]]
+    stream = _fake_stream(path, body, header)
+    if dialect == "openai.chat":
+        assert all(p.encode() not in stream for p in planted)  # only in pieces: the text scrub alone finds nothing
+    request = json.dumps(body).encode()
+    headers = [("authorization", f"Bearer {AUTH_VALUE}")]
+    rows = RowBuilder("r").build(_capture(request, stream, path=path, headers=headers, streamed=True,
+                                          content_type="text/event-stream"))
+    stored = _stored(rows, "response_body")
+    dialect_module = detect("POST", "", path, request)
+    parser = dialect_module.stream_parser()
+    feed_in_pieces(parser, stored.encode())
+    again = parser.result()
+    joined = again.output_text + json.dumps(again.tool_calls)
+    for secret in planted:
+        assert secret not in stored and secret not in joined, secret
+    # The stored stream still reads as the stream it was, with the answer agentprobe stored.
+    assert again.complete and rows.call["stream_complete"] == 1 and not rows.call.get("parse_error")
+    if what == "text":
+        assert again.output_text == f"keys: {R} and {R}, done"
+        assert [p["text"] for p in rows.prompts if p["kind"] == "output"] == [again.output_text]
+    else:
+        assert json.loads(again.tool_calls[0]["arguments"]) == {"api_key": R, "password": R, "env": "prod"}
+        assert json.loads(rows.call["tool_calls"])[0]["arguments"] == again.tool_calls[0]["arguments"]
+    # Events with nothing to remove keep their bytes.
+    if what == "text" and "array" not in dialect:
+        assert stream.split(b"\n")[0] in stored.encode()
+
+
+def test_a_stream_without_secrets_is_stored_byte_for_byte():
+    path, body = STREAMS["openai.chat"]
+    body = {**body, "messages": [{"role": "user", "content": "hello"}]}
+    stream = _fake_stream(path, body, "delta_chars=3")
+    rows = RowBuilder("r").build(_capture(json.dumps(body).encode(), stream, streamed=True,
+                                          content_type="text/event-stream"))
+    assert _stored(rows, "response_body").encode() == stream
+
+
+def test_reasoning_deltas_are_read_joined_too():
+    key = "sk-proj-REASONINGkey0123456789abc"
+    pieces = [key[i:i + 5] for i in range(0, len(key), 5)]
+    events = [{"id": "c", "choices": [{"index": 0, "delta": {"reasoning_content": p}}]} for p in pieces]
+    events.append({"id": "c", "choices": [{"index": 0, "delta": {"content": "ok"}, "finish_reason": "stop"}]})
+    stream = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+    stored = redact.scrub_stream(stream)
+    joined = "".join(json.loads(line[6:])["choices"][0]["delta"].get("reasoning_content", "")
+                     for line in stored.split("\n\n") if line.startswith("data: {"))
+    assert key not in joined and joined == R and redact.has_side_channels(stream)
 
 
 # -- command lines --------------------------------------------------------------------------
