@@ -65,11 +65,12 @@ SHAPES: tuple[Shape, ...] = (
     # Three base64url parts; the first is a JSON object, so it starts with eyJ ('{"').
     Shape("jwt", r"eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*",
           "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJleGFtcGxlIn0.EXAMPLEexample0123456789", ("eyJ",)),
-    # The whole block: base64 lines, PEM headers (Proc-Type, DEK-Info), real newlines or JSON's \n.
-    # A block cut before its END line is taken to the last character a PEM body can hold.
+    # The whole block: base64 lines, PEM headers (Proc-Type, DEK-Info), real newlines or escaped ones
+    # (\n in JSON, \\n in JSON held in a JSON string, such as tool-call arguments). A block cut before
+    # its END line is taken to the last character a PEM body can hold.
     Shape("pem_private_key",
-          r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?:[A-Za-z0-9+/=\s:,.\-]|\\[nrt])*?"
-          r"(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|(?!(?:[A-Za-z0-9+/=\s:,.\-]|\\[nrt])))",
+          r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY-----(?:[A-Za-z0-9+/=\s:,.\-]|\\+[nrt/])*?"
+          r"(?:-----END[A-Z0-9 ]*PRIVATE KEY-----|(?!(?:[A-Za-z0-9+/=\s:,.\-]|\\+[nrt/])))",
           "-----BEGIN PRIVATE KEY-----\nMIIEvEXAMPLEexample0123456789+/EXAMPLE==\n-----END PRIVATE KEY-----",
           ("-----BEGIN",)),
     Shape("bearer", r"(?:[Bb]earer|BEARER)\s+[A-Za-z0-9._~+/\-]{16,}=*", "Bearer EXAMPLEexample0123456789",

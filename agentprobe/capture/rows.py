@@ -148,10 +148,11 @@ def stored_response_body(cap: Capture, secrets: list[str], needs_stream_scrub: b
     text = cap.response_body.decode("utf-8", "replace")
     if not cap.streamed:
         return redact.scrub_body(text, secrets).encode()
-    text = redact.scrub_text(text, secrets)
+    # The events first, while every secret in them is whole: a text scrub of the raw stream could
+    # take the start of one (a PEM block's BEGIN line) and leave its pieces unrecognisable.
     if needs_stream_scrub or redact.has_side_channels(text):
         text = redact.scrub_stream(text, secrets)
-    return text.encode()
+    return redact.scrub_text(text, secrets).encode()
 
 
 class RowBuilder:

@@ -281,7 +281,8 @@ def test_kept_headers_keep_only_values_of_their_form():
 
 SPLIT_KEY = "sk-proj-SPLITacross0123456789abcdef"
 AUTH_VALUE = "gatewayAuthValue0123456789"
-ARGS = {"api_key": "argsApiKeyValue01", "password": "argsPasswordValue", "env": "prod"}
+PEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIArgsPEMbody0123456789abcdef\n-----END EC PRIVATE KEY-----"
+ARGS = {"api_key": "argsApiKeyValue01", "password": "argsPasswordValue", "env": "prod", "pem": PEM}
 STREAMS = {
     "openai.chat": ("/v1/chat/completions", {"model": "gpt-4o-mini", "stream": True}),
     "openai.responses": ("/v1/responses", {"model": "gpt-4.1", "stream": True, "input": "x"}),
@@ -316,7 +317,7 @@ def test_a_secret_split_across_events_is_cut_out_of_the_stored_stream(dialect, w
         planted = [SPLIT_KEY, AUTH_VALUE]
     else:
         header = f"tool_calls=1;tool_args_b64={_b64(json.dumps(ARGS))}"
-        planted = [ARGS["api_key"], ARGS["password"]]
+        planted = [ARGS["api_key"], ARGS["password"], "ArgsPEMbody"]
     stream = _fake_stream(path, body, header)
     if dialect == "openai.chat":
         assert all(p.encode() not in stream for p in planted)  # only in pieces: the text scrub alone finds nothing
@@ -338,7 +339,7 @@ def test_a_secret_split_across_events_is_cut_out_of_the_stored_stream(dialect, w
         assert again.output_text == f"keys: {R} and {R}, done"
         assert [p["text"] for p in rows.prompts if p["kind"] == "output"] == [again.output_text]
     else:
-        assert json.loads(again.tool_calls[0]["arguments"]) == {"api_key": R, "password": R, "env": "prod"}
+        assert json.loads(again.tool_calls[0]["arguments"]) == {"api_key": R, "password": R, "env": "prod", "pem": R}
         assert json.loads(rows.call["tool_calls"])[0]["arguments"] == again.tool_calls[0]["arguments"]
     # Events with nothing to remove keep their bytes.
     if what == "text" and "array" not in dialect:
