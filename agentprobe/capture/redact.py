@@ -306,61 +306,72 @@ _SECRET_HEADERS = {
 _LIST = r"(?:\s*,\s*{0})*"
 _MEDIA = r"[\w.+*\-]+/[\w.+*\-]+(?:\s*;\s*[\w.\-]+=(?:\"[^\"]{0,100}\"|[\w.+/:='()?\-]{0,100}))*"
 _VERSION = r"v?\d+(?:\.\d+){0,3}(?:[\-+.]?[A-Za-z0-9.]{1,12})?"
-_WORD_LIST = r"[\w.=\-]{1,64}" + _LIST.format(r"[\w.=\-]{1,64}")
+_CODINGS = r"[a-z*\-]{1,16}(?:\s*;\s*q=[\d.]+)?" + _LIST.format(r"[a-z*\-]{1,16}(?:\s*;\s*q=[\d.]+)?")
+_BETA = r"[a-z0-9]{1,16}(?:[\-=.][a-z0-9]{1,16}){0,8}"  # assistants=v2, prompt-caching-2024-07-31
+_SDK_NAME = r"[a-z][a-z_.\-]{0,63}"  # an SDK helper's name: stream, beta.messages.stream, tool_runner
 _NUMBER_VALUE = r"\d{1,15}(?:\.\d{1,9})?"
 _DATE = r"[A-Za-z]{3}, \d{1,2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT"
-_FREE_TEXT = r"[\x20-\x7e]{0,512}"  # and no key-like run: see _KEY_LIKE_RUN
-# The headers kept, each with the form its values take. Free text (a user agent) is kept when it
-# holds no run of 20 or more base64 characters, as every key does.
+_DAY = r"\d{4}-\d{2}-\d{2}"
+_FREE_TEXT = r"[\x20-\x7e]{0,512}"
+# A user agent as SDKs and tools write one: product/version pairs, bare versions, lower-case words
+# and (comments). A bare token like a password is none of these.
+_AGENT_PART = (r"(?:[A-Za-z][\w.+\-]{0,40}/[\w.+\-]{1,40}|v?\d[\w.+\-]{0,30}|[a-z][a-z\-]{0,30}"
+               r"|\([\x20-\x27\x2a-\x7e]{0,200}\))")
+_USER_AGENT = rf"{_AGENT_PART}(?: +{_AGENT_PART}){{0,20}}"
+# The headers kept, each with the form its values take; and no value may hold a run of 20 or more
+# base64 characters, as every key does (but the ids a provider gives its responses are such runs).
 _HEADER_VALUES: dict[str, str] = {
     "content-type": _MEDIA,
     "content-length": r"\d{1,15}",
-    "content-encoding": _WORD_LIST,
-    "transfer-encoding": _WORD_LIST,
+    "content-encoding": _CODINGS,
+    "transfer-encoding": _CODINGS,
     "accept": _MEDIA + _LIST.format(_MEDIA),
-    "accept-encoding": r"[\w*\-]+(?:\s*;\s*q=[\d.]+)?" + _LIST.format(r"[\w*\-]+(?:\s*;\s*q=[\d.]+)?"),
-    "user-agent": _FREE_TEXT,
+    "accept-encoding": _CODINGS,
+    "user-agent": _USER_AGENT,
     "date": _DATE,
     "server": _FREE_TEXT,
     "retry-after": f"{_NUMBER_VALUE}|{_DATE}",
     "retry-after-ms": _NUMBER_VALUE,
-    "request-id": r"[\w.:\-]{1,128}",
+    "request-id": r"[\w.:\-]{1,128}",  # in answers only: see RESPONSE_ONLY
     "x-request-id": r"[\w.:\-]{1,128}",
     "openai-processing-ms": _NUMBER_VALUE,
-    "openai-version": r"[\w.\-]{1,32}",
-    "openai-beta": _WORD_LIST,
-    "anthropic-version": r"[\w.\-]{1,32}",
-    "anthropic-beta": _WORD_LIST,
-    "x-goog-api-client": _FREE_TEXT,
+    "openai-version": _DAY,
+    "openai-beta": _BETA + _LIST.format(_BETA),
+    "anthropic-version": _DAY,
+    "anthropic-beta": _BETA + _LIST.format(_BETA),
+    "x-goog-api-client": _USER_AGENT,
     # What the Stainless SDKs (openai, anthropic, in Python and JS) send about themselves.
     "x-stainless-lang": r"[a-z]{1,12}",
     "x-stainless-package-version": _VERSION,
     "x-stainless-os": r"MacOS|Linux|Windows|FreeBSD|OpenBSD|iOS|Android|Unknown|[Oo]ther:[\w.\-]{1,16}",
     "x-stainless-arch": r"x32|x64|arm|arm64|aarch64|unknown|[Oo]ther:[\w.\-]{1,16}",
-    "x-stainless-runtime": r"[\w.:\-]{1,16}",
+    "x-stainless-runtime": r"[A-Za-z]{1,16}(?::[a-z]{1,16})?",
     "x-stainless-runtime-version": _VERSION,
-    "x-stainless-async": r"false|true|async:[\w.]{1,32}",
+    "x-stainless-async": r"false|true|async:[a-z]{1,16}",
     "x-stainless-retry-count": r"\d{1,4}",
     "x-stainless-read-timeout": _NUMBER_VALUE,
     "x-stainless-timeout": _NUMBER_VALUE,
     "x-stainless-raw-response": r"true|false|stream",
-    "x-stainless-helper": _WORD_LIST,
-    "x-stainless-helper-method": r"[\w.\-]{1,64}",
-    "x-stainless-stream-helper": r"[\w.\-]{1,64}",
+    "x-stainless-helper": _SDK_NAME + _LIST.format(_SDK_NAME),
+    "x-stainless-helper-method": _SDK_NAME,
+    "x-stainless-stream-helper": _SDK_NAME,
     "x-stainless-poll-helper": r"true|false",
     "x-stainless-custom-poll-interval": r"\d{1,9}",
     "x-stainless-custom-event-handler": r"true|false",
 }
+# A request id in a request is whatever the agent put there; in an answer, the provider's own.
+RESPONSE_ONLY = frozenset({"request-id", "x-request-id"})
 # Rate-limit headers: counts, durations (6m0s, 20ms) and timestamps.
 _RATELIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 _RATELIMIT_VALUE = re.compile(r"[0-9.:TZhmsu+\-]{1,40}")
 _HEADER_RES = {name: re.compile(shape) for name, shape in _HEADER_VALUES.items()}
 _KEY_LIKE_RUN = re.compile(r"[A-Za-z0-9+/=]{20,}")
-_FREE_TEXT_HEADERS = {"user-agent", "server", "x-goog-api-client"}
 
 
-def header_allowed(name: str) -> bool:
+def header_allowed(name: str, response: bool = True) -> bool:
     name = name.lower()
+    if name in RESPONSE_ONLY:
+        return response
     return name in _HEADER_RES or name.startswith(_RATELIMIT_PREFIXES)
 
 
@@ -370,15 +381,17 @@ def header_value(name: str, value: str, secrets: Iterable[str] = ()) -> str:
     shape = _RATELIMIT_VALUE if name.startswith(_RATELIMIT_PREFIXES) else _HEADER_RES.get(name)
     if shape is None or not shape.fullmatch(value):
         return REDACTED
-    if name in _FREE_TEXT_HEADERS and _KEY_LIKE_RUN.search(value):
+    if name not in RESPONSE_ONLY and _KEY_LIKE_RUN.search(value):
         return REDACTED
     return scrub_text(value, secrets)
 
 
-def safe_headers(headers: Iterable[tuple[str, str]], secrets: Iterable[str] = ()) -> dict[str, str]:
+def safe_headers(headers: Iterable[tuple[str, str]], secrets: Iterable[str] = (), *,
+                 response: bool = True) -> dict[str, str]:
+    """The headers of a request (response=False) or an answer as stored."""
     kept: dict[str, str] = {}
     for name, value in headers:
-        if header_allowed(name):
+        if header_allowed(name, response):
             kept[name.lower()] = header_value(name, value, secrets)
     return kept
 

@@ -202,7 +202,7 @@ class RowBuilder:
             "attempt": 1,
             "retry_after_s": retry_after(lambda name: _header(cap.response_headers, name)),
             "ratelimit": _ratelimit(cap.response_headers),
-            "request_headers": json.dumps(redact.safe_headers(cap.request_headers, secrets)),
+            "request_headers": json.dumps(redact.safe_headers(cap.request_headers, secrets, response=False)),
             "response_headers": json.dumps(redact.safe_headers(cap.response_headers, secrets)),
             "error_type": _error_type(cap, None),
             "error_message": redact.scrub_text(cap.error, secrets) if cap.error else None,

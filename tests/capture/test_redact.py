@@ -257,7 +257,7 @@ def test_kept_headers_keep_only_values_of_their_form():
         ("X-Stainless-Lang", "python"), ("X-Stainless-Package-Version", "1.54.0"), ("X-Stainless-OS", "Linux"),
         ("X-Stainless-Arch", "x64"), ("X-Stainless-Runtime", "CPython"), ("X-Stainless-Runtime-Version", "3.12.1"),
         ("X-Stainless-Async", "async:asyncio"), ("x-stainless-read-timeout", "600.0"),
-        ("x-stainless-helper", "tool_runner, stream"),
+        ("x-stainless-helper", "tool_runner, stream"), ("x-stainless-helper-method", "plainPLANTEDvalue01"),
         ("X-Stainless-Custom", "plainCustomValue01"),  # not a header the SDKs send: dropped
         ("X-Stainless-OS", key), ("x-stainless-retry-count", "abcdefgh0123"),
         ("user-agent", "OpenAI/Python 1.54.0"), ("content-type", "text/event-stream; charset=utf-8"),
@@ -267,6 +267,7 @@ def test_kept_headers_keep_only_values_of_their_form():
         ("x-ratelimit-limit-requests", "plainRateLimitSecret"),
     ])
     assert kept["x-stainless-os"] == R and kept["x-stainless-retry-count"] == R
+    assert kept["x-stainless-helper"] == "tool_runner, stream" and kept["x-stainless-helper-method"] == R
     assert kept["x-ratelimit-limit-requests"] == R
     assert "x-stainless-custom" not in kept
     assert kept["x-stainless-async"] == "async:asyncio" and kept["x-stainless-package-version"] == "1.54.0"
@@ -275,6 +276,15 @@ def test_kept_headers_keep_only_values_of_their_form():
     assert kept["x-ratelimit-reset-requests"] == "6m0.5s"
     assert redact.header_value("user-agent", "my-agent/1.0 k=abcdefghijklmnopqrstuvwxyz012345") == R
     assert redact.header_value("server", "uvicorn") == "uvicorn"
+    for agent in ("OpenAI/Python 1.54.0", "Anthropic/Python 0.40.0", "python-httpx/0.28.1", "curl/8.5.0", "node",
+                  "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+                  "google-genai-sdk/1.2.0 gl-python/3.12.1"):
+        assert redact.header_value("user-agent", agent) == agent
+    assert redact.header_value("user-agent", "my-agent/1.0 PLANTED42xyz") == R
+    # A request id is the provider's in an answer, anything at all in a request.
+    assert redact.safe_headers([("x-request-id", "req_0123456789abcdef0123456789abcdef")]) == {
+        "x-request-id": "req_0123456789abcdef0123456789abcdef"}
+    assert redact.safe_headers([("x-request-id", "plainPLANTEDvalue01")], response=False) == {}
 
 
 # -- streams --------------------------------------------------------------------------------
