@@ -489,11 +489,15 @@ def _blank(value: Any, found: list[str]) -> Any:
     return value
 
 
+# A JSON schema names parameters and definitions in these: `properties: {password: {type: string}}`.
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+
+
 def _holds_secret(key: Any, value: Any, parent: dict, schema: bool) -> bool:
     if not isinstance(key, str) or not secret_name(key):
         return False
     if schema and isinstance(value, dict):
-        return False  # a JSON schema's `properties: {password: {type: string}}` names a parameter
+        return False  # a schema of the parameter (or the definition) of that name
     if key == "token" and "logprob" in parent:
         return False  # a token of a logprobs list is a piece of the answer
     return True
@@ -535,7 +539,7 @@ class _Walk:
             if _holds_secret(k, v, d, schema):
                 new = _blank(v, self.found)
             else:
-                new = self.value(v, schema=k == "properties" and isinstance(v, dict))
+                new = self.value(v, schema=k in _SCHEMA_MAPS and isinstance(v, dict))
             if new is not v:
                 out = out or dict(d)
                 out[k] = new
@@ -672,7 +676,7 @@ class _Events:
                         v[k] = _blank(x, self.found)
                         self.changed.add(unit)
                     else:
-                        self._walk(unit, x, path + (k,), k == "properties" and isinstance(x, dict))
+                        self._walk(unit, x, path + (k,), k in _SCHEMA_MAPS and isinstance(x, dict))
         elif isinstance(v, list):
             for i, x in enumerate(v):
                 if isinstance(x, str):

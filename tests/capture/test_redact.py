@@ -154,7 +154,7 @@ def test_body_fields_under_every_name_and_nested():
         ],
         "tools": [{"type": "function", "function": {"name": "login", "parameters": {
             "type": "object", "properties": {"password": {"type": "string"}, "api_key": {"type": "string"}},
-            "required": ["password"]}}}],
+            "required": ["password"], "$defs": {"Secret": {"type": "object"}}}}}],
         "logprobs": [{"token": "Hello", "logprob": -0.1}],
     }
     raw = json.dumps(body)
