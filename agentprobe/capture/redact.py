@@ -562,7 +562,7 @@ def _inside_strings(raw: str, secrets: tuple[str, ...]) -> _Walk | None:
     string shows as \\"; a secret with a '/' may be written '\\/'."""
     present = tuple(s for s in secrets if s in raw or "/" in s and s.replace("/", "\\/") in raw)
     shapes = could_hold_shape(raw)
-    json_fields = '\\"' in raw
+    json_fields = "\\" in raw and '\\"' in raw  # the first test is a memchr, the second a slower search
     if not (present or shapes or json_fields):
         return None
     return _Walk(present, strings=True, shapes=shapes, json_fields=json_fields)
