@@ -23,7 +23,6 @@ from .exchange import STORED_BODY_LIMIT, Capture
 from .linking import RunTracker
 
 
-
 @dataclass
 class Rows:
     call: dict[str, Any]
@@ -73,7 +72,7 @@ def _header(headers: list[tuple[str, str]], name: str) -> str | None:
 
 def _ratelimit(headers: list[tuple[str, str]]) -> str | None:
     limits = {
-        k.lower(): v
+        k.lower(): redact.header_value(k, v)
         for k, v in headers
         if k.lower().startswith(("x-ratelimit-", "anthropic-ratelimit-"))
     }
@@ -124,6 +123,10 @@ def _error_type(cap: Capture, resp: ParsedResponse | None) -> str | None:
     return None
 
 
+def _scrub(text: str | None, secrets: list[str]) -> str | None:
+    return redact.scrub_text(text, secrets, json_fields=redact.looks_like_json(text)) if text else text
+
+
 def _scrubbed(r: ParsedResponse, secrets: list[str]) -> ParsedResponse:
     """The parsed answer under the same redaction as the stored response body.
 
@@ -132,11 +135,33 @@ def _scrubbed(r: ParsedResponse, secrets: list[str]) -> ParsedResponse:
     """
     return dataclasses.replace(
         r,
-        output_text=redact.scrub_text(r.output_text, secrets) if r.output_text else r.output_text,
-        tool_calls=[{**tc, "arguments": redact.scrub_text(tc["arguments"], secrets)}
+        output_text=_scrub(r.output_text, secrets),
+        tool_calls=[{**tc, "arguments": _scrub(tc["arguments"], secrets)}
                     if isinstance(tc.get("arguments"), str) else tc for tc in r.tool_calls],
-        error_message=redact.scrub_text(r.error_message, secrets) if r.error_message else r.error_message,
+        error_message=_scrub(r.error_message, secrets),
     )
+
+
+def _answer_changed(r: ParsedResponse, scrubbed: ParsedResponse) -> bool:
+    return r.output_text != scrubbed.output_text or r.tool_calls != scrubbed.tool_calls
+
+
+def scrubbed_request(body: bytes, secrets: list[str]) -> tuple[Any, list[str]]:
+    """(the request body as stored, before canonical JSON, and the secret values its fields held);
+    raises ParseError for a body that is not JSON. `serve` reads requests the same way."""
+    value = load_json(body)
+    return redact.scrub_json_value(value, body.decode("utf-8", "replace"), secrets)
+
+
+def stored_response_body(cap: Capture, secrets: list[str], needs_stream_scrub: bool) -> bytes:
+    text = cap.response_body.decode("utf-8", "replace")
+    if not cap.streamed:
+        return redact.scrub_body(text, secrets).encode()
+    # The events first, while every secret in them is whole: a text scrub of the raw stream could
+    # take the start of one (a PEM block's BEGIN line) and leave its pieces unrecognisable.
+    if needs_stream_scrub or redact.has_side_channels(text):
+        text = redact.scrub_stream(text, secrets)
+    return redact.scrub_text(text, secrets).encode()
 
 
 class RowBuilder:
@@ -149,7 +174,8 @@ class RowBuilder:
             return self._build(cap)
         except Exception as e:  # a bug here must cost the details of one call, not the call
             rows = self._build_minimal(cap)
-            rows.call["parse_error"] = f"recorder: {type(e).__name__}: {e}"[:500]
+            secrets = redact.secrets_in(cap.request_headers, cap.path)
+            rows.call["parse_error"] = redact.scrub_text(f"recorder: {type(e).__name__}: {e}", secrets)[:500]
             return rows
 
     def _build_minimal(self, cap: Capture) -> Rows:
@@ -179,14 +205,14 @@ class RowBuilder:
             "scheme": cap.scheme,
             "host": cap.host,
             "port": cap.port,
-            "path": redact.safe_path(cap.path),
+            "path": redact.safe_path(cap.path, secrets),
             "provider": "unknown",
             "status": cap.status,
             "attempt": 1,
             "retry_after_s": retry_after(lambda name: _header(cap.response_headers, name)),
             "ratelimit": _ratelimit(cap.response_headers),
-            "request_headers": json.dumps(redact.safe_headers(cap.request_headers)),
-            "response_headers": json.dumps(redact.safe_headers(cap.response_headers)),
+            "request_headers": json.dumps(redact.safe_headers(cap.request_headers, secrets, response=False)),
+            "response_headers": json.dumps(redact.safe_headers(cap.response_headers, secrets)),
             "error_type": _error_type(cap, None),
             "error_message": redact.scrub_text(cap.error, secrets) if cap.error else None,
         }
@@ -196,6 +222,7 @@ class RowBuilder:
         parsed: ParsedRequest | None = None
         errors: list[str] = []
         body_json = None
+        found: list[str] = []
         raw_request, failure = cap.request_body or b"", None
         if cap.request_encoding and raw_request:
             raw_request, failure = decode_body(raw_request, cap.request_encoding, limit=REQUEST_DECODED_LIMIT)
@@ -203,7 +230,7 @@ class RowBuilder:
                 errors.append(f"request: {failure}")
         if raw_request or not failure:  # nothing decoded was already said; no second, vaguer error
             try:
-                body_json = redact.scrub_json(load_json(raw_request), secrets)
+                body_json, found = scrubbed_request(raw_request, secrets)
                 parsed = cap.dialect.parse_request(body_json, cap.path, cap.host)
             except ParseError as e:
                 errors.append(f"request: {e}")
@@ -212,8 +239,12 @@ class RowBuilder:
 
         if body_json is not None:
             stored_request = stored_request_body(body_json)
-        else:
-            stored_request = redact.scrub_text(raw_request.decode("utf-8", "replace"), secrets).encode()
+        else:  # not JSON (a trailing comma, a stray Latin-1 byte): scrubbed as text, fields and all
+            stored_request = redact.scrub_text(
+                raw_request.decode("utf-8", "replace"), secrets, json_fields=True, found=found
+            ).encode()
+        # What the body's secret fields held is a secret of this call too: the answer may repeat it.
+        secrets = redact.merged_secrets(secrets, found)
         call["request_sha256"] = request_digest(cap.method, cap.path, stored_request)
         body = _body_row(stored_request, content_type, False)
         if body:
@@ -221,9 +252,10 @@ class RowBuilder:
             call["request_body"] = body["id"]
 
         resp = self._response(cap, errors)
+        scrubbed = _scrubbed(resp, secrets) if resp is not None else None
         if cap.response_body:
-            text = redact.scrub_text(cap.response_body.decode("utf-8", "replace"), secrets)
-            body = _body_row(text.encode(), resp_type, cap.response_truncated)
+            stored = stored_response_body(cap, secrets, scrubbed is not None and _answer_changed(resp, scrubbed))
+            body = _body_row(stored, resp_type, cap.response_truncated)
             if body:
                 rows.bodies.append(body)
                 call["response_body"] = body["id"]
@@ -233,8 +265,8 @@ class RowBuilder:
         else:
             call["provider"] = provider_for(cap.host, cap.dialect)
             call["api"] = getattr(cap.dialect, "name", None)
-        if resp is not None:
-            self._response_fields(call, rows, _scrubbed(resp, secrets))
+        if scrubbed is not None:
+            self._response_fields(call, rows, scrubbed)
         call["error_type"] = _error_type(cap, resp)
         if cap.decode_error:
             # We could not read the body (an unknown or wrong content-encoding, or one past the

@@ -43,7 +43,7 @@ class Recording:
             "label": redact.scrub_command(label),
             "command": redact.scrub_command(command),
             "config_sha256": config_sha256,
-            "mode": f"reverse:{proxy.upstream}" if proxy.upstream else "regular",
+            "mode": f"reverse:{redact.safe_url(proxy.upstream)}" if proxy.upstream else "regular",
             "parent_run_id": parent_run_id,
             "agentprobe_version": __version__,
             "fastpath": fastpath.plan(proxy.fastpath).describe(),

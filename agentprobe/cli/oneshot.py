@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
 import click
 
+from ..capture import redact
 from ..capture.session import Recording
 from ..checks import agent_config, scan_runs
 from ..clients import oneshot
+from ..clients.credentials import PLACEHOLDER_KEY, api_key
 from ..clients.send import Route, SendError, send
 from ..proxy.runner import ProxyConfig
 from ..report.console import print_summary
@@ -26,8 +29,16 @@ def trace_prompt(db, proxy: ProxyConfig, config_path: Path, prompt: str, env: st
         request, env = oneshot.plan(config, env, prompt, base_url)
     except (agent_config.ConfigError, oneshot.OneShotError) as e:
         raise UserError(str(e)) from None
+    # The key this sends is a secret of the prompt too (pasted into it, or echoed in an answer).
+    key = api_key(request.provider, request.base_url, os.environ)
+    secrets = redact.merged_secrets([key] if key != PLACEHOLDER_KEY else [])
     command = shlex.join(["agentprobe", "trace", "--config", str(config_path), "--prompt", prompt]
                          + (["--env", env] if env else []) + (["--times", str(times)] if times > 1 else []))
+    command = redact.scrub_command(command, secrets)
+
+    def shown(text: str | None) -> str | None:
+        return redact.scrub_text(text, secrets, json_fields=redact.looks_like_json(text)) if text else text
+
     recording = Recording(db, proxy, label=label or env, command=command,
                           config_sha256=config["_config_sha256"], otlp_endpoint=otlp_endpoint).start()
     answers = []
@@ -36,9 +47,9 @@ def trace_prompt(db, proxy: ProxyConfig, config_path: Path, prompt: str, env: st
             # No retries: the recording shows exactly what the config sends, once per --times.
             try:
                 answer = send(request, Route(recording.url, recording._bundle, max_retries=0))
-                answers.append({"text": answer.text, "finish_reason": answer.finish_reason, "error": None})
+                answers.append({"text": shown(answer.text), "finish_reason": answer.finish_reason, "error": None})
             except SendError as e:
-                answers.append({"text": None, "finish_reason": None, "error": str(e)})
+                answers.append({"text": None, "finish_reason": None, "error": shown(str(e))})
             if not as_json:
                 a = answers[-1]
                 head = f"[{i + 1}/{times}] " if times > 1 else ""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ipaddress
 import signal
 import threading
+from urllib.parse import urlsplit
 
 import click
 
+from ..capture import redact
 from ..capture.session import Recording
 from ..proxy import running
 from ..report.console import print_summary
@@ -30,6 +32,20 @@ def _check_host(host: str, allow_remote: bool) -> None:
         click.echo(f"agentprobe: warning: listening on {host}; anyone who can reach it can use your API keys", err=True)
 
 
+def _check_upstream(upstream: str) -> None:
+    """Refuse a reverse-mode target we cannot use, in a message that never repeats a password in it."""
+    shown = redact.safe_url(upstream)
+    if not upstream.startswith(("http://", "https://")):
+        raise UserError(f"--upstream must be an http:// or https:// URL, not {shown!r}")
+    try:
+        userinfo = "@" in urlsplit(upstream).netloc
+    except ValueError:
+        raise UserError(f"--upstream {shown!r} is not a valid URL") from None
+    if userinfo:
+        raise UserError(f"--upstream {shown}: a user name or password in the URL is not used in reverse mode (the"
+                        " agent's own credentials are forwarded); remove it")
+
+
 @click.command()
 @proxy_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -46,8 +62,8 @@ def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstrea
                                          # then: OPENAI_BASE_URL=http://127.0.0.1:8080/v1
     """
     _check_host(host, allow_remote)
-    if upstream and not upstream.startswith(("http://", "https://")):
-        raise UserError(f"--upstream must be an http:// or https:// URL, not {upstream!r}")
+    if upstream:
+        _check_upstream(upstream)
     config = proxy_config(confdir=confdir, upstream_proxy=upstream_proxy, fastpath=fastpath, host=host, port=port,
                           upstream=upstream, upstream_ca=upstream_ca, ssl_insecure=ssl_insecure)
     confdir = config.confdir

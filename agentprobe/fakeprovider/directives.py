@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from dataclasses import dataclass, fields
 
@@ -41,7 +42,14 @@ class Directives:
     # The same, base64url-encoded: the only way to script a reply holding spaces, ';', ']' or
     # underscores (an XML answer, say), since `reply` turns "_" into spaces.
     reply_b64: str | None = None
+    # Stream the reply's text in pieces of this many characters instead of a word a piece, the way
+    # providers cut tokens: a word (a key the model repeats, say) then spans several events.
+    delta_chars: int | None = None
     tool_calls: int = 0
+    # The arguments of every tool call, a JSON object, base64url-encoded like reply_b64.
+    tool_args_b64: dict | None = None
+    # The message of the error that `status` or `error_in_200` answers with, base64url-encoded.
+    message_b64: str | None = None
     no_usage: bool = False
     error_in_200: bool = False
     code: str | None = None
@@ -90,6 +98,23 @@ def _b64(value: str) -> str:
         raise ValueError(value) from None
 
 
+def _json_object_b64(value: str) -> dict:
+    try:
+        parsed = json.loads(_b64(value))
+    except json.JSONDecodeError:
+        raise ValueError(value) from None
+    if not isinstance(parsed, dict):
+        raise ValueError(value)
+    return parsed
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
 def _encoding(value: str) -> str:
     if value.lower() not in ENCODINGS:
         raise ValueError(value)
@@ -108,7 +133,10 @@ _CONVERTERS = {
     "words": _non_negative(int),
     "reply": lambda value: value.replace("_", " "),
     "reply_b64": _b64,
+    "delta_chars": _positive,
     "tool_calls": _non_negative(int),
+    "tool_args_b64": _json_object_b64,
+    "message_b64": _b64,
     "no_usage": _flag,
     "error_in_200": _flag,
     "code": str,

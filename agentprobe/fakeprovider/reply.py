@@ -73,10 +73,11 @@ class Ask:
 class ToolCall:
     index: int  # 1-based, so ids read call_1, toolu_1, ...
     name: str
+    given: dict | None = None  # the arguments the tool_args_b64 directive asked for
 
     @property
-    def args(self) -> dict[str, int]:
-        return {"i": self.index}
+    def args(self) -> dict:
+        return self.given if self.given is not None else {"i": self.index}
 
     @property
     def arguments(self) -> str:
@@ -91,6 +92,7 @@ class Reply:
     finish: str  # stop | length | tool_calls; dialects spell it their way
     usage: bool = True
     created: int = field(default_factory=lambda: int(time.time()))
+    delta_chars: int | None = None
 
     @property
     def model(self) -> str:
@@ -102,7 +104,9 @@ class Reply:
 
     @property
     def deltas(self) -> list[str]:
-        """Stream pieces, one per word, that concatenate to `text`."""
+        """Stream pieces, one per word (or per delta_chars characters), that concatenate to `text`."""
+        if self.delta_chars:
+            return fragments(self.text, self.delta_chars) if self.words else []
         return [word if i == 0 else " " + word for i, word in enumerate(self.words)]
 
     @property
@@ -142,7 +146,7 @@ def compose(ask: Ask, directives: Directives, vary: bool = False, words: int | N
     # Without this guard an agent looping on tool results would be asked for
     # tools forever, because the directive stays in its first user message.
     if directives.tool_calls and ask.tool_name and not ask.ends_with_tool_result:
-        calls = [ToolCall(k, ask.tool_name) for k in range(1, directives.tool_calls + 1)]
+        calls = [ToolCall(k, ask.tool_name, directives.tool_args_b64) for k in range(1, directives.tool_calls + 1)]
         return Reply(ask, [], calls, "tool_calls", usage=not directives.no_usage)
 
     if directives.reply is not None:
@@ -161,7 +165,7 @@ def compose(ask: Ask, directives: Directives, vary: bool = False, words: int | N
     if ask.max_tokens is not None and len(chosen) > ask.max_tokens:
         chosen = chosen[: ask.max_tokens]
         finish = "length"
-    return Reply(ask, chosen, [], finish, usage=not directives.no_usage)
+    return Reply(ask, chosen, [], finish, usage=not directives.no_usage, delta_chars=directives.delta_chars)
 
 
 def random_id(length: int, alphabet: str = string.ascii_letters + string.digits) -> str:

@@ -155,14 +155,14 @@ class _Handler(BaseHTTPRequestHandler):
         if wanted.delay:
             time.sleep(wanted.delay)
         if faulty and wanted.error_in_200:
-            error = dialect.error(wanted.status or 500, wanted.code, ask)
+            error = dialect.error(wanted.status or 500, wanted.code, ask, wanted.message_b64)
             if ask.stream:
                 self._send_stream(route, dialect.error_events(error, route), wanted, cut_after=None)
             else:
                 self._send_json(200, dialect, wanted, error)
             return
         if faulty and wanted.status is not None:
-            self._send_json(wanted.status, dialect, wanted, dialect.error(wanted.status, wanted.code, ask))
+            self._send_json(wanted.status, dialect, wanted, dialect.error(wanted.status, wanted.code, ask, wanted.message_b64))
             return
         reply = self._compose(route, ask, wanted)
         cut_after = wanted.cut_after if faulty else None

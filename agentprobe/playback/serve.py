@@ -23,8 +23,8 @@ import sqlite_utils
 
 from ..capture import redact
 from ..capture.linking import RunTracker
-from ..capture.rows import stored_request_body
-from ..providers import detect, load_json, provider_for
+from ..capture.rows import scrubbed_request, stored_request_body
+from ..providers import detect, provider_for
 from ..providers.base import ParseError
 from ..store.queries import body_text
 from ..util.http_server import LocalHTTPServer
@@ -108,8 +108,7 @@ class Matcher:
         key, chain = None, []
         if dialect is not None:
             try:
-                secrets = redact.secrets_in(headers, path)
-                body_json = redact.scrub_json(load_json(body), secrets)
+                body_json, _found = scrubbed_request(body, redact.secrets_in(headers, path))
                 key = _body_key(stored_request_body(body_json))
                 parsed = dialect.parse_request(body_json, path, "")
                 # Only what generates has turns to follow (a token count of a conversation is not one of them).

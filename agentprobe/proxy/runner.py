@@ -42,8 +42,10 @@ class ProxyConfig:
         if self.upstream:
             check_upstream(self.upstream)
         if self.upstream and self.upstream_proxy:
+            from ..capture.redact import safe_url
+
             raise ProxyStartError(
-                f"reverse mode (--upstream {self.upstream}) cannot forward through the proxy"
+                f"reverse mode (--upstream {safe_url(self.upstream)}) cannot forward through the proxy"
                 f" {self.upstream_proxy.display}: use the regular mode (HTTPS_PROXY) there, or --upstream-proxy none")
 
 

@@ -79,6 +79,9 @@ def test_trace_json_summary(workdir):
         (["calls", "--bogus-flag"], "No such option"),
         (["record", "--host", "0.0.0.0"], "refusing to listen"),
         (["record", "--upstream", "ftp://x"], "--upstream must be"),
+        (["record", "--upstream", "ftp://me:hunter2pass@x"], "--upstream must be"),
+        (["record", "--upstream", "http://me:hunter2pass@127.0.0.1:9"], "a user name or password"),
+        (["record", "--upstream", "http://me:hunter2pass@[::1"], "not a valid URL"),
     ],
 )
 def test_bad_input_one_line_exit_2(workdir, args, needle):
@@ -87,7 +90,7 @@ def test_bad_input_one_line_exit_2(workdir, args, needle):
     before = open(env["AGENTPROBE_DB"], "rb").read()
     r = run_cli(*args, env=env)
     assert r.returncode == 2, r.stderr
-    assert needle in r.stderr
+    assert needle in r.stderr and "hunter2pass" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr
     assert open(env["AGENTPROBE_DB"], "rb").read() == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import http.client
 import json
@@ -21,6 +22,7 @@ from google import genai
 from google.genai import types as genai_types
 
 from agentprobe.fakeprovider import FakeProvider
+from agentprobe.fakeprovider.directives import DirectiveError, parse
 from agentprobe.fakeprovider.vectors import DEFAULT_DIMENSIONS, vector
 
 PROMPT = "Summarise the quarterly report please"
@@ -408,6 +410,38 @@ def test_reply_words_no_usage_and_body_kb(fake_provider, client_ssl):
         response, body = post(fake_provider, "/v1/messages",
                               {"model": "m", "stream": stream, "messages": user("[fake body_kb=64] x")})
         assert 60_000 < len(body) < 70_000, len(body)
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses", "/v1/messages",
+                                  "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"])
+def test_delta_chars_tool_args_and_error_message(fake_provider, path):
+    """What the secrets test needs: a word cut across events, given tool arguments, a given error message."""
+    body = {"model": "m", "stream": True, "max_tokens": 50, "messages": user("x"), "input": "x",
+            "contents": [{"parts": [{"text": "x"}]}]}
+    _response, raw = post(fake_provider, path, body, headers={"x-fake": f"reply_b64={_b64('say abcdefghij')};delta_chars=4"})
+    events = [json.loads(d) for d in sse_data(raw) if d != "[DONE]"]
+    pieces = [e["choices"][0]["delta"].get("content") for e in events if e.get("choices")] if "chat" in path else \
+        [e["delta"] for e in events if e.get("type") == "response.output_text.delta"] if "responses" in path else \
+        [e["delta"]["text"] for e in events if e.get("type") == "content_block_delta"] if "messages" in path else \
+        [e["candidates"][0]["content"]["parts"][0]["text"] for e in events]
+    assert [p for p in pieces if p] == ["say ", "abcd", "efgh", "ij"]
+    tools = {"tools": [{"type": "function", "function": {"name": "t", "parameters": {}}, "name": "t", "input_schema": {},
+                        "functionDeclarations": [{"name": "t"}]}]}
+    args = {"password": "hunter2", "n": 1}
+    _response, raw = post(fake_provider, path, {**body, **tools, "stream": False},
+                          headers={"x-fake": f"tool_calls=1;tool_args_b64={_b64(json.dumps(args))}"})
+    assert '"password' in raw.decode() and "hunter2" in raw.decode()
+    response, raw = post(fake_provider, path, {**body, "stream": False},
+                         headers={"x-fake": f"status=401;message_b64={_b64('bad key: abc')}"})
+    assert response.status == 401 and "bad key: abc" in raw.decode()
+    with pytest.raises(DirectiveError):
+        parse(f"tool_args_b64={_b64('[1]')}", "")
+    with pytest.raises(DirectiveError):
+        parse("delta_chars=0", "")
 
 
 def test_delay(fake_provider):
