@@ -157,10 +157,17 @@ def print_serve_summary(summary: dict, as_json: bool = False) -> None:
     _say(
         f"agentprobe serve: {summary['requests']} request(s): {summary['matched_by_body']} matched the recording"
         f" exactly, {summary['matched_by_conversation']} by their place in a conversation,"
-        f" {len(summary['unmatched'])} unmatched",
+        f" {len(summary['unmatched'])} unmatched"
+        + (f", {len(summary['live'])} sent live" if summary.get("live") else ""),
     )
     for miss in summary["unmatched"]:
         _say(f"  DIVERGED at request {miss['request']} ({miss['path']}): no recorded call matches")
+        if miss.get("closest"):
+            _say(f"    {miss['why']}")
+    if summary.get("live"):
+        first = summary["live"][0]
+        _say(f"  live from request {first['request']} on ({first['path']}"
+             + (f", model {first['model']})" if first.get("model") else ")"))
     if summary["never_requested"]:
         _say(f"  recorded calls never requested: seq {summary['never_requested']}")
 
