@@ -45,9 +45,12 @@ def _pairs(values, what: str) -> dict[str, str]:
 @click.option("--only-failed", is_flag=True, help="Only calls that failed, were cut or were truncated.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False), help="Extra CA for the provider.")
+@click.option("--model", help="Send every call to this model instead, and score its answers against the recording.")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="Set a request field on every call, e.g. temperature=0 (VALUE is JSON, else a string).")
 @json_option("the result")
 def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, headers, only_failed, concurrency,
-           upstream_ca, as_json):
+           upstream_ca, model, settings, as_json):
     """Re-send RUN's requests --times times and score how deterministic the answers are.
 
     Credentials come from OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY (or --header),
@@ -55,8 +58,11 @@ def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, header
     """
     from pathlib import Path
 
+    from .serve import parse_settings
+
     opts = Options(times=times, threshold=threshold, base_urls=_pairs(base_urls, "base-url"),
-                   headers=_pairs(headers, "header"), only_failed=only_failed, concurrency=concurrency)
+                   headers=_pairs(headers, "header"), only_failed=only_failed, concurrency=concurrency,
+                   model=model, settings=parse_settings(settings))
     if trace_file:
         from .traces_bridge import import_trace_for_replay
 
@@ -68,8 +74,9 @@ def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, header
     except ReplayInputError as e:
         raise UserError(str(e)) from None
     config = ProxyConfig(confdir=confdir or default_confdir(), upstream_ca=Path(upstream_ca) if upstream_ca else None)
-    recording = Recording(db, config, label="replay", command=f"agentprobe replay {run_id}",
-                          parent_run_id=run_id).start()
+    command = f"agentprobe replay {run_id}" + (f" --model {model}" if model else "") \
+        + "".join(f" --set {s}" for s in settings)
+    recording = Recording(db, config, label="replay", command=command, parent_run_id=run_id).start()
     from rich.progress import Progress
 
     try:
@@ -79,7 +86,7 @@ def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, header
                                   progress=lambda: bar.advance(task))
     finally:
         recording.stop()
-    summary = {"run_id": run_id, "replay_run_id": recording.run_id, **summarize(outcomes, opts)}
+    summary = {"run_id": run_id, "replay_run_id": recording.run_id, "model": model, **summarize(outcomes, opts)}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -96,7 +103,9 @@ def _stderr_console():
 def _print(summary: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"replay of run {summary['run_id']} (x{summary['times']}, threshold {summary['threshold']:.0%})")
+    on = f" on {summary['model']}" if summary.get("model") else ""
+    table = Table(title=f"replay of run {summary['run_id']}{on} (x{summary['times']},"
+                        f" threshold {summary['threshold']:.0%})")
     for col in ("seq", "model", "verdict", "match", "finish changed", "why"):
         table.add_column(col)
     for o in summary["outcomes"]:
