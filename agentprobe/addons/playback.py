@@ -21,14 +21,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from mitmproxy import http
 
 from ..clients.credentials import KEY_HEADERS, key_from_env
 from ..playback.overrides import GEMINI_MODEL as _GEMINI_MODEL
 from ..playback.overrides import apply_overrides
-from ..playback.serve import MISS_HEADER, SEQ_HEADER, Matcher, Recorded
+from ..playback.serve import MISS_HEADER, SEQ_HEADER, Matcher, Recorded, describe_miss
 from ..providers import detect, provider_for
 
 # Where each provider's API path begins, so a base URL can replace what comes before it.
@@ -79,12 +79,14 @@ class Playback:
     environ: dict[str, str] | None = None  # keys for live calls (default: os.environ)
     forked: bool = False  # past the fork point: everything goes live
     misses_without_recording: list = field(default_factory=list)  # (path, model) while matcher is None
+    no_recording: str | None = None  # what the 404 says when there is no recording at all
 
     # Not `load`: mitmproxy calls an addon's load() with its option loader.
     def use(self, matcher: Matcher | None) -> None:
         """Answer from another recording from now on (the next test's cassette)."""
         self.matcher = matcher
         self.forked = False
+        self.misses_without_recording = []
 
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
@@ -114,7 +116,11 @@ class Playback:
         if matcher is None:
             # No recording at all: the miss is the whole call.
             self.misses_without_recording.append((req.path.split("?")[0], _model_of(req)))
-        self._to_backend(flow, MISS_HEADER, "1")
+            detail = self.no_recording
+        else:
+            with matcher.lock:
+                detail = describe_miss(matcher.served[-1]) if matcher.served else "1"
+        self._to_backend(flow, MISS_HEADER, quote(detail or "1", safe=" ,.:;()'=/[]-_"))
 
     @staticmethod
     def _unmiss(matcher: Matcher) -> None:

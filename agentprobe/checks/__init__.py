@@ -35,20 +35,27 @@ __all__ = ["ALL_CHECKS", "Finding", "MODES", "SEVERITIES", "ScanContext", "Thres
            "scan_runs", "severity_rank", "thresholds_for", "windows_for"]
 
 
-def peers(db, run_ids: list[str]) -> tuple[list[str], dict[str, str]]:
-    """(runs the cross-run rules may compare with, scanned run -> its previous run)."""
+def peers(db, run_ids: list[str], *, same_label_only: bool = False) -> tuple[list[str], dict[str, str]]:
+    """(runs the cross-run rules may compare with, scanned run -> its previous run).
+
+    same_label_only: compare a run only with the last earlier run of its own label (a test's run with
+    the same test's last run), never with other labels as if they were environments.
+    """
     cross, previous = set(run_ids), {}
     for run_id in run_ids:
         label = db.execute("SELECT label FROM runs WHERE id = ?", [run_id]).fetchone()[0]
         # Order of recording defines "before": the last earlier run with the same label, else any earlier run.
         row = db.execute(
             "SELECT id FROM runs WHERE id < ? AND label IS ? AND coalesce(label, '') NOT IN ('replay', 'serve')"
-            " ORDER BY id DESC LIMIT 1", [run_id, label]).fetchone() or db.execute(
-            "SELECT id FROM runs WHERE id < ? AND coalesce(label, '') NOT IN ('replay', 'serve')"
-            " ORDER BY id DESC LIMIT 1", [run_id]).fetchone()
+            " ORDER BY id DESC LIMIT 1", [run_id, label]).fetchone()
+        if row is None and not same_label_only:
+            row = db.execute("SELECT id FROM runs WHERE id < ? AND coalesce(label, '') NOT IN ('replay', 'serve')"
+                             " ORDER BY id DESC LIMIT 1", [run_id]).fetchone()
         if row:
             previous[run_id] = row[0]
             cross.add(row[0])
+        if same_label_only:
+            continue
         for (other,) in db.execute(
                 "SELECT max(id) FROM runs WHERE label IS NOT NULL AND label IS NOT ? GROUP BY label", [label]):
             cross.add(other)
@@ -83,14 +90,14 @@ def windows_for(config: dict | None) -> dict[str, int]:
 
 
 def scan_runs(db, run_ids: list[str], *, config: dict | None = None, env: str | None = None,
-              thresholds: Thresholds | None = None) -> list[Finding]:
+              thresholds: Thresholds | None = None, same_label_only: bool = False) -> list[Finding]:
     """Every finding for these runs, plus the config's own when one is given."""
     windows = windows_for(config)
     extra = config_checks.static(config, windows) if config else []
     # The rules read the calls table a score of times; mapped pages save each read's copy
     # into SQLite's small page cache (about 15% of a 1M-call scan here).
     db.execute(f"PRAGMA mmap_size = {SCAN_MMAP_BYTES}")
-    cross, previous = peers(db, run_ids)
+    cross, previous = peers(db, run_ids, same_label_only=same_label_only)
     ctx = ScanContext(db, run_ids, cross_run_ids=cross, previous_run=previous,
                       thresholds=thresholds or thresholds_for(config), config=config, env=env,
                       context_windows=windows)

@@ -75,6 +75,40 @@ def _body_key(stored: bytes) -> str:
     return hashlib.sha256(stored).hexdigest()
 
 
+def recorded_from_trace(trace: dict) -> list[Recorded]:
+    """The calls of a trace file (as `agentprobe export` writes it) to answer with, no database needed."""
+    bodies = trace.get("bodies") or {}
+
+    def text(body_id):
+        body = bodies.get(body_id) if body_id else None
+        if body is None:
+            return None
+        if body.get("encoding") == "base64":
+            import base64
+
+            return base64.b64decode(body["content"]).decode("utf-8", "replace")
+        return body["content"]
+
+    out = []
+    for c in sorted(trace.get("calls") or [], key=lambda c: c["seq"]):
+        if c.get("api") is None or c.get("status") is None:
+            continue
+        request = text(c.get("request_body"))
+        if request is None:
+            continue
+        headers = json.loads(c.get("response_headers") or "{}")
+        response = bodies.get(c.get("response_body") or "") or {}
+        out.append(Recorded(
+            seq=c["seq"], api=c["api"], path=c["path"].split("?")[0], body_key=_body_key(request.encode()),
+            conversation_id=c.get("conversation_id"), turn=c.get("turn"), status=c["status"],
+            content_type=headers.get("content-type", "application/json"),
+            body=(text(c.get("response_body")) or "").encode(), stream=bool(c.get("stream")),
+            ttft_ms=c.get("ttft_ms"), latency_ms=c.get("latency_ms"), truncated=bool(response.get("truncated")),
+            request=request, model=c.get("model"), provider=c.get("provider"), scheme=c.get("scheme"),
+            host=c.get("host"), port=c.get("port")))
+    return out
+
+
 def load_recorded(db: sqlite_utils.Database, run_id: str) -> list[Recorded]:
     out = []
     for row in db.query(
@@ -242,11 +276,11 @@ def describe_miss(served: "Served") -> str:
             f" which differs at {c['field']}: recorded {c['recorded']!r}, sent {c['sent']!r}")
 
 
-def unmatched_body(api: str | None, path: str) -> bytes:
+def unmatched_body(api: str | None, path: str, detail: str | None = None) -> bytes:
     message = (
         f"agentprobe serve: no recorded call matches this request to {path}; "
         "the agent took a different path than in the recording"
-    )
+    ) + (f" ({detail})" if detail else "")
     family = provider_for("", api) if api else None
     if family == "anthropic":
         body = {"type": "error", "error": {"type": "not_found_error", "message": message}}
@@ -293,8 +327,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             hit = matcher.match("POST", self.path, list(self.headers.items()), body)
         if hit is None:
+            from urllib.parse import unquote
+
             dialect = detect("POST", "", self.path, body)
-            self._send(404, "application/json", unmatched_body(getattr(dialect, "name", None), self.path))
+            detail = unquote(self.headers.get(MISS_HEADER) or "")
+            self._send(404, "application/json",
+                       unmatched_body(getattr(dialect, "name", None), self.path, detail if len(detail) > 1 else None))
             return
         if hit.content_type.startswith("text/event-stream") and hit.status < 300:
             self._stream(hit)
