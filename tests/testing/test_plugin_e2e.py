@@ -144,3 +144,20 @@ def test_installed_but_not_enabled_changes_nothing(project, tmp_path):
     assert not (project.parent / "ap.db").exists() and not (project / "cassettes").exists()
     loaded = pytest_in(project, "test_plain.py", "-p", "no:agentprobe", "-k", "env_untouched")
     assert "1 passed" in loaded.stdout
+
+
+def test_new_episodes_records_what_the_cassette_lacks(project, fake_provider_tls, tls_ca_bundle):
+    url, ca = fake_provider_tls.url, f"--agentprobe-upstream-ca={tls_ca_bundle}"
+    r = pytest_in(project, "-k", "openai_chat", "--agentprobe-record-mode=once", ca, env=keys(url))
+    assert r.returncode == 0, r.stdout + r.stderr
+    cassette = project / "cassettes" / "test_agent" / "test_openai_chat.json"
+    assert "Name a colour" in cassette.read_text()
+    fake_provider_tls.clear()
+    changed = {**keys(url), "PROMPT_SUFFIX": " (v2)"}
+    r = pytest_in(project, "-k", "openai_chat", "--agentprobe-record-mode=new_episodes", ca, env=changed)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert fake_provider_tls.count() == 1 and "Name a colour (v2)" in cassette.read_text()
+    fake_provider_tls.stop()
+    r = pytest_in(project, "-k", "openai_chat", "--agentprobe-record-mode=none", env={"FAKE_URL": url,
+                                                                                     "PROMPT_SUFFIX": " (v2)"})
+    assert r.returncode == 0, r.stdout + r.stderr
