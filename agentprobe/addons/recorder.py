@@ -32,8 +32,27 @@ def _is_event_stream(flow: http.HTTPFlow) -> bool:
     return ":streamGenerateContent" in flow.request.path
 
 
+class RunState:
+    """The counters of one run: seq and completion_seq count from 1 in each run."""
+
+    __slots__ = ("run_id", "dispatched", "completed")
+
+    def __init__(self, run_id: str | None) -> None:
+        self.run_id = run_id  # None: the writer's own run
+        self.dispatched = 0
+        self.completed = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.dispatched - self.completed
+
+
 class Recorder:
-    """Hands one Capture per finished exchange to `sink` (the writer's submit)."""
+    """Hands one Capture per finished exchange to `sink` (the writer's submit).
+
+    A flow belongs to the run that was current when its request began (`switch_run`), even
+    if it completes after the next run has begun.
+    """
 
     def __init__(self, sink: Callable[[Capture], None], *, body_limit: int = STORED_BODY_LIMIT) -> None:
         self.sink = sink
@@ -41,10 +60,20 @@ class Recorder:
         self.dispatched = 0
         self.completed = 0
         self.errors = 0
+        self.base = self.current = RunState(None)
+
+    def switch_run(self, run_id: str | None) -> RunState:
+        """Make run_id current (None: the writer's own run, whose counters carry on), from any thread:
+        one reference assignment. Returns the run it replaces."""
+        previous, self.current = self.current, (self.base if run_id is None else RunState(run_id))
+        return previous
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         self.dispatched += 1
-        flow.metadata["agentprobe.seq"] = self.dispatched
+        run = self.current
+        run.dispatched += 1
+        flow.metadata["agentprobe.run"] = run
+        flow.metadata["agentprobe.seq"] = run.dispatched
 
     def request(self, flow: http.HTTPFlow) -> None:
         if "agentprobe.seq" not in flow.metadata:  # requestheaders skipped (e.g. replayed flows)
@@ -88,7 +117,11 @@ class Recorder:
         flow.metadata["agentprobe.done"] = True
         try:
             self.completed += 1
-            self.sink(self._capture(flow, self.completed))
+            run = flow.metadata.get("agentprobe.run") or self.current
+            run.completed += 1
+            cap = self._capture(flow, run.completed)
+            cap.run_id = run.run_id
+            self.sink(cap)
         except Exception:
             self.errors += 1
             log.exception("agentprobe could not capture a flow")

@@ -46,6 +46,7 @@ class Capture:
     client_disconnected: bool = False
     decode_error: str | None = None  # why the response body could not be read (whole)
     request_encoding: str | None = None  # the request's content-encoding, when it had one
+    run_id: str | None = None  # the run it belongs to, when the recorder switches runs; None: the writer's own
 
 
 def to_wire(cap: Capture) -> Capture:

@@ -53,6 +53,7 @@ class Recording:
         # Extra addons (e.g. the serve redirect) run before the recorder sees the flow.
         self.proxy = ProxyThread(proxy, [*(addons or []), self.recorder])
         self._started = False
+        self._run_template = {k: v for k, v in run.items() if k in ("mode", "agentprobe_version", "fastpath")}
 
     def start(self) -> "Recording":
         # The bundle is written up front so containers sharing the confdir can trust the proxy.
@@ -91,6 +92,56 @@ class Recording:
         except (JavaTrustError, OSError, ValueError) as e:
             log.warning("agentprobe: Java clients are not steered through the proxy: %s", e)
             return None
+
+    # -- one recorder, many runs (the pytest plugin: one run per test) -------------------------
+    @property
+    def current_run_id(self) -> str:
+        return self.recorder.current.run_id or self.run_id
+
+    def begin_run(self, *, label: str | None = None, command: str | None = None, parent_run_id: str | None = None,
+                  config_sha256: str | None = None) -> str:
+        """Start another run on this recorder: calls that begin from now on belong to it; its id.
+
+        The run before it (this recording's own, or the last one begun) stops taking new calls;
+        end it with end_run() once its calls are done.
+        """
+        run_id = new_id()
+        self.writer.begin_run({**self._run_template, "id": run_id, "started_at": now_iso(),
+                               "label": redact.scrub_command(label), "command": redact.scrub_command(command),
+                               "config_sha256": config_sha256, "parent_run_id": parent_run_id})
+        self.recorder.switch_run(run_id)
+        return run_id
+
+    def end_run(self, run_id: str, *, status: str = "completed", wait_s: float = 5.0, **fields) -> bool:
+        """End a run begun with begin_run: wait (up to wait_s) for its calls still in flight, settle its
+        row, and make this recording's own run current again. False if calls were still in flight."""
+        import time
+
+        state = self.recorder.current if self.recorder.current.run_id == run_id else None
+        if state is not None:
+            self.recorder.switch_run(None)
+            deadline = time.monotonic() + wait_s
+            while state.in_flight > 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self.writer.end_run(run_id, status=status, ended_at=now_iso(), **fields)
+        return state is None or state.in_flight == 0
+
+    def flush(self, timeout: float = 15.0, *, settle_s: float = 2.0) -> bool:
+        """Block until every call of the current run is committed to the database.
+
+        A client can have its last byte a moment before the proxy's flow ends (a stream's end
+        hook runs after the bytes are forwarded): calls still in flight get up to settle_s.
+        """
+        import time
+
+        deadline = time.monotonic() + settle_s
+        while self.recorder.current.in_flight > 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.writer.flush(timeout)
+
+    def in_flight(self) -> int:
+        """Calls of the current run dispatched and not yet completed."""
+        return self.recorder.current.in_flight
 
     def stop(self, *, status: str = "completed", exit_code: int | None = None, **run) -> None:
         """`run`: other run columns the end of the run settles (e.g. bypassed_connections)."""

@@ -35,12 +35,14 @@ __all__ = ["ALL_CHECKS", "Finding", "MODES", "SEVERITIES", "ScanContext", "Thres
            "scan_runs", "severity_rank", "thresholds_for", "windows_for"]
 
 
-def peers(db, run_ids: list[str]) -> tuple[list[str], dict[str, str]]:
+def peers(db, run_ids: list[str], *, same_label_only: bool = False) -> tuple[list[str], dict[str, str]]:
     """(runs the cross-run rules may compare with, scanned run -> its previous run).
 
     The previous run is the last earlier run with the same label that made LLM calls and that
     agentprobe did not make itself (a failed empty run, or a replay, is no baseline); else the
-    last earlier such run of any label.
+    last earlier such run of any label. same_label_only: compare a run only with the last earlier
+    run of its own label (a test's run with the same test's last run), never with other labels as
+    if they were environments.
     """
     cross, previous = set(run_ids), {}
     real = (f"NOT {MADE_BY_AGENTPROBE} AND EXISTS (SELECT 1 FROM calls c WHERE c.run_id = r.id"
@@ -49,11 +51,15 @@ def peers(db, run_ids: list[str]) -> tuple[list[str], dict[str, str]]:
         label = db.execute("SELECT label FROM runs WHERE id = ?", [run_id]).fetchone()[0]
         row = db.execute(
             f"SELECT id FROM runs r WHERE id < ? AND label IS ? AND {real} ORDER BY id DESC LIMIT 1",
-            [run_id, label]).fetchone() or db.execute(
-            f"SELECT id FROM runs r WHERE id < ? AND {real} ORDER BY id DESC LIMIT 1", [run_id]).fetchone()
+            [run_id, label]).fetchone()
+        if row is None and not same_label_only:
+            row = db.execute(f"SELECT id FROM runs r WHERE id < ? AND {real} ORDER BY id DESC LIMIT 1",
+                             [run_id]).fetchone()
         if row:
             previous[run_id] = row[0]
             cross.add(row[0])
+        if same_label_only:
+            continue
         for (other,) in db.execute(
                 f"SELECT max(id) FROM runs r WHERE label IS NOT NULL AND label IS NOT ? AND {real} GROUP BY label",
                 [label]):
@@ -89,14 +95,14 @@ def windows_for(config: dict | None) -> dict[str, int]:
 
 
 def scan_runs(db, run_ids: list[str], *, config: dict | None = None, env: str | None = None,
-              thresholds: Thresholds | None = None) -> list[Finding]:
+              thresholds: Thresholds | None = None, same_label_only: bool = False) -> list[Finding]:
     """Every finding for these runs, plus the config's own when one is given."""
     windows = windows_for(config)
     extra = config_checks.static(config, windows) if config else []
     # The rules read the calls table a score of times; mapped pages save each read's copy
     # into SQLite's small page cache (about 15% of a 1M-call scan here).
     db.execute(f"PRAGMA mmap_size = {SCAN_MMAP_BYTES}")
-    cross, previous = peers(db, run_ids)
+    cross, previous = peers(db, run_ids, same_label_only=same_label_only)
     ctx = ScanContext(db, run_ids, cross_run_ids=cross, previous_run=previous,
                       thresholds=thresholds or thresholds_for(config), config=config, env=env,
                       context_windows=windows)

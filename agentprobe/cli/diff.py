@@ -40,17 +40,23 @@ def _side(ref: str, db, scratch: Path):
 @click.option("--run-a", "opt_a", help="The first run: an id, a prefix, latest, or a trace file.")
 @click.option("--run-b", "opt_b", help="The second run.")
 @db_option
+@click.option("--max-changed", metavar="PCT",
+              help="Regression gate: exit 1 only if more than this share of the matched calls changed their output"
+                   " (e.g. 10%), 0 otherwise, whatever else differs.")
 @json_option("the comparison")
-def diff(run_a, run_b, opt_a, opt_b, db, as_json):
+def diff(run_a, run_b, opt_a, opt_b, db, max_changed, as_json):
     """Find where RUN_B first diverges from RUN_A, classify why, and show what followed.
 
     Each side is a run in the database or a trace file from `agentprobe export` (or a HAR file).
-    Exit 0 when the runs match in what matters, 1 when they diverge.
+    Exit 0 when the runs match in what matters, 1 when they diverge; with --max-changed, 1 only when
+    the share of changed outputs is above it.
 
     \b
     agentprobe diff 01J9ABC 01J9XYZ
     agentprobe diff --run-a good.json --run-b latest
+    agentprobe diff OLD NEW --max-changed 10%
     """
+    limit = _share(max_changed) if max_changed is not None else None
     a, b = opt_a or run_a, opt_b or run_b
     if (opt_a and run_a) or (opt_b and run_b) or (run_b and not run_a):
         raise UserError("give the two runs either as arguments or as --run-a/--run-b")
@@ -58,13 +64,32 @@ def diff(run_a, run_b, opt_a, opt_b, db, as_json):
         raise UserError("diff needs two runs: agentprobe diff RUN_A RUN_B")
     with tempfile.TemporaryDirectory(prefix="agentprobe-diff-") as scratch:
         result = diff_runs(_side(a, db, Path(scratch)), _side(b, db, Path(scratch)))
+    outputs = result["outputs"]
+    if limit is not None:
+        result["gate"] = {"max_changed": limit, "passed": outputs["share"] <= limit}
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
     else:
         from ..report.console import print_diff
 
         print_diff(result)
+    if limit is not None:
+        return 0 if result["gate"]["passed"] else 1
     return 0 if result["identical"] else 1
+
+
+def _share(text: str) -> float:
+    """10%, 10 or 0.1 -> 0.1 (a bare number above 1 is a percentage)."""
+    raw = text.strip()
+    try:
+        value = float(raw.rstrip("%"))
+    except ValueError:
+        raise UserError(f"--max-changed {text!r}: expected a share such as 10% or 0.1") from None
+    if raw.endswith("%") or value > 1:
+        value /= 100
+    if not 0 <= value <= 1:
+        raise UserError(f"--max-changed {text!r}: must be between 0% and 100%")
+    return value
 
 
 COMMANDS = [diff]

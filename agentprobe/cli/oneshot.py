@@ -22,17 +22,20 @@ from ..store.queries import summarize
 from .errors import UserError
 
 
-def trace_prompt(db, proxy: ProxyConfig, config_path: Path, prompt: str, env: str | None, times: int,
-                 base_url: str | None, label: str | None, otlp_endpoint: str | None, as_json: bool) -> int:
+def trace_prompt(db, proxy: ProxyConfig, config_path: Path, prompt: str | None, env: str | None, times: int,
+                 base_url: str | None, label: str | None, otlp_endpoint: str | None, as_json: bool,
+                 cases_path: Path | None = None) -> int:
     try:
         config = agent_config.load(config_path)
-        request, env = oneshot.plan(config, env, prompt, base_url)
+        cases = oneshot.load_cases(cases_path) if cases_path is not None else [{"id": None, "prompt": prompt}]
+        request, env = oneshot.plan(config, env, cases[0]["prompt"], base_url)
     except (agent_config.ConfigError, oneshot.OneShotError) as e:
         raise UserError(str(e)) from None
     # The key this sends is a secret of the prompt too (pasted into it, or echoed in an answer).
     key = api_key(request.provider, request.base_url, os.environ)
     secrets = redact.merged_secrets([key] if key != PLACEHOLDER_KEY else [])
-    command = shlex.join(["agentprobe", "trace", "--config", str(config_path), "--prompt", prompt]
+    what = ["--cases", str(cases_path)] if cases_path is not None else ["--prompt", prompt]
+    command = shlex.join(["agentprobe", "trace", "--config", str(config_path), *what]
                          + (["--env", env] if env else []) + (["--times", str(times)] if times > 1 else []))
     command = redact.scrub_command(command, secrets)
 
@@ -42,17 +45,24 @@ def trace_prompt(db, proxy: ProxyConfig, config_path: Path, prompt: str, env: st
     recording = Recording(db, proxy, label=label or env, command=command,
                           config_sha256=config["_config_sha256"], otlp_endpoint=otlp_endpoint).start()
     answers = []
+    total = times * len(cases)
     try:
-        for i in range(times):
+        for i in range(total):
+            case = cases[i // times]
+            request.prompt = case["prompt"]
             # No retries: the recording shows exactly what the config sends, once per --times.
             try:
                 answer = send(request, Route(recording.url, recording._bundle, max_retries=0))
                 answers.append({"text": shown(answer.text), "finish_reason": answer.finish_reason, "error": None})
             except SendError as e:
                 answers.append({"text": None, "finish_reason": None, "error": shown(str(e))})
+            if case["id"] is not None:
+                answers[-1]["id"] = case["id"]
             if not as_json:
                 a = answers[-1]
-                head = f"[{i + 1}/{times}] " if times > 1 else ""
+                head = f"[{i + 1}/{total}] " if total > 1 else ""
+                if case["id"] is not None:
+                    head = f"[{case['id']}] " + (f"[{i % times + 1}/{times}] " if times > 1 else "")
                 if a["error"]:
                     click.echo(f"{head}error: {a['error']}", err=True)
                 else:
@@ -73,7 +83,7 @@ def trace_prompt(db, proxy: ProxyConfig, config_path: Path, prompt: str, env: st
     else:
         print_summary(summarize(database, recording.run_id))
         settings = ", ".join(f"{k}={v}" for k, v in request.settings.items()) or "provider defaults"
-        if times > 1:
+        if times > 1 and cases_path is None:
             click.echo(f"agentprobe: {len(texts)} answer(s), {len(set(texts))} distinct, at {settings}"
                        + (f"; {failed} failed" if failed else ""), err=True)
         from ..report.console import print_findings

@@ -47,9 +47,12 @@ def _pairs(values, what: str) -> dict[str, str]:
 @click.option("--only-failed", is_flag=True, help="Only calls that failed, were cut or were truncated.")
 @click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True)
 @upstream_ca_option
+@click.option("--model", help="Send every call to this model instead, and score its answers against the recording.")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="Set a request field on every call, e.g. temperature=0 (VALUE is JSON, else a string).")
 @json_option("the result")
 def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, headers, only_failed, concurrency,
-           upstream_ca, as_json):
+           upstream_ca, model, settings, as_json):
     """Re-send RUN's requests --times times and score how deterministic the answers are.
 
     Credentials come from OPENAI_API_KEY, ANTHROPIC_API_KEY or GEMINI_API_KEY (or --header),
@@ -57,8 +60,11 @@ def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, header
     """
     from pathlib import Path
 
+    from .serve import parse_settings
+
     opts = Options(times=times, threshold=threshold, base_urls=_pairs(base_urls, "base-url"),
-                   headers=_pairs(headers, "header"), only_failed=only_failed, concurrency=concurrency)
+                   headers=_pairs(headers, "header"), only_failed=only_failed, concurrency=concurrency,
+                   model=model, settings=parse_settings(settings))
     if trace_file:
         from .traces_bridge import import_trace_for_replay
 
@@ -70,15 +76,16 @@ def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, header
     except ReplayInputError as e:
         raise UserError(str(e)) from None
     config = ProxyConfig(confdir=confdir or default_confdir(), upstream_ca=Path(upstream_ca) if upstream_ca else None)
-    recording = Recording(db, config, label="replay", command=f"agentprobe replay {run_id}",
-                          parent_run_id=run_id).start()
+    command = f"agentprobe replay {run_id}" + (f" --model {model}" if model else "") \
+        + "".join(f" --set {s}" for s in settings)
+    recording = Recording(db, config, label="replay", command=command, parent_run_id=run_id).start()
     try:
         with progress_reporter(f"replaying {len(items)} call(s) x{times}", len(items) * times) as advance:
             outcomes = run_replay(items, opts, proxy_url=recording.url, trust=recording.env()["SSL_CERT_FILE"],
                                   progress=advance)
     finally:
         recording.stop()
-    summary = {"run_id": run_id, "replay_run_id": recording.run_id, **summarize(outcomes, opts)}
+    summary = {"run_id": run_id, "replay_run_id": recording.run_id, "model": model, **summarize(outcomes, opts)}
     if summary["errors"] == summary["calls"]:
         first = next(o for o in outcomes if o.errors).errors[0]
         raise UserError(f"no replay of run {run_id} could be made ({first}); the replays are run"
@@ -118,7 +125,9 @@ def progress_reporter(what: str, total: int, every_s: float = 5.0):
 def _print(summary: dict) -> None:
     from rich.table import Table
 
-    table = Table(title=f"replay of run {summary['run_id']} (x{summary['times']}, threshold {summary['threshold']:.0%})")
+    on = f" on {summary['model']}" if summary.get("model") else ""
+    table = Table(title=f"replay of run {summary['run_id']}{on} (x{summary['times']},"
+                        f" threshold {summary['threshold']:.0%})")
     for col in ("seq", "model", "verdict", "match", "finish changed", "why"):
         table.add_column(col)
     for o in summary["outcomes"]:

@@ -30,6 +30,9 @@ from .output import json_option
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="With --prompt: the agent config that says provider, model, system prompt and settings.")
 @click.option("--prompt", help="Send this one prompt as the config describes, instead of running a command.")
+@click.option("--cases", "cases_path", type=click.Path(dir_okay=False, path_type=Path),
+              help='With --config: send a benchmark suite, one {"id": ..., "prompt": ...} JSON object a line,'
+                   " recorded as one run (diff two such runs with --max-changed).")
 @click.option("--env", "env_name", help="With --prompt: the config environment whose settings to use (default dev).")
 @click.option("--times", type=click.IntRange(1, 1000), default=1, show_default=True,
               help="With --prompt: send it this many times (shows whether the answer is deterministic).")
@@ -40,7 +43,7 @@ from .output import json_option
                    f" or ${PORTS_ENV}).")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream_proxy, fastpath, as_json, serve_run,
-          realtime, config_path, prompt, env_name, times, base_url, bypass_ports, command):
+          realtime, config_path, prompt, cases_path, env_name, times, base_url, bypass_ports, command):
     """Run COMMAND behind the proxy and record every LLM call it makes.
 
     \b
@@ -54,15 +57,17 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream
         ports = parse_ports(bypass_ports)
     except ValueError as e:
         raise UserError(f"--bypass-ports / ${PORTS_ENV}: {e}") from None
-    if prompt is not None or config_path is not None:
+    if prompt is not None or config_path is not None or cases_path is not None:
         if command or serve_run:
             raise UserError("--prompt sends one prompt itself: give either --config/--prompt or a command, not both")
-        if prompt is None or config_path is None:
-            raise UserError("a one-shot trace needs both --config FILE and --prompt TEXT")
+        if prompt is not None and cases_path is not None:
+            raise UserError("give either --prompt TEXT or --cases FILE, not both")
+        if (prompt is None and cases_path is None) or config_path is None:
+            raise UserError("a one-shot trace needs both --config FILE and --prompt TEXT (or --cases FILE)")
         from .oneshot import trace_prompt
 
         return trace_prompt(db, config, config_path, prompt, env_name, times, base_url, label, otlp_endpoint,
-                            as_json)
+                            as_json, cases_path)
     if not command:
         raise UserError("no command to run: put it after --, e.g. agentprobe trace -- python my_agent.py")
     backend = parent = None

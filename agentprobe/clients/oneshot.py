@@ -56,3 +56,38 @@ def plan(config: dict, env: str | None, prompt: str, base_url: str | None = None
     settings = dict(((config.get("environments") or {}).get(env) or {}))
     return Request(provider=provider, model=config["model"], prompt=prompt, system=config.get("_system_prompt_text"),
                    tools=config.get("tools") or None, settings=settings, base_url=base_url), env
+
+
+def load_cases(path) -> list[dict]:
+    """A benchmark suite: one JSON object a line, {"id": "...", "prompt": "..."}; OneShotError names the line."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise OneShotError(f"cases file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise OneShotError(f"cannot read cases file {path}: {e}") from None
+    cases, seen = [], set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            case = json.loads(line)
+        except ValueError as e:
+            raise OneShotError(f"{path}:{number}: not JSON ({e.msg}); each line holds one"
+                               ' {"id": "...", "prompt": "..."}') from None
+        if not isinstance(case, dict):
+            raise OneShotError(f"{path}:{number}: expected a JSON object with id and prompt")
+        for key in ("id", "prompt"):
+            if not isinstance(case.get(key), str) or not case[key].strip():
+                raise OneShotError(f"{path}:{number}: {key!r} must be a non-empty string")
+        if case["id"] in seen:
+            raise OneShotError(f"{path}:{number}: id {case['id']!r} appears twice")
+        seen.add(case["id"])
+        cases.append(case)
+    if not cases:
+        raise OneShotError(f"cases file {path} holds no cases")
+    return cases

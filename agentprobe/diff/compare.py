@@ -209,7 +209,30 @@ def diff_runs(a: Side, b: Side) -> dict:
         "divergence": asdict(divergence) if divergence else None,
         "later_differences": len(later),
         "effect": effect(pairs, divergence.index if divergence else None),
+        "outputs": outputs_changed(a, b, pairs),
     }
+
+
+def outputs_changed(a: Side, b: Side, pairs: list) -> dict:
+    """Of the steps both runs made, how many answers changed, and by how much (token match ratio)."""
+    from ..playback.replay import match_ratio
+
+    matched = [(x, y) for x, y in pairs if x is not None and y is not None]
+    changed = []
+    ratios = []
+    for x, y in matched:
+        if x.call["output_sha256"] == y.call["output_sha256"]:
+            ratios.append(1.0)
+            continue
+        ratio = match_ratio(a.prompt_text(x.call["output_sha256"]) or "", b.prompt_text(y.call["output_sha256"]) or "",
+                            y.call["model"])
+        ratios.append(ratio)
+        changed.append({"a_seq": x.call["seq"], "b_seq": y.call["seq"], "match": round(ratio, 4)})
+    n = len(matched)
+    return {"matched": n, "changed": len(changed), "share": round(len(changed) / n, 4) if n else 0.0,
+            "mean_match": round(sum(ratios) / n, 4) if n else None,
+            "changed_mean_match": round(sum(c["match"] for c in changed) / len(changed), 4) if changed else None,
+            "calls": changed}
 
 
 def _run(side: Side) -> dict:

@@ -55,6 +55,8 @@ class Options:
     only_failed: bool = False
     concurrency: int = 1
     timeout: float = 120.0
+    model: str | None = None  # send every call to this model instead (scored against the recording all the same)
+    settings: dict = field(default_factory=dict)  # request fields to set on every call, e.g. temperature=0
 
 
 @dataclass
@@ -154,13 +156,15 @@ def plan(db, run_id: str, opts: Options) -> list[Item]:
         if dialect is None or not dialect.GENERATES:
             continue  # an embedding or a token count answers the same to the same input, and costs to ask again
         url = _target(row, opts)
+        if opts.model or opts.settings:
+            body, url = _overridden(body, url, row["provider"], opts)
         recorded_headers = json.loads(row["request_headers"] or "{}")
         headers = {k: v for k, v in recorded_headers.items() if k in _KEPT_HEADERS}
         headers.setdefault("content-type", "application/json")
         headers.update(_credentials(row, url, opts))
         headers.update(opts.headers)
         items.append(Item(
-            seq=row["seq"], provider=row["provider"], api=row["api"], model=row["model"], url=url,
+            seq=row["seq"], provider=row["provider"], api=row["api"], model=opts.model or row["model"], url=url,
             headers=headers, body=body, stream=bool(row["stream"]), temperature=row["temperature"],
             top_p=row["top_p"], seed=row["seed"], recorded=_recorded_response(db, row, dialect),
             recorded_status=row["status"],
@@ -169,6 +173,19 @@ def plan(db, run_id: str, opts: Options) -> list[Item]:
         raise ReplayInputError(f"run {run_id} has no recorded LLM requests to replay"
                                + (" that failed or were cut" if opts.only_failed else ""))
     return items
+
+
+def _overridden(body: bytes, url: str, provider: str | None, opts: Options) -> tuple[bytes, str]:
+    from .overrides import apply_overrides
+
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body, url
+    family = "openai" if provider in (None, "openai_compatible") else provider
+    parts = urlsplit(url)
+    parsed, path = apply_overrides(parsed, family, parts.path, opts.model, opts.settings)
+    return json.dumps(parsed, ensure_ascii=False).encode(), parts._replace(path=path).geturl()
 
 
 def comparable(resp: ParsedResponse) -> str:

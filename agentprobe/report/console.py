@@ -192,10 +192,17 @@ def print_serve_summary(summary: dict, as_json: bool = False) -> None:
     _say(
         f"agentprobe serve: {summary['requests']} request(s): {summary['matched_by_body']} matched the recording"
         f" exactly, {summary['matched_by_conversation']} by their place in a conversation,"
-        f" {len(summary['unmatched'])} unmatched",
+        f" {len(summary['unmatched'])} unmatched"
+        + (f", {len(summary['live'])} sent live" if summary.get("live") else ""),
     )
     for miss in summary["unmatched"]:
         _say(f"  DIVERGED at request {miss['request']} ({miss['path']}): no recorded call matches")
+        if miss.get("closest"):
+            _say(f"    {miss['why']}")
+    if summary.get("live"):
+        first = summary["live"][0]
+        _say(f"  live from request {first['request']} on ({first['path']}"
+             + (f", model {first['model']})" if first.get("model") else ")"))
     if summary["never_requested"]:
         _say(f"  recorded calls never requested: seq {summary['never_requested']}")
 
@@ -212,6 +219,7 @@ def print_diff(result: dict) -> None:
     steps = result["steps"]
     console.print(f"A: {name(ra)}, {ra['calls']} call(s)\nB: {name(rb)}, {rb['calls']} call(s)\n"
                   f"{steps['aligned']} step(s) aligned, {steps['only_a']} only in A, {steps['only_b']} only in B\n")
+    _print_outputs(console, result)
     d = result["divergence"]
     if d is None:
         console.print("[green]identical[/green] in what matters: same requests, outputs, statuses and retries")
@@ -237,6 +245,20 @@ def print_diff(result: dict) -> None:
     for metric in ("calls", "errors", "input_tokens", "output_tokens", "latency_ms", "cost_usd"):
         table.add_row(metric, *(_diff_cell(e[part][side][metric]) for part in ("before", "after") for side in ("a", "b")))
     console.print(table)
+
+
+def _print_outputs(console, result: dict) -> None:
+    o = result.get("outputs")
+    if not o:
+        return
+    line = (f"outputs changed: {o['share']:.1%} ({o['changed']} of {o['matched']} matched call(s))")
+    if o["changed"]:
+        line += f", token match of the changed ones {o['changed_mean_match']:.1%} (all: {o['mean_match']:.1%})"
+    gate = result.get("gate")
+    if gate:
+        verdict = "[green]pass[/green]" if gate["passed"] else "[bold red]FAIL[/bold red]"
+        line += f"; gate --max-changed {gate['max_changed']:.0%}: {verdict}"
+    console.print(line + "\n")
 
 
 def _diff_cell(value) -> str:

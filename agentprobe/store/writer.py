@@ -31,6 +31,15 @@ class _Lost:
     n: int
     why: str
 
+
+@dataclass
+class _Control:
+    """A step in the queue's order: begin or end a run of a multi-run recording, or a flush barrier."""
+
+    kind: str  # "begin" | "end" | "flush"
+    payload: Any = None
+    done: Callable[[], None] | None = None  # called by the worker once the step is applied
+
 # SQLite's automatic checkpoint copies the WAL into the database, with an fsync, in whichever
 # commit crosses 1,000 pages: with 100 KB bodies, every ~40 calls, while the agent is busy.
 # We checkpoint when the writer has been idle this long instead, or past this much WAL.
@@ -78,6 +87,9 @@ class Writer:
         self._broken = False  # the worker died of a bug: what is left in the queue is lost, and counted
         self._reserve = Reserve(path.with_name(path.name + "-reserve"))
         self._drained = threading.Event()
+        # Runs begun after the first one (a recorder switching runs, e.g. one per test): id -> calls
+        # lost before it began, so each run row gets the losses of its own time.
+        self._segments: dict[str, int] = {}
         # With yield_cpu, the workers run at the lowest CPU priority while they keep up (catch_up.py).
         self.catch_up = CatchUp(self._spawn, self._oldest_wait, self._drained, yield_cpu=yield_cpu)
 
@@ -118,10 +130,31 @@ class Writer:
         if n > 0:
             self.queue.put((time.monotonic(), _Lost(n, why)))
 
-    def _insert_run(self) -> None:
+    def control(self, kind: str, payload: Any = None, done: Callable[[], None] | None = None) -> None:
+        """Queue a run switch or a flush barrier; the worker applies it in order with the calls."""
+        self.queue.put((time.monotonic(), _Control(kind, payload, done)))
+
+    def _apply(self, step: _Control) -> None:
+        try:
+            if step.kind == "begin":
+                self._insert_run(step.payload, ignore_existing=True)
+                self._segments.setdefault(step.payload["id"], self.calls_lost)
+            elif step.kind == "end":
+                fields = dict(step.payload)
+                run_id = fields.pop("id")
+                lost = self.calls_lost - self._segments.pop(run_id, self.calls_lost)
+                self._update_run_row(run_id, {**fields, "calls_lost": lost})
+        except sqlite3.DatabaseError as e:
+            self.last_error = f"could not {step.kind} run: {e}"
+            log.error("agentprobe: %s", self.last_error)
+        finally:
+            if step.done is not None:
+                step.done()
+
+    def _insert_run(self, run: dict[str, Any] | None = None, *, ignore_existing: bool = False) -> None:
         assert self._conn is not None
         self._conn.execute(
-            "INSERT INTO runs (id, started_at, label, command, config_sha256, status, calls_lost, mode,"
+            f"INSERT {'OR IGNORE ' if ignore_existing else ''}INTO runs (id, started_at, label, command, config_sha256, status, calls_lost, mode,"
             " parent_run_id, agentprobe_version, fastpath) VALUES (:id, :started_at, :label, :command,"
             " :config_sha256, 'running', 0, :mode, :parent_run_id, :agentprobe_version, :fastpath)",
             {
@@ -132,13 +165,18 @@ class Writer:
                 "parent_run_id": None,
                 "agentprobe_version": None,
                 "fastpath": None,
-                **self.run,
+                **(self.run if run is None else run),
             },
         )
 
     def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str, **run: str) -> None:
         self._stop_workers()
         self._update_run(ended_at=ended_at, status=status, exit_code=exit_code, **run)
+        for run_id, lost_before in list(self._segments.items()):  # begun and never ended: the recorder stopped
+            with suppress(sqlite3.DatabaseError):
+                self._update_run_row(run_id, {"status": "interrupted", "ended_at": ended_at,
+                                              "calls_lost": self.calls_lost - lost_before})
+        self._segments.clear()
         assert self._conn is not None
         try:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -173,6 +211,9 @@ class Writer:
                     break
                 if isinstance(item, _Lost):
                     left += item.n
+                elif isinstance(item, _Control):
+                    if item.done is not None:
+                        item.done()  # nobody will apply it; whoever waits for it must not wait forever
                 elif item is not _STOP:
                     left += 1
             if left:
@@ -237,6 +278,13 @@ class Writer:
                 return
             if isinstance(item, _Lost):
                 self._lost(item.n, item.why)
+                item = None
+                continue
+            if isinstance(item, _Control):
+                if built:  # what came before the step belongs before it
+                    self._commit_batch(built)
+                    built = []
+                self._apply(item)
                 item = None
                 continue
             if self.catch_up.must_hand_over():
@@ -322,6 +370,11 @@ class Writer:
         log.error("agentprobe lost %d call record(s): %s", n, why)
         if threading.current_thread() is self.catch_up.worker:
             self._update_run()
+
+    def _update_run_row(self, run_id: str, fields: dict[str, Any]) -> None:
+        assert self._conn is not None
+        sets = ", ".join(f"{k} = :{k}" for k in fields)
+        self._conn.execute(f"UPDATE runs SET {sets} WHERE id = :run_id", {**fields, "run_id": run_id})
 
     def _update_run(self, **fields: Any) -> None:
         fields["calls_lost"] = self.calls_lost

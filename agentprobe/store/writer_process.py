@@ -15,6 +15,7 @@ sent and marks the run interrupted, so kill -9 loses only what was in flight.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import os
 import pickle
@@ -103,6 +104,9 @@ class WriterProcess:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._last_loss_log = 0.0
+        self._segment: dict[str, Any] | None = None  # the run begun by begin_run(), until end_run()
+        self._flushes: dict[int, threading.Event] = {}
+        self._flush_ids = itertools.count(1)
 
     @property
     def _feed(self) -> PipeFeed | None:
@@ -168,6 +172,44 @@ class WriterProcess:
             self._last_loss_log = now
             warn(f"{self.calls_lost} call record(s) lost so far: {self.last_error}")
 
+    # -- runs after the first: one recorder, one run at a time (e.g. one per test) -------------
+    def begin_run(self, run: dict[str, Any]) -> None:
+        """Insert another run row; calls tagged with its id (Capture.run_id) are written to it."""
+        self._segment = run
+        self._control(("begin", run))
+
+    def end_run(self, run_id: str, **fields: Any) -> None:
+        """Settle a run begun with begin_run (ended_at, status, ...), after every call handed before this."""
+        if self._segment is not None and self._segment["id"] == run_id:
+            self._segment = None
+        self._control(("end", {"id": run_id, **fields}))
+
+    def flush(self, timeout: float = 15.0) -> bool:
+        """Block until every call handed so far is committed (or the writer is gone); False on timeout."""
+        token = next(self._flush_ids)
+        done = self._flushes[token] = threading.Event()
+        if not self._control(("flush", token)):
+            self._flushes.pop(token, None)
+            return False
+        ok = done.wait(timeout)
+        self._flushes.pop(token, None)
+        return ok
+
+    def _control(self, message: tuple) -> bool:
+        child = self._child
+        if child is None:
+            return False
+        try:
+            child.feed.send_control(message)
+            return True
+        except OSError as e:
+            self.last_error = f"writer process unreachable: {e}"
+            return False
+
+    def _release_flushes(self) -> None:
+        for event in list(self._flushes.values()):
+            event.set()
+
     def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str, **run: str) -> None:
         """`run` holds other run columns the end of the run settles (e.g. fastpath)."""
         if self.deaths and status == "completed":
@@ -218,6 +260,11 @@ class WriterProcess:
                 kind, stats = child.recv.recv()
             except (EOFError, OSError):
                 break
+            if kind == "flushed":
+                event = self._flushes.get(stats)
+                if event is not None:
+                    event.set()
+                continue
             self.calls_written = stats["written"]
             self.boosts = stats["boosts"]
             self.last_error = stats["last_error"] or self.last_error
@@ -227,6 +274,7 @@ class WriterProcess:
                 self._closed.set()
                 return
             self.calls_lost = stats["lost"] + self._lost_before(child)  # stats["lost"] holds the dead ones' share
+        self._release_flushes()  # what the dead writer did not commit is counted as lost
         with self._lock:
             closing = self._closing
         if closing:
@@ -259,6 +307,8 @@ class WriterProcess:
             try:  # its run row shows the loss from now on, and its count includes it
                 replacement.feed.send_control((_LOST, self._lost_with_dead - self._lost_with_dead_sent))
                 self._lost_with_dead_sent = self._lost_with_dead
+                if self._segment is not None:  # the run in progress goes on (its row is kept if it exists)
+                    replacement.feed.send_control(("begin", self._segment))
             except OSError:
                 pass
         with self._lock:
@@ -349,7 +399,8 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
         exporter = LiveExporter(otlp_endpoint, yield_cpu=True)
     # This thread only reads the pipe and queues each call with the time it arrived, at normal
     # priority, so the writer can tell how far behind it is; the writer's own threads yield.
-    writer = Writer(Path(path), run, RowBuilder(run["id"]).build, busy_timeout_ms=busy_timeout_ms,
+    builders = RunBuilders(run["id"], RowBuilder)
+    writer = Writer(Path(path), run, builders.build, busy_timeout_ms=busy_timeout_ms,
                     on_written=exporter.submit if exporter else None, yield_cpu=True)
     try:
         rows = writer.start(resume=resume)
@@ -359,7 +410,13 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
     except Exception as e:  # noqa: BLE001 - the parent must hear why, not wait
         send.send(("error", f"cannot record into {path}: {type(e).__name__}: {e}"))
         return
-    send.send(("started", {"rows": rows}))
+    send_lock = threading.Lock()  # the writer's worker acknowledges flushes on the same pipe
+
+    def say(message) -> None:
+        with send_lock:
+            send.send(message)
+
+    say(("started", {"rows": rows}))
     threading.Thread(target=_in_background, args=(_warm_tokenizer,), name="agentprobe-tokenizer-warmup",
                      daemon=True).start()
 
@@ -382,12 +439,18 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
                     writer.submit(from_wire(cap))
             elif kind == _LOST:
                 writer.add_lost(payload, "a writer process died before writing them")
+            elif kind == "begin":
+                writer.control("begin", payload)
+            elif kind == "end":
+                writer.control("end", payload, done=lambda run_id=payload["id"]: builders.forget(run_id))
+            elif kind == "flush":
+                writer.control("flush", done=lambda token=payload: _ack(say, token))
             elif kind in (_CLOSE, _DISCARD):
                 final = (kind, payload)
                 break
         now = stats()
         if now != last and time.monotonic() - last_sent >= STATS_EVERY_S:
-            send.send(("stats", now))
+            say(("stats", now))
             last, last_sent = now, time.monotonic()
     kind, payload = final
     if kind == _DISCARD:
@@ -402,6 +465,33 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
     if exporter is not None:
         exporter.close()
     try:
-        send.send(("closed", stats()))
+        say(("closed", stats()))
     except OSError:
         pass
+
+
+def _ack(say, token: int) -> None:
+    try:
+        say(("flushed", token))
+    except OSError:
+        pass
+
+
+class RunBuilders:
+    """One row builder per run (its own retry and conversation linking), chosen by the capture's run_id."""
+
+    def __init__(self, first_run_id: str, factory) -> None:
+        self.first = first_run_id
+        self.factory = factory
+        self.builders: dict[str, Any] = {}
+
+    def build(self, cap):
+        run_id = getattr(cap, "run_id", None) or self.first
+        builder = self.builders.get(run_id)
+        if builder is None:
+            builder = self.builders[run_id] = self.factory(run_id)
+        return builder.build(cap)
+
+    def forget(self, run_id: str) -> None:
+        if run_id != self.first:
+            self.builders.pop(run_id, None)

@@ -49,6 +49,28 @@ def load_file(db_path, path, *, label: str | None = None) -> str:
             return run["id"]
 
 
+def read_file(path) -> dict:
+    """A trace file checked as `import` checks it, as a dict (run, calls, bodies, prompts), for
+    the small files read whole: a test's cassette. A HAR file is refused."""
+    from pathlib import Path
+
+    from .import_json import bodies_of, calls_of, check_header, prompts_of, read_run
+    from .stream import open_trace, skeleton
+
+    path = Path(path)
+    with open_trace(path) as f:
+        sk = skeleton(f, path)
+        if sk.kind == "map" and sk.top.get("log") == "map" and "format" not in sk.top:
+            raise TraceError(f"{path} is a HAR file, not an agentprobe trace")
+        if sk.kind != "map":
+            raise TraceError(f"{path} is not an agentprobe trace or a HAR file")
+        check_header(sk, path)
+        run = read_run(f, path)
+        return {"run": run, "calls": [call for _, call in calls_of(f, path, run["id"])],
+                "bodies": {body_id: body for body_id, body, _ in bodies_of(f, path)},
+                "prompts": dict(prompts_of(f, path))}
+
+
 def import_transaction(db_path):
     """A read-write connection inside BEGIN IMMEDIATE: COMMIT on success; on any error ROLLBACK,
     and the database file removed if this import created it."""

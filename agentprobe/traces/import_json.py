@@ -89,29 +89,19 @@ def _known(row: dict, known: set[str], table: str, where: str, path: Path) -> No
                          " upgrade agentprobe")
 
 
-def load(conn: sqlite3.Connection, f: CappedReader, path: Path, run: dict, *, write: bool) -> int:
-    """Check every call, body and prompt of the trace, and insert them when `write`; the call count."""
-    run_id = run["id"]
-    known_runs, known_calls = _columns(conn, "runs"), _columns(conn, "calls")
-    _known(run, known_runs, "runs", "run", path)
-    if write:
-        _insert(conn, "runs", run, f"{path}: run")
-    batch: list[dict] = []
-    n = 0
-    for n, call in enumerate(items(f, path, "calls.item", "call"), 1):
-        where = f"calls/{n - 1}"
+def calls_of(f: CappedReader, path: Path, run_id: str):
+    """(index, call) for each call of the trace, checked against the schema and its run."""
+    for n, call in enumerate(items(f, path, "calls.item", "call")):
+        where = f"calls/{n}"
         _check(call, where, "properties", "calls", "items", source=path)
-        _known(call, known_calls, "calls", where, path)
         if call["run_id"] != run_id:
             raise TraceError(f"{path}: field {where}/run_id: {call['run_id']!r} is not this trace's run"
                              f" ({run_id!r})")
-        if write:
-            batch.append(call)
-            if len(batch) >= BATCH:
-                _insert_calls(conn, batch, n - len(batch), path)
-                batch = []
-    if write and batch:
-        _insert_calls(conn, batch, n - len(batch), path)
+        yield n, call
+
+
+def bodies_of(f: CappedReader, path: Path):
+    """(id, body as in the file, its bytes) for each body of the trace, checked."""
     body_schema = ("properties", "bodies", "additionalProperties")
     for body_id, body in kvitems(f, path, "bodies"):
         _check(body, f"bodies/{body_id}", *body_schema, source=path)
@@ -122,13 +112,41 @@ def load(conn: sqlite3.Connection, f: CappedReader, path: Path, run: dict, *, wr
                 content = base64.b64decode(body["content"], validate=True)
             except (binascii.Error, ValueError):
                 raise TraceError(f"{path}: field bodies/{body_id}/content: not valid base64") from None
+        yield body_id, body, content
+
+
+def prompts_of(f: CappedReader, path: Path):
+    prompt_schema = ("properties", "prompts", "additionalProperties")
+    for sha, prompt in kvitems(f, path, "prompts"):
+        _check(prompt, f"prompts/{sha}", *prompt_schema, source=path)
+        yield sha, prompt
+
+
+def load(conn: sqlite3.Connection, f: CappedReader, path: Path, run: dict, *, write: bool) -> int:
+    """Check every call, body and prompt of the trace, and insert them when `write`; the call count."""
+    run_id = run["id"]
+    known_runs, known_calls = _columns(conn, "runs"), _columns(conn, "calls")
+    _known(run, known_runs, "runs", "run", path)
+    if write:
+        _insert(conn, "runs", run, f"{path}: run")
+    batch: list[dict] = []
+    n = 0
+    for i, call in calls_of(f, path, run_id):
+        n = i + 1
+        _known(call, known_calls, "calls", f"calls/{i}", path)
+        if write:
+            batch.append(call)
+            if len(batch) >= BATCH:
+                _insert_calls(conn, batch, n - len(batch), path)
+                batch = []
+    if write and batch:
+        _insert_calls(conn, batch, n - len(batch), path)
+    for body_id, body, content in bodies_of(f, path):
         if write:
             conn.execute("INSERT OR IGNORE INTO bodies (id, content, size, content_type, truncated)"
                          " VALUES (?, ?, ?, ?, ?)",
                          [body_id, content, body.get("size"), body.get("content_type"), body.get("truncated") or 0])
-    prompt_schema = ("properties", "prompts", "additionalProperties")
-    for sha, prompt in kvitems(f, path, "prompts"):
-        _check(prompt, f"prompts/{sha}", *prompt_schema, source=path)
+    for sha, prompt in prompts_of(f, path):
         if write:
             conn.execute("INSERT OR IGNORE INTO prompts (sha256, kind, text) VALUES (?, ?, ?)",
                          [sha, prompt.get("kind"), prompt["text"]])

@@ -155,3 +155,19 @@ def test_a_failure_that_reproduces_is_the_same_answer(tmp_path, tls_ca_bundle, f
     [failed] = result["outcomes"]
     assert failed["verdict"] == "deterministic" and failed["score"] == 1.0, result
     assert r.returncode == 0
+
+
+def test_replay_on_another_model_sends_it_and_scores_against_the_recording(record):
+    run, env, ca, provider = record
+    run_id = run()
+    provider.clear()
+    r = run_cli("replay", run_id, "--model", "gpt-4.1", "--set", "temperature=0", "--upstream-ca", ca,
+                "--times", "1", "--json", env=env)
+    assert r.returncode in (0, 1), r.stderr
+    result = json.loads(r.stdout)
+    assert result["model"] == "gpt-4.1" and result["calls"] == 3
+    sent = [json.loads(req["body"]) for req in provider.requests]
+    assert [b["model"] for b in sent] == ["gpt-4.1"] * 3 and {b["temperature"] for b in sent} == {0}
+    assert all(o["model"] == "gpt-4.1" and len(o["ratios"]) == 1 for o in result["outcomes"])
+    calls = json.loads(run_cli("calls", "--run", result["replay_run_id"], "--json", env=env).stdout)
+    assert {c["model"] for c in calls} == {"gpt-4.1"}
