@@ -14,11 +14,12 @@ _MAX_DIFF_LINES = 40
 def _hashes(ctx: ScanContext, run_id: str, column: str) -> dict[str | None, dict[str, dict]]:
     """model -> {hash: first call using it}"""
     out: dict[str | None, dict[str, dict]] = {}
-    # SQLite takes the bare columns (id, run_id) from the row holding min(seq): the first call.
+    # The first call of each (model, hash): its seq by aggregate, then the call by (run, seq).
     for row in ctx.db.query(
-        f"SELECT id, run_id, min(seq) AS seq, model, {column} AS h FROM calls WHERE run_id = ?"
-        f" AND {column} IS NOT NULL AND (retry_of IS NULL) AND {generates()} GROUP BY model, {column} ORDER BY seq",
-            [run_id]):
+        f"SELECT c.id, c.run_id, c.seq, c.model, c.{column} AS h FROM calls c JOIN"
+        f" (SELECT min(seq) AS seq FROM calls WHERE run_id = ? AND {column} IS NOT NULL AND (retry_of IS NULL)"
+        f" AND {generates()} GROUP BY model, {column}) f ON c.seq = f.seq WHERE c.run_id = ? ORDER BY c.seq",
+            [run_id, run_id]):
         out.setdefault(row["model"], {})[row["h"]] = row
     return out
 

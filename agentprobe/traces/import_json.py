@@ -79,7 +79,8 @@ def read_run(f: CappedReader, path: Path) -> dict:
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    # The columns a SELECT * returns: the same question on SQLite and PostgreSQL.
+    return {d[0] for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description}
 
 
 def _known(row: dict, known: set[str], table: str, where: str, path: Path) -> None:
