@@ -19,6 +19,9 @@ import uuid
 from pathlib import Path
 
 INSTALL = "apt-get install postgresql (Debian) or set AGENTPROBE_TEST_PG_URL to a server"
+# The server asks for a password over TCP (scram-sha-256), so every test's URL carries one, and the
+# tests can check that it never shows in any output, log or row.
+PASSWORD = "pgPW-n0t-in-any-0utput"
 
 
 def find_bindir() -> Path | None:
@@ -49,8 +52,12 @@ class PgServer:
         if self.user:
             os.chmod(self.root, 0o777)
             shutil.chown(self.root, self.user)
-        self._run("initdb", "-D", str(self.data), "-U", "agentprobe", "--auth=trust", "--locale=C.UTF-8",
-                  "--encoding=UTF8", "-N")
+        pwfile = self.root / "pw"
+        pwfile.write_text(PASSWORD + "\n")
+        if self.user:
+            shutil.chown(pwfile, self.user)
+        self._run("initdb", "-D", str(self.data), "-U", "agentprobe", "--pwfile", str(pwfile),
+                  "--auth-local=trust", "--auth-host=scram-sha-256", "--locale=C.UTF-8", "--encoding=UTF8", "-N")
         with open(self.data / "postgresql.conf", "a") as f:
             # Fast and throwaway: no fsync (the machine's crash is not under test), a few more connections.
             f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.root}'\n"
@@ -77,7 +84,7 @@ class PgServer:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
 
-    def base_url(self, password: str | None = None) -> str:
+    def base_url(self, password: str | None = PASSWORD) -> str:
         auth = "agentprobe" + (f":{password}" if password else "")
         return f"postgresql://{auth}@127.0.0.1:{self.port}"
 
