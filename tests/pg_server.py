@@ -42,7 +42,8 @@ def free_port() -> int:
 class PgServer:
     """One server in a temp dir; `url(db)` for a database on it; `stop()`/`start()` for outage tests."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+        """durable: fsync on (the benchmark); the tests run without, the machine's crash is not under test."""
         self.bindir = bindir
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="agentprobe-pg-"))
@@ -59,9 +60,10 @@ class PgServer:
         self._run("initdb", "-D", str(self.data), "-U", "agentprobe", "--pwfile", str(pwfile),
                   "--auth-local=trust", "--auth-host=scram-sha-256", "--locale=C.UTF-8", "--encoding=UTF8", "-N")
         with open(self.data / "postgresql.conf", "a") as f:
-            # Fast and throwaway: no fsync (the machine's crash is not under test), a few more connections.
             f.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = '{self.root}'\n"
-                    "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n")
+                    "synchronous_commit = off\nmax_connections = 200\n")
+            if not durable:
+                f.write("fsync = off\nfull_page_writes = off\n")
         self.start()
 
     def _run(self, tool: str, *args: str) -> None:

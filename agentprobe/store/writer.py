@@ -434,6 +434,8 @@ class Writer:
 
 def insert_rows(conn: sqlite3.Connection, built: list) -> None:
     """Insert RowBuilder output (calls with their bodies and prompts) inside the caller's transaction."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        return _insert_rows_pg(conn, built)
     # One statement per kind and column set: each sqlite call lets the proxy thread take the
     # GIL back, so per-row statements starve this thread while traffic is heavy.
     conn.executemany(
@@ -446,6 +448,26 @@ def insert_rows(conn: sqlite3.Connection, built: list) -> None:
         [prompt for rows in built for prompt in rows.prompts],
     )
     insert_calls(conn, [rows.call for rows in built])
+
+
+BODY_COLUMNS = ("id", "content", "size", "content_type", "truncated")
+PROMPT_COLUMNS = ("sha256", "kind", "text")
+
+
+def _insert_rows_pg(conn, built: list) -> None:
+    """The same rows in a statement per table and batch (see pg.PgConnection.insert_rows)."""
+    bodies = {b["id"]: b for rows in built for b in rows.bodies}  # one batch may repeat a body
+    conn.insert_rows("bodies", list(BODY_COLUMNS), [tuple(b[c] for c in BODY_COLUMNS) for b in bodies.values()],
+                     ignore_conflicts=True)
+    prompts = {p["sha256"]: p for rows in built for p in rows.prompts}
+    conn.insert_rows("prompts", list(PROMPT_COLUMNS),
+                     [tuple(p[c] for c in PROMPT_COLUMNS) for p in prompts.values()], ignore_conflicts=True)
+    by_columns: dict[tuple[str, ...], list[tuple]] = {}
+    for rows in built:
+        call = rows.call
+        by_columns.setdefault(tuple(call), []).append(tuple(call.values()))
+    for cols, group in by_columns.items():
+        conn.insert_rows("calls", list(cols), group)
 
 
 def insert_calls(conn: sqlite3.Connection, calls: list[dict]) -> None:
