@@ -42,6 +42,12 @@ class Directives:
     # underscores (an XML answer, say), since `reply` turns "_" into spaces.
     reply_b64: str | None = None
     tool_calls: int = 0
+    # Which offered tools the calls ask for, in order (cycling when there are more calls than names);
+    # tool_calls defaults to their number. Each must be one of the request's tools.
+    tool_names: list[str] | None = None
+    # The calls' arguments, base64url JSON: one object for every call, or a list with one per call.
+    # Without it call k gets {"i": k}.
+    tool_args_b64: list[dict] | dict | None = None
     no_usage: bool = False
     error_in_200: bool = False
     code: str | None = None
@@ -50,6 +56,17 @@ class Directives:
     def __post_init__(self):
         if self.reply_b64 is not None:
             self.reply = self.reply_b64
+        if self.tool_names and not self.tool_calls:
+            self.tool_calls = len(self.tool_names)
+
+    def tool_args(self, index: int) -> dict | None:
+        """The scripted arguments of call `index` (1-based), or None for the default."""
+        given = self.tool_args_b64
+        if given is None:
+            return None
+        if isinstance(given, dict):
+            return given
+        return given[(index - 1) % len(given)]
 
     @property
     def faulty(self) -> bool:
@@ -90,6 +107,27 @@ def _b64(value: str) -> str:
         raise ValueError(value) from None
 
 
+def _names(value: str) -> list[str]:
+    names = [name for name in value.split(",") if name]
+    if not names:
+        raise ValueError(value)
+    return names
+
+
+def _json_args(value: str) -> list[dict] | dict:
+    import json
+
+    try:
+        parsed = json.loads(_b64(value))
+    except json.JSONDecodeError:
+        raise ValueError(value) from None
+    if isinstance(parsed, dict):
+        return parsed
+    if isinstance(parsed, list) and parsed and all(isinstance(item, dict) for item in parsed):
+        return parsed
+    raise ValueError(value)
+
+
 def _encoding(value: str) -> str:
     if value.lower() not in ENCODINGS:
         raise ValueError(value)
@@ -109,6 +147,8 @@ _CONVERTERS = {
     "reply": lambda value: value.replace("_", " "),
     "reply_b64": _b64,
     "tool_calls": _non_negative(int),
+    "tool_names": _names,
+    "tool_args_b64": _json_args,
     "no_usage": _flag,
     "error_in_200": _flag,
     "code": str,
