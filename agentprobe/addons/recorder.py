@@ -16,12 +16,15 @@ from collections.abc import Callable
 from mitmproxy import http
 
 from ..capture.exchange import STORED_BODY_LIMIT, Capture
-from ..providers import detect
+from ..providers import detect, mcp
 from .stream_tee import StreamTee
 
 log = logging.getLogger("agentprobe.recorder")
 
 PARSE_LIMIT = 32 * 1024 * 1024  # decoded bytes of a non-SSE body kept for the writer to parse
+# An MCP event stream on a GET (the legacy HTTP+SSE transport's answers, a session's server messages)
+# lasts as long as the session: this much of it is kept for the writer to match answers to requests.
+MCP_STREAM_LIMIT = 16 * 1024 * 1024
 
 
 def _is_event_stream(flow: http.HTTPFlow) -> bool:
@@ -43,31 +46,53 @@ class Recorder:
         self.errors = 0
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get("agentprobe.internal"):  # agentprobe's own messages (the stdio wrapper's)
+            return
         self.dispatched += 1
         flow.metadata["agentprobe.seq"] = self.dispatched
 
     def request(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get("agentprobe.internal"):
+            return
         if "agentprobe.seq" not in flow.metadata:  # requestheaders skipped (e.g. replayed flows)
             self.requestheaders(flow)
+        req = flow.request
         try:
-            dialect = detect(flow.request.method, flow.request.host, flow.request.path, flow.request.raw_content)
+            # MCP first, by its headers or a bounded look at the body: its legacy POSTs go to /messages/.
+            dialect = mcp.detect(req.method, req.headers, req.raw_content) or \
+                detect(req.method, req.host, req.path, req.raw_content)
         except Exception:
             dialect = None
         flow.metadata["agentprobe.dialect"] = dialect
 
+    def allocate_completions(self, n: int) -> int:
+        """Completion numbers for n answers that arrive inside a stream; returns the first."""
+        first = self.completed + 1
+        self.completed += n
+        return first
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         flow.metadata["agentprobe.first_byte_at"] = time.time()
         dialect = flow.metadata.get("agentprobe.dialect")
+        marks = None
+        if dialect is None and flow.request.method == "GET" and \
+                flow.response.headers.get("content-type", "").startswith("text/event-stream"):
+            # Perhaps an MCP session's stream (the writer decides): kept, with the time and a completion
+            # number for each event as it passes, since the answers it carries complete calls.
+            dialect = flow.metadata["agentprobe.dialect"] = mcp
+            marks = (self.allocate_completions, [])
         if dialect is None:
             flow.response.stream = True  # not ours: pass through without buffering
             return
         factory = None
-        if _is_event_stream(flow):
+        if dialect is mcp:
+            keep = MCP_STREAM_LIMIT if marks else PARSE_LIMIT  # read whole by the writer, never here
+        elif _is_event_stream(flow):
             factory = dialect.stream_parser
             keep = self.body_limit
         else:
             keep = PARSE_LIMIT
-        tee = StreamTee(flow, factory, keep)
+        tee = StreamTee(flow, factory, keep, marks)
         flow.metadata["agentprobe.tee"] = tee
         flow.response.stream = tee
 
@@ -127,6 +152,7 @@ class Recorder:
             cap.response_body = bytes(tee.kept)
             cap.response_truncated = tee.truncated
             cap.decode_error = tee.decode_error
+            cap.marks = tee.marks
             if tee.parser_factory is not None:
                 cap.streamed = True
                 if tee.parser is not None:

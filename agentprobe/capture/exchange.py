@@ -46,6 +46,9 @@ class Capture:
     client_disconnected: bool = False
     decode_error: str | None = None  # why the response body could not be read (whole)
     request_encoding: str | None = None  # the request's content-encoding, when it had one
+    # An MCP event stream: per chunk that ended events, (decoded offset past it, time, first completion
+    # number, events ended), so answers on a session's stream get their own times and order.
+    marks: list[tuple[int, float, int, int]] | None = None
 
 
 def to_wire(cap: Capture) -> Capture:

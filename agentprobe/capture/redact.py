@@ -34,6 +34,11 @@ _ALLOWED_HEADERS = {
     "anthropic-version",
     "anthropic-beta",
     "x-goog-api-client",
+    # MCP: the revision, the method and what it acts on. Not Mcp-Session-Id (a capability on stateful
+    # servers) nor Mcp-Param-* (copies of tool arguments): those are dropped like any header not listed.
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
 }
 _ALLOWED_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-", "x-stainless-")
 
@@ -46,7 +51,8 @@ _SECRET_HEADERS = {
     "cookie",
     "set-cookie",
 }
-_SECRET_QUERY_KEYS = {"key", "api_key", "api-key", "apikey", "access_token", "token", "sig", "signature", "code"}
+_SECRET_QUERY_KEYS = {"key", "api_key", "api-key", "apikey", "access_token", "token", "sig", "signature", "code",
+                      "session_id", "sessionid"}  # a legacy MCP session's POST endpoint
 _SECRET_FIELD = re.compile(
     r"^(api[-_]?key|apikey|x-api-key|key|secret|client[-_]?secret|password|passwd|"
     r"access[-_]?token|refresh[-_]?token|id[-_]?token|auth[-_]?token|token|authorization|bearer)$",

@@ -15,6 +15,7 @@ from . import (
     gemini,
     gemini_count_tokens,
     gemini_embeddings,
+    mcp,
     openai_chat,
     openai_embeddings,
     openai_responses,
@@ -40,8 +41,11 @@ _GEMINI_METHODS = {"embedContent": gemini_embeddings, "batchEmbedContents": gemi
 
 
 def detect(method: str, host: str, path: str, body: bytes | None = None):
-    """The dialect module for an LLM API request, or None for any other traffic."""
+    """The dialect module for an LLM API request, or None for any other traffic (MCP: see providers.mcp)."""
     if method.upper() != "POST":
+        return None
+    if mcp.looks_like_jsonrpc(body):
+        # MCP's JSON-RPC, whatever the path: the legacy HTTP+SSE transport POSTs to /messages/.
         return None
     route = path.split("?", 1)[0]
     if _CHAT.search(route):

@@ -314,6 +314,11 @@ class Writer:
                 conn.executemany(
                     f"INSERT INTO calls ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})", calls
                 )
+            # Rows completed by a later capture (MCP answers on a session stream, tool results returned),
+            # after the inserts: the row may be in this same batch.
+            for call_id, fields in (u for rows in built for u in getattr(rows, "updates", ())):
+                conn.execute(f"UPDATE calls SET {', '.join(f'{c} = ?' for c in fields)} WHERE id = ?",
+                             [*fields.values(), call_id])
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
