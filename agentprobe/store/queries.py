@@ -88,9 +88,12 @@ def summarize(db: sqlite_utils.Database, run_id: str) -> dict:
     llm = db.execute(
         "SELECT count(*), count(DISTINCT conversation_id), sum(attempt > 1),"
         " sum(stream_complete = 0), group_concat(DISTINCT provider), group_concat(DISTINCT model)"
-        " FROM calls WHERE run_id = ? AND provider != 'unknown'",
+        " FROM calls WHERE run_id = ? AND provider NOT IN ('unknown', 'mcp')",
         [run_id],
     ).fetchone()
+    tools = db.execute(
+        "SELECT count(*), sum(mcp_method = 'tools/call'), sum(mcp_method = 'tools/call' AND error_type IS NOT NULL)"
+        " FROM calls WHERE run_id = ? AND provider = 'mcp' AND mcp_method IS NOT NULL", [run_id]).fetchone()
     wall = None
     if run["started_at"] and run["ended_at"]:
         import datetime as dt
@@ -107,6 +110,9 @@ def summarize(db: sqlite_utils.Database, run_id: str) -> dict:
         "command": run["command"],
         "calls": run["calls"],
         "llm_calls": llm[0] or 0,
+        "mcp_calls": tools[0] or 0,  # MCP requests (streams and notifications aside)
+        "tool_calls": tools[1] or 0,  # of them, tools/call
+        "tool_errors": tools[2] or 0,  # tools/call that failed (isError, a JSON-RPC error, no answer)
         "conversations": llm[1] or 0,
         "retries": llm[2] or 0,
         "streams_cut": llm[3] or 0,
