@@ -67,7 +67,7 @@ def thresholds_for(config: dict | None, **flags) -> Thresholds:
     """Defaults, overridden by the config's `thresholds`, overridden by flags that were given."""
     thresholds = Thresholds()
     overrides = (config or {}).get("thresholds") or {}
-    for name in ("context", "latency_ms", "usage_tolerance"):
+    for name in ("context", "latency_ms", "tool_latency_ms", "usage_tolerance"):
         value = flags.get(name) or overrides.get(name)
         if value:
             setattr(thresholds, name, value)

@@ -64,9 +64,11 @@ def select_runs(db, run_refs, all_runs: bool, label: str | None) -> list[str]:
 @click.option("--fail-on", type=click.Choice(SEVERITIES), help="Exit 1 if any finding is at or above this severity.")
 @click.option("--context-threshold", type=click.FloatRange(0, 1, min_open=True), help="Default 0.75.")
 @click.option("--latency-budget-ms", type=click.FloatRange(0, min_open=True), help="Default 30000.")
+@click.option("--tool-latency-budget-ms", type=click.FloatRange(0, min_open=True),
+              help="MCP tool calls slower than this are reported. Default 10000.")
 @click.option("--usage-tolerance", type=click.FloatRange(0, min_open=True), help="Default 0.10.")
 def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, as_json, output, fail_on, context_threshold,
-         latency_budget_ms, usage_tolerance):
+         latency_budget_ms, tool_latency_budget_ms, usage_tolerance):
     """Find temperature drift, context overflow, truncation, prompt drift, swallowed API errors and
     race conditions in recorded runs (default: the latest) and in an agent config.
 
@@ -79,7 +81,7 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, as_json, out
     fmt = output_format(fmt, as_json, output)
     config = load_config(config_path)
     thresholds = thresholds_for(config, context=context_threshold, latency_ms=latency_budget_ms,
-                                usage_tolerance=usage_tolerance)
+                                tool_latency_ms=tool_latency_budget_ms, usage_tolerance=usage_tolerance)
     run_ids: list[str] = []
     if not config or run_refs or all_runs or label:
         database = open_db(db)
