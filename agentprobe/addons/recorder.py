@@ -86,7 +86,11 @@ class Recorder:
             return
         factory = None
         if dialect is mcp:
-            keep = MCP_STREAM_LIMIT if marks else PARSE_LIMIT  # read whole by the writer, never here
+            if marks is None and _is_event_stream(flow):
+                # An answer streamed after its notifications: the answer's own event completes the call,
+                # not the stream's end (a client may hang up later, or the server close late).
+                marks = (self.allocate_completions, [])
+            keep = MCP_STREAM_LIMIT if flow.request.method == "GET" else PARSE_LIMIT  # read by the writer
         elif _is_event_stream(flow):
             factory = dialect.stream_parser
             keep = self.body_limit

@@ -138,6 +138,27 @@ def fill_answer(call: dict, resp: mcp.Response, rows: Rows, secrets: list[str]) 
         rows.prompts.append({"sha256": call["tools_sha256"], "kind": "tools", "text": canonical_json(tools)})
 
 
+def at_offset(cap: Capture, end: int) -> tuple[float, int] | None:
+    """(time, completion number) of the chunk that completed the event ending at byte `end` of the body."""
+    marks = cap.marks or []
+    i = bisect.bisect_left([m[0] for m in marks], end)
+    if i >= len(marks):
+        return None
+    _, at, first, n = marks[i]
+    # Events ended in one chunk share its numbers in order; which of them this one is, we count here.
+    earlier = sum(1 for e in mcp.sse_events(cap.response_body[marks[i - 1][0] if i else 0:end]) if e.end)
+    return at, first + min(max(earlier - 1, 0), n - 1)
+
+
+def answered_at(call: dict, cap: Capture, resp: mcp.Response) -> None:
+    """A streamed answer completes the call when its event arrived, not when the stream closed."""
+    found = at_offset(cap, resp.end) if resp.end is not None and cap.marks else None
+    if found is None:
+        return
+    at, completion = found
+    call.update(ended_at=iso(at), latency_ms=round((at - cap.started_at) * 1000, 3), completion_seq=completion)
+
+
 def remember(state: McpState, call: dict, cap: Capture, key: str | None) -> None:
     server = call.get("mcp_server")
     if server:

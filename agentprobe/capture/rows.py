@@ -21,7 +21,7 @@ from . import redact, tokens
 from .decoders import decode_body
 from .exchange import STORED_BODY_LIMIT, Capture
 from .linking import RunTracker
-from .mcp_rows import McpState, fill_answer, fill_request, remember, scrub, stream_rows, transport_of, wait_for_stream
+from .mcp_rows import McpState, answered_at, fill_answer, fill_request, remember, scrub, stream_rows, transport_of, wait_for_stream
 
 
 @dataclass
@@ -213,6 +213,7 @@ class RowBuilder:
             else:
                 resp = mcp.read_response(cap.response_body, resp_type if cap.scheme != "stdio" else None, req.id)
                 fill_answer(call, resp, rows, secrets)
+                answered_at(call, cap, resp)
                 if not resp.found and call.get("error_type") is None:
                     call["error_type"] = "no_answer"
             if req.method == "tools/call" and req.target:

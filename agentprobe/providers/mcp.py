@@ -163,6 +163,8 @@ class Response:
     protocol: str | None = None  # the version an initialize result chose, or the one discover offers
     notifications: int = 0  # messages before the answer (progress, log) in an SSE answer
     server_requests: list[str] = field(default_factory=list)  # methods the server asked the client (elicitation)
+    index: int | None = None  # which of the messages read was the answer
+    end: int | None = None  # SSE: the byte offset just past the event that carried the answer
 
 
 def _text_of(result: dict) -> str | None:
@@ -266,11 +268,13 @@ def answer_in(msgs: list[Message], want: str | None, out: Response | None = None
     """
     out = out or Response()
     fallback = None
-    for m in msgs:
+    for i, m in enumerate(msgs):
         if m.kind in ("result", "error"):
             if want is None or m.id == want:
+                out.index = i
                 return read_answer(m, out)
-            fallback = fallback or m
+            if fallback is None:
+                fallback, out.index = m, i
         elif m.kind == "notification":
             out.notifications += 1
         elif m.kind == "request":
@@ -285,8 +289,11 @@ def read_response(body: bytes | None, content_type: str | None, want: str | None
     if not body:
         return Response()
     if (content_type or "").lower().startswith("text/event-stream"):
-        msgs = [m for e in sse_events(body) for m in event_messages(e)]
-        return answer_in(msgs, want)
+        pairs = [(m, e.end) for e in sse_events(body) for m in event_messages(e)]
+        out = answer_in([m for m, _ in pairs], want)
+        if out.found and out.index is not None:
+            out.end = pairs[out.index][1]
+        return out
     try:
         return answer_in(messages(json.loads(body)), want)
     except ValueError:

@@ -5,7 +5,7 @@
   python sdk_agent.py MODEL_BASE_URL stdio CMD...    stdio server started with CMD
 
 The model (the fake provider) asks for slow_lookup, fast_lookup and broken in one turn. The agent
-runs the three at once, and, as careless agents do, appends each result as it arrives, so the
+runs the three at once (started 50 ms apart, in the model's order), and, as careless agents do, appends each result as it arrives, so the
 results reach the model in completion order (fast first), not in the order the model asked. It
 ignores broken's isError and goes on to the final answer. It prints one JSON line of what it saw.
 """
@@ -61,7 +61,11 @@ async def main() -> None:
             messages.append({"role": "tool", "tool_call_id": call.id, "content": text})  # as it arrives
             order.append((call.function.name, bool(result.is_error), time.time()))
 
-        await asyncio.gather(*(run(c) for c in asked))
+        tasks = []
+        for call in asked:  # dispatched in the model's order, 50 ms apart, so the order is the test's to know
+            tasks.append(asyncio.create_task(run(call)))
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*tasks)
         final = await model.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=tools,
                                                     temperature=0)
     print(json.dumps({"asked": [c.function.name for c in asked], "completed": [o[0] for o in order],

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, TextContent
 
 SLOW_S = 0.6
@@ -23,8 +23,9 @@ server = MCPServer("probe-tools", version="1.0.0")
 
 
 @server.tool()
-async def slow_lookup(city: str) -> str:
-    """Look a city up, slowly."""
+async def slow_lookup(city: str, ctx: Context) -> str:
+    """Look a city up, slowly (with progress, to a client that asks for it: then the answer is a stream)."""
+    await ctx.report_progress(0, 1, "started")
     await asyncio.sleep(SLOW_S)
     return f"slow answer for {city}"
 
