@@ -98,6 +98,8 @@ def trace_env() -> tuple[str | None, str | None]:
     run_id, proxy_url = os.environ.get(RUN_ENV), os.environ.get(PROXY_ENV)
     if run_id and proxy_url:
         return run_id, proxy_url
+    if run_id == "":
+        return None, None  # set empty on purpose: a run of its own, whatever the ancestors say
     try:
         import psutil
 

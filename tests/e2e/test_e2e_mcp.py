@@ -9,47 +9,20 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import sqlite_utils
 
+from mcp_servers import HERE, SERVER, start_server
 from proxy_fixtures import run_cli
 
-HERE = Path(__file__).parent / "mcp_tools"
-SERVER = str(HERE / "server.py")
 PY = sys.executable
 
 # The columns a test can predict exactly, per row.
 COLUMNS = ("seq", "completion_seq", "provider", "api", "mcp_transport", "mcp_method", "mcp_name", "mcp_server",
            "tool_is_error", "error_type", "tool_call_id", "tool_link")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(transport: str):
-    port = free_port()
-    proc = subprocess.Popen([PY, SERVER, transport, "--port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the MCP test server ({transport}) exited with {proc.returncode}")
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the MCP test server ({transport}) did not listen within 60 s")
 
 
 @pytest.fixture(scope="module")
