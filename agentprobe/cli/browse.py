@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..store.db import open_db
-from ..store.queries import decode_json_columns, iter_calls, list_runs, resolve_run
+from ..store.queries import decode_json_columns, iter_calls, list_runs, resolve_run, tool_chain
 from .common import db_option
 from .output import emit, output_options
 
@@ -13,7 +13,7 @@ RUN_COLUMNS = ["id", "started_at", "label", "status", "calls", "errors", "input_
                "bypassed_connections", "command"]
 CALL_COLUMNS = [
     "seq", "completion_seq", "provider", "model", "status", "stream", "latency_ms", "ttft_ms",
-    "input_tokens", "output_tokens", "finish_reason", "attempt", "turn", "error_type",
+    "input_tokens", "output_tokens", "finish_reason", "attempt", "turn", "error_type", "tools",
 ]
 
 
@@ -36,7 +36,10 @@ def calls(db, run_ref, fmt):
     """List the calls of one run in dispatch order."""
     database = open_db(db)
     run_id = resolve_run(database, run_ref)
-    rows = (decode_json_columns(r) for r in iter_calls(database, run_id))
+    rows = [decode_json_columns(r) for r in iter_calls(database, run_id)]
+    seq_of = {r["id"]: r["seq"] for r in rows}
+    for r in rows:
+        r["tools"] = tool_chain(r, seq_of)
     emit(rows, fmt, CALL_COLUMNS, title=f"calls of run {run_id}")
 
 

@@ -152,3 +152,25 @@ def decode_json_columns(row: dict) -> dict:
             except ValueError:
                 pass
     return out
+
+
+def tool_chain(row: dict, seq_of: dict[str, int]) -> str | None:
+    """The call's place in model asks -> tool runs -> result returned."""
+    if row.get("provider") == "mcp":
+        what = " ".join(filter(None, (row.get("mcp_method"), row.get("mcp_name")))) or \
+            f"{row.get('mcp_transport') or 'mcp'} stream"
+        parts = [what]
+        if row.get("tool_call_id"):
+            asked = seq_of.get(row.get("asked_by_call_id"))
+            parts.append(f"runs {row['tool_call_id']}" + (f" asked in call {asked}" if asked else ""))
+        elif row.get("mcp_method") == "tools/call":
+            parts.append("asked by no model call")
+        if row.get("returned_by_call_id"):
+            parts.append(f"result back in call {seq_of.get(row['returned_by_call_id'], '?')}")
+        return "; ".join(parts)
+    parts = []
+    if isinstance(row.get("tool_calls"), list) and row["tool_calls"]:
+        parts.append("asks " + ", ".join(f"{c.get('id') or '?'} {c.get('name')}" for c in row["tool_calls"]))
+    if isinstance(row.get("tool_result_ids"), list) and row["tool_result_ids"]:
+        parts.append("returns " + ", ".join(map(str, row["tool_result_ids"])))
+    return "; ".join(parts) or None

@@ -136,6 +136,15 @@ def test_official_sdk_agent_over_streamable_http(tmp_path, fake_provider, http_s
     # A lower tool budget reports the slow tool too.
     slow = scan_findings(tmp_path / "ap.db", "--tool-latency-budget-ms", "500")
     assert [f["calls"][0]["seq"] for f in slow if f["rule"] == "api_latency/tool_slow"] == [4]
+    # `calls` and the HTML report show the chain: model asks -> tool runs -> result returned.
+    listed = json.loads(run_cli("calls", "--db", str(tmp_path / "ap.db"), "--json").stdout)
+    assert [c["tools"] for c in listed] == [
+        "server/discover", "tools/list", "asks call_1 slow_lookup, call_2 fast_lookup, call_3 broken",
+        "tools/call slow_lookup; runs call_1 asked in call 3; result back in call 7",
+        "tools/call fast_lookup; runs call_2 asked in call 3; result back in call 7",
+        "tools/call broken; runs call_3 asked in call 3; result back in call 7", "returns call_2, call_3, call_1"]
+    html = run_cli("report", "--db", str(tmp_path / "ap.db"), "-o", "-").stdout
+    assert "tools/call slow_lookup; runs call_1 asked in call 3; result back in call 7" in html
 
 
 def test_pydantic_ai_runs_mcp_tools_in_parallel(tmp_path, fake_provider, http_server):
