@@ -16,7 +16,8 @@ from collections.abc import Callable
 from mitmproxy import http
 
 from ..capture.exchange import STORED_BODY_LIMIT, Capture
-from ..providers import detect, mcp
+from ..providers import detect_llm, mcp
+from ..providers.mcp import has_mcp_headers
 from .stream_tee import StreamTee
 
 log = logging.getLogger("agentprobe.recorder")
@@ -59,8 +60,13 @@ class Recorder:
         req = flow.request
         try:
             # MCP first, by its headers or a bounded look at the body: its legacy POSTs go to /messages/.
-            dialect = mcp.detect(req.method, req.headers, req.raw_content) or \
-                detect(req.method, req.host, req.path, req.raw_content)
+            body = req.raw_content
+            if req.method != "POST":
+                dialect = None
+            elif has_mcp_headers(req.headers.fields) or mcp.looks_like_jsonrpc(body):
+                dialect = mcp
+            else:
+                dialect = detect_llm(req.path)
         except Exception:
             dialect = None
         flow.metadata["agentprobe.dialect"] = dialect

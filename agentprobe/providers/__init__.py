@@ -23,7 +23,7 @@ from . import (
 from .base import Dialect, ParsedRequest, ParsedResponse, ParseError
 from .common import load_json
 
-__all__ = ["DIALECTS", "detect", "provider_for", "load_json", "Dialect", "ParseError", "ParsedRequest",
+__all__ = ["DIALECTS", "detect", "detect_llm", "provider_for", "load_json", "Dialect", "ParseError", "ParsedRequest",
            "ParsedResponse"]
 
 DIALECTS = (openai_chat, openai_responses, openai_embeddings, anthropic, anthropic_count_tokens, gemini,
@@ -47,6 +47,11 @@ def detect(method: str, host: str, path: str, body: bytes | None = None):
     if mcp.looks_like_jsonrpc(body):
         # MCP's JSON-RPC, whatever the path: the legacy HTTP+SSE transport POSTs to /messages/.
         return None
+    return detect_llm(path)
+
+
+def detect_llm(path: str):
+    """detect() for a POST whose body is known not to be JSON-RPC: by path alone."""
     route = path.split("?", 1)[0]
     if _CHAT.search(route):
         return openai_chat

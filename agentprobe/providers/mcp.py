@@ -41,7 +41,10 @@ SESSION_QUERY_KEYS = ("session_id", "sessionid")
 # The recorder may look at this much of each end of a request body, no more: it runs on the event loop.
 _PROBE_BYTES = 4096
 # A real "jsonrpc": "2.0" member; inside a JSON string (a prompt that quotes one) the quotes are escaped.
-_JSONRPC = re.compile(rb'(?<!\\)"jsonrpc"\s*:\s*"2\.0"')
+_KEY = b'"jsonrpc"'
+_VALUE = re.compile(rb'\s*:\s*"2\.0"')
+_HEADER_PREFIX = b"mcp-"
+_HEADER_NAMES = frozenset(h.encode() for h in HEADERS)
 
 
 def is_method(method: Any) -> bool:
@@ -50,12 +53,25 @@ def is_method(method: Any) -> bool:
 
 def looks_like_jsonrpc(body: bytes | None) -> bool:
     """A cheap, bounded test of a request body (the recorder's); the writer reads the body to be sure."""
-    if not body:
+    if not body or body[:64].lstrip()[:1] not in (b"{", b"["):
         return False
-    head = body[:_PROBE_BYTES]
-    if head.lstrip()[:1] not in (b"{", b"["):
-        return False
-    return bool(_JSONRPC.search(head) or (len(body) > _PROBE_BYTES and _JSONRPC.search(body[-_PROBE_BYTES:])))
+    n = len(body)
+    windows = ((0, min(n, _PROBE_BYTES)),) if n <= 2 * _PROBE_BYTES else ((0, _PROBE_BYTES), (n - _PROBE_BYTES, n))
+    for start, end in windows:
+        i = body.find(_KEY, start, end)  # no copy, C speed: most bodies stop here
+        while 0 <= i:
+            if (i == 0 or body[i - 1] != 0x5C) and _VALUE.match(body, i + len(_KEY), i + len(_KEY) + 32):
+                return True
+            i = body.find(_KEY, i + 1, end)
+    return False
+
+
+def has_mcp_headers(fields) -> bool:
+    """Any MCP request header, in mitmproxy's raw header fields ((name, value) bytes), in one pass."""
+    for name, value in fields:
+        if name[:4].lower() == _HEADER_PREFIX and name.lower() in _HEADER_NAMES and value:
+            return True
+    return False
 
 
 def detect(method: str, headers, body: bytes | None):

@@ -98,6 +98,11 @@ def test_llm_bodies_stay_llm_even_when_they_talk_about_json_rpc():
     assert mcp.looks_like_jsonrpc(big)  # the member at the end, past the first 4 KB
     assert mcp.detect("POST", {"mcp-session-id": "abc"}, b"") is mcp
     assert mcp.detect("GET", {"mcp-session-id": "abc"}, b"") is None
+    assert mcp.has_mcp_headers([(b"Host", b"x"), (b"Mcp-Session-Id", b"abc")])
+    assert not mcp.has_mcp_headers([(b"Mcp-Name", b"x"), (b"mcp-session-id", b"")])
+    escaped = json.dumps({"model": "m", "messages": [{"content": '{"jsonrpc":"2.0"}'}]}).encode()
+    assert not mcp.looks_like_jsonrpc(escaped)
+    assert mcp.looks_like_jsonrpc(b'{"x":"\\"jsonrpc\\"", "jsonrpc":"2.0","id":1}')
 
 
 def test_streamable_http_2026_rows():
