@@ -92,7 +92,9 @@ def endpoint(cap: Capture) -> str:
 def fill_request(call: dict, cap: Capture, req: mcp.Request, transport: str, state: McpState,
                  secrets: list[str]) -> str | None:
     """The request's side of the row; returns the session key (a digest) when there is one."""
-    session = _header(cap.request_headers, "mcp-session-id") or mcp.endpoint_session(cap.path)
+    # (stdio has no sessions, and its path is the server's command)
+    session = None if transport == "stdio" else \
+        _header(cap.request_headers, "mcp-session-id") or mcp.endpoint_session(cap.path)
     if session is None and req.method == "initialize":
         session = _header(cap.response_headers, "mcp-session-id")  # the server names it in its answer
     key = session_digest(session)
