@@ -168,10 +168,10 @@ def tool_error_ignored(ctx: ScanContext) -> list[Finding]:
         "SELECT c.id, c.run_id, c.seq, c.mcp_name, c.error_type, c.rpc_error_code, c.error_message,"
         " c.returned_by_call_id FROM calls c"
         f" WHERE {where} AND {tool_calls('c')} AND {TOOL_FAILED}"
-        " AND NOT EXISTS (SELECT 1 FROM calls s WHERE s.run_id = c.run_id AND s.seq > c.seq"
+        " AND NOT EXISTS (SELECT 1 FROM calls s WHERE s.run_id = c.run_id AND +s.seq > c.seq"
         f"   AND {tool_calls('s')} AND s.mcp_name IS c.mcp_name AND s.arguments_sha256 IS c.arguments_sha256"
         "   AND s.error_type IS NULL)"
-        f" AND {_LATER} ORDER BY c.run_id, c.seq", params))
+        f" AND {_LATER} ORDER BY +c.run_id, +c.seq", params))
     out = []
     for run_id, mine in by_run(rows):
         first = mine[0]
@@ -196,7 +196,7 @@ def tool_slow(ctx: ScanContext) -> list[Finding]:
     budget = ctx.thresholds.tool_latency_ms
     rows = list(ctx.db.query(
         f"SELECT c.id, c.run_id, c.seq, c.mcp_name, c.latency_ms FROM calls c WHERE {where} AND {tool_calls('c')}"
-        " AND c.latency_ms > ? ORDER BY c.run_id, c.latency_ms DESC", params + [budget]))
+        " AND c.latency_ms > ? ORDER BY +c.run_id, c.latency_ms DESC", params + [budget]))
     out = []
     for run_id, mine in by_run(rows):
         worst = mine[0]
@@ -217,7 +217,7 @@ def tool_timeout(ctx: ScanContext) -> list[Finding]:
     where, params = ctx.runs_sql("c.run_id")
     rows = list(ctx.db.query(
         "SELECT c.id, c.run_id, c.seq, c.mcp_name, c.error_type, c.rpc_error_code, c.latency_ms FROM calls c"
-        f" WHERE {where} AND {tool_calls('c')} AND {TOOL_TIMED_OUT} ORDER BY c.run_id, c.seq", params))
+        f" WHERE {where} AND {tool_calls('c')} AND {TOOL_TIMED_OUT} ORDER BY +c.run_id, +c.seq", params))
     out = []
     for run_id, mine in by_run(rows):
         kinds = sorted({"JSON-RPC -32001 (request timeout)" if r["rpc_error_code"] == -32001 else r["error_type"]
@@ -287,7 +287,7 @@ def tool_gaps(ctx: ScanContext) -> list[Finding]:
             continue  # no model in this run (a wrapped stdio server on its own): nobody could have asked
         rows = list(ctx.db.query(
             f"SELECT id, run_id, seq, mcp_name FROM calls WHERE run_id = ? AND {tool_calls()}"
-            " AND tool_call_id IS NULL ORDER BY seq", [run_id]))
+            " AND tool_call_id IS NULL ORDER BY +seq", [run_id]))
         if rows:
             out.append(Finding(
                 rule="api_latency/tool_unrequested", severity="medium",

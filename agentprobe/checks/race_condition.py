@@ -121,7 +121,7 @@ def tool_races(ctx: ScanContext) -> list[Finding]:
     where, params = ctx.runs_sql()
     rows = ctx.db.execute(
         "SELECT id, run_id, seq, completion_seq, started_at, ended_at, mcp_name, tool_call_id, asked_by_call_id,"
-        f" returned_by_call_id FROM calls WHERE {where} AND {tool_calls()} ORDER BY run_id, seq", params).fetchall()
+        f" returned_by_call_id FROM calls WHERE {where} AND {tool_calls()} ORDER BY +run_id, +seq", params).fetchall()
     groups: dict[tuple, list[tuple]] = {}
     for row in rows:
         groups.setdefault((row[1], row[8]), []).append(row)

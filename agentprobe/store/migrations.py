@@ -166,6 +166,8 @@ def m005_mcp(conn: sqlite3.Connection) -> None:
     ):
         conn.execute(f"ALTER TABLE calls ADD COLUMN {column} {kind}")
     conn.execute("CREATE INDEX calls_tool_call ON calls(tool_call_id)")
+    # The tool rules read only a run's MCP rows; partial, so recording an LLM call never touches it.
+    conn.execute("CREATE INDEX calls_mcp ON calls(run_id, mcp_method) WHERE provider = 'mcp'")
 
 
 def applied(conn: sqlite3.Connection) -> list[str]:

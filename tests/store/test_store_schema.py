@@ -192,6 +192,7 @@ runs.fastpath TEXT
 runs.bypassed_connections INTEGER
 runs.bypass_detail TEXT
 index calls_conversation: calls(conversation_id, turn)
+index calls_mcp: calls(run_id, mcp_method) WHERE provider = 'mcp'
 index calls_prompt_sha: calls(system_prompt_sha256)
 index calls_request_sha: calls(request_sha256)
 index calls_run_seq: calls(run_id, seq)
