@@ -343,18 +343,20 @@ def calls_section(view: RunView, name: str) -> str:
         rows.append(
             f'<tr id="{esc(_call_anchor(view.run_id, c["seq"]))}" class="{cls}">'
             f"<td>{esc(c['seq'])}</td><td>{esc(c['completion_seq'])}</td><td>{esc(duration(offset))}</td>"
-            f"<td>{esc(number(round(c['latency_ms'])) if c['latency_ms'] is not None else '–')}</td><td>{esc(c['model'] or c['api'] or '')}</td>"
+            f"<td>{esc(number(round(c['latency_ms'])) if c['latency_ms'] is not None else '–')}</td>"
+            f"<td>{esc(c['model'] or c['api'] or c.get('mcp_server') or '')}</td>"
             f"<td>{esc(c['status'] if c['status'] is not None else 'none')}</td><td>{esc(c['finish_reason'])}</td>"
             f"<td>{esc(number(c['input_tokens']))}</td><td>{esc(number(c['output_tokens']))}</td>"
             f"<td>{esc(conv)}</td><td>{esc(c['attempt'] if (c['attempt'] or 1) > 1 else '')}</td>"
-            f'<td class="err">{esc(error)}</td></tr>')
+            f'<td class="tools">{esc(c.get("tools") or "")}</td><td class="err">{esc(error)}</td></tr>')
     more = (f'<p class="note">Only the first {MAX_TABLE_CALLS:,} of {len(view.calls):,} calls are listed;'
             " `agentprobe calls --run RUN --json` lists them all.</p>" if len(view.calls) > MAX_TABLE_CALLS else "")
     return (f'<div class="run-block"><h3>{esc(name)}</h3>'
             '<label class="filter"><input type="checkbox" class="only-errors"> only failed or out-of-order calls</label>'
             '<div class="scroll"><table class="calls"><thead><tr><th>seq</th><th>done</th><th>start</th>'
             "<th>latency ms</th><th>model</th><th>status</th><th>finish</th><th>in</th><th>out</th>"
-            f"<th>conversation / turn</th><th>attempt</th><th>error</th></tr></thead><tbody>{''.join(rows)}"
+            f"<th>conversation / turn</th><th>attempt</th><th>tools (asked, run, returned)</th><th>error</th></tr>"
+            f"</thead><tbody>{''.join(rows)}"
             f"</tbody></table></div>{more}</div>")
 
 
