@@ -7,7 +7,7 @@ here, statement by statement (cached), outside string literals:
 - placeholders: `?` and `:name` become `%s` and `%(name)s` (and a literal `%` is doubled);
 - `a IS b` / `a IS NOT b` on values (SQLite's null-safe equality) become IS [NOT] DISTINCT FROM;
 - `group_concat(x)` becomes `string_agg(CAST(x AS TEXT), ',')`; scalar max(a, b) / min(a, b)
-  become GREATEST / LEAST;
+  become GREATEST / LEAST; `sum(a = b)` (a count in SQLite) becomes a sum of CASE;
 - LIKE is case-insensitive for ASCII in SQLite: ILIKE;
 - NULLs sort first in SQLite, last in PostgreSQL: ORDER BY terms get NULLS FIRST (ASC) or NULLS
   LAST (DESC), except on columns that are never NULL (ids, seq), so their indexes still serve;
@@ -112,7 +112,23 @@ def _split_args(text: str) -> list[str]:
     return [a.strip() for a in args]
 
 
-_FUNCTION = re.compile(r"\b(group_concat|max|min)\s*\(", re.I)
+_FUNCTION = re.compile(r"\b(group_concat|max|min|sum)\s*\(", re.I)
+# A condition at the top level of an expression: sum(x = 1) counts rows in SQLite, a type error in PostgreSQL.
+_CONDITION = re.compile(r"(=|<|>|\bIS\b|\bAND\b|\bOR\b|\bLIKE\b|\bILIKE\b|\bIN\b|\bNOT\b|\bEXISTS\b|\bBETWEEN\b)",
+                        re.I)
+
+
+def _top_level(text: str) -> str:
+    """text without what is inside its parentheses."""
+    out, depth = [], 0
+    for ch in text:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0:
+            out.append(ch)
+    return "".join(out)
 
 
 def _functions(code: str) -> str:
@@ -135,6 +151,12 @@ def _functions(code: str) -> str:
                 distinct, first = "DISTINCT ", first[len("DISTINCT"):].strip()
             sep = args[1] if len(args) > 1 else "','"
             out.append(f"string_agg({distinct}CAST({first} AS TEXT), {sep})")
+        elif name == "sum":
+            if _CONDITION.search(_top_level(inner)) and not re.match(r"\s*CASE\b", inner, flags=re.I):
+                # NULL stays NULL (not 0), as SQLite's sum of a comparison with NULL ignores the row.
+                out.append(f"sum(CASE WHEN {inner} THEN 1 WHEN NOT ({inner}) THEN 0 END)")
+            else:
+                out.append(f"sum({inner})")
         elif len(args) > 1:
             out.append(f"{'GREATEST' if name == 'max' else 'LEAST'}({', '.join(args)})")
         else:

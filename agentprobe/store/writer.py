@@ -448,6 +448,11 @@ def insert_rows(conn: sqlite3.Connection, built: list) -> None:
         [prompt for rows in built for prompt in rows.prompts],
     )
     insert_calls(conn, [rows.call for rows in built])
+    # Rows completed by a later capture (MCP answers on a session stream, tool results returned),
+    # after the inserts: the row may be in this same batch.
+    for call_id, fields in (u for rows in built for u in getattr(rows, "updates", ())):
+        conn.execute(f"UPDATE calls SET {', '.join(f'{c} = ?' for c in fields)} WHERE id = ?",
+                     [*fields.values(), call_id])
 
 
 BODY_COLUMNS = ("id", "content", "size", "content_type", "truncated")
