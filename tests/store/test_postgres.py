@@ -262,3 +262,70 @@ def test_dialect_translation(sql, expected):
     from agentprobe.store.dialect import to_postgres
 
     assert to_postgres(sql) == expected
+
+
+def test_trace_replay_and_serve_on_postgres(tmp_path, tls_ca_bundle, fake_provider_tls, pg_url):
+    """The commands that record (trace, replay, trace --serve) with $AGENTPROBE_DB a postgresql:// URL."""
+    from playback.test_serve import AGENT
+
+    (tmp_path / "agent.py").write_text(AGENT)
+    env = {"FAKE_URL": fake_provider_tls.url, "AGENTPROBE_DB": pg_url, "AGENTPROBE_CONFDIR": str(tmp_path / "conf")}
+    traced = run_cli("trace", "--upstream-ca", tls_ca_bundle, "--", sys.executable, str(tmp_path / "agent.py"),
+                     env=env)
+    assert traced.returncode == 0, traced.stderr
+    _no_password(traced.stdout, traced.stderr)
+    run_id = json.loads(run_cli("runs", "--json", env=env).stdout)[0]["id"]
+    replayed = run_cli("replay", run_id, "--upstream-ca", tls_ca_bundle, "--times", "1", "--json", env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert json.loads(replayed.stdout)["calls"] == 4
+    fake_provider_tls.stop()  # from here on there is no provider at all
+    served = run_cli("trace", "--serve", run_id, "--", sys.executable, str(tmp_path / "agent.py"), env=env)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout == traced.stdout
+    runs = json.loads(run_cli("runs", "--json", env=env).stdout)
+    assert [r["label"] for r in runs[:2]] == ["serve", "replay"]
+    assert all(r["parent_run_id"] == run_id for r in runs[:2])
+    _no_password(runs, served.stderr, replayed.stderr)
+    shown = run_cli("show", f"{run_id}#1", env=env)
+    assert shown.returncode == 0 and "Be brief." in shown.stdout
+
+
+def test_prune_beside_a_recorder_writing(tmp_path, tls_ca_bundle, fake_provider_tls, pg_url):
+    """Old runs that sent the same requests as the live one are pruned while it records: the live run
+    is kept, and none of its calls names a body or prompt that prune took."""
+    rec = Recorded(tmp_path, Path(tls_ca_bundle), db=pg_url, label="old")
+    try:
+        _agent(rec.openai(fake_provider_tls), "dev")
+    finally:
+        rec.stop()
+    open_db(pg_url).execute("UPDATE runs SET started_at = '2020-01-01T00:00:00+00:00'")
+    live = Recorded(tmp_path, Path(tls_ca_bundle), db=pg_url, label="live")
+    stop = threading.Event()
+    freed = []
+
+    def pruner():
+        while not stop.is_set():
+            done = run_cli("prune", "--older-than", "1d", "--json", "--db", pg_url)
+            assert done.returncode == 0, done.stderr
+            freed.append(json.loads(done.stdout))
+
+    thread = threading.Thread(target=pruner)
+    try:
+        thread.start()
+        client = live.openai(fake_provider_tls)
+        for _ in range(4):
+            _agent(client, "dev")  # the same requests, so the same bodies, as the old run's
+    finally:
+        stop.set()
+        thread.join()
+        live.stop()
+    assert sum(f["runs"] for f in freed) == 1 and all(f["kept_running"] == 0 for f in freed)
+    db = open_db(pg_url)
+    assert [r[0] for r in db.execute("SELECT label FROM runs")] == ["live"]
+    missing = db.execute(
+        "SELECT count(*) FROM calls c WHERE (c.request_body IS NOT NULL AND c.request_body NOT IN (SELECT id FROM bodies))"
+        " OR (c.response_body IS NOT NULL AND c.response_body NOT IN (SELECT id FROM bodies))"
+        " OR (c.system_prompt_sha256 IS NOT NULL AND c.system_prompt_sha256 NOT IN (SELECT sha256 FROM prompts))"
+        " OR (c.output_sha256 IS NOT NULL AND c.output_sha256 NOT IN (SELECT sha256 FROM prompts))").fetchone()[0]
+    assert missing == 0
+    assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == len(fake_provider_tls.requests) - 8
