@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .db import connect, open_db, resolve_path
 from .queries import resolve_run
 
-CHUNK = 500
+CHUNK = 5000
 # calls columns that name a row of prompts (what RowBuilder stores there).
 PROMPT_COLUMNS = ("system_prompt_sha256", "tools_sha256", "output_sha256")
 BODY_COLUMNS = ("request_body", "response_body")
@@ -52,6 +52,15 @@ def copy_runs(refs: list[str], source, target) -> Copied:
         src.conn.close()
 
 
+def _insert_many(dst, table: str, cols: list[str], rows: list) -> None:
+    """INSERT OR IGNORE of many rows; on PostgreSQL by COPY through a staging table (pg.insert_rows),
+    which copies a million calls in a fraction of executemany's time."""
+    if hasattr(dst, "insert_rows"):
+        dst.insert_rows(table, cols, [tuple(r) for r in rows], ignore_conflicts=True)
+    else:
+        dst.executemany(_insert_sql(table, cols), rows)
+
+
 def _insert_sql(table: str, cols: list[str]) -> str:
     return f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
 
@@ -76,7 +85,7 @@ def _copy_one(src, dst, run_id: str, shared: dict[str, list[str]], out: Copied) 
         bodies, prompts = set(), set()
         for start in range(0, len(rows), CHUNK):
             chunk = rows[start:start + CHUNK]
-            dst.executemany(_insert_sql("calls", call_cols), [list(r) for r in chunk])
+            _insert_many(dst, "calls", call_cols, [list(r) for r in chunk])
             for r in chunk:
                 row = dict(zip(call_cols, r))
                 bodies.update(row[c] for c in BODY_COLUMNS if row.get(c))
@@ -112,6 +121,6 @@ def _copy_keyed(src, dst, table: str, key: str, cols: list[str], keys: list[str]
                         r[at] = bytes(r[at]).decode("utf-8")
                     except UnicodeDecodeError:
                         r[at] = bytes(r[at])
-        dst.executemany(_insert_sql(table, cols), rows)
+        _insert_many(dst, table, cols, rows)
         added += len(rows)
     return added
