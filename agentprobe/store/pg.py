@@ -92,7 +92,10 @@ def _adapter_classes(psycopg):
         # (sum), a float otherwise, as SQLite returns them.
         def load(self, data):
             text = bytes(data).decode()
-            return float(text) if ("." in text or "e" in text or "N" in text) else int(text)
+            try:
+                return int(text)
+            except ValueError:
+                return float(text)
 
     class Bool(Loader):  # EXISTS (...) AS x, comparisons: 1 and 0, as SQLite
         def load(self, data):

@@ -15,7 +15,7 @@ import datetime as dt
 import re
 from dataclasses import asdict, dataclass
 
-from .db import StoreError, connect, resolve_path
+from .db import StoreError, connect, is_postgres, resolve_path
 from .transfer import BODY_COLUMNS, PROMPT_COLUMNS
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -47,6 +47,8 @@ class Pruned:
 def prune(db, older_than: dt.timedelta, *, label: str | None = None, dry_run: bool = False,
           now: dt.datetime | None = None) -> Pruned:
     target = resolve_path(db)
+    if not is_postgres(target) and not target.exists():  # pruning must never create a database
+        raise StoreError(f"no agentprobe database at {target}: nothing to prune (pass --db)")
     cutoff = ((now or dt.datetime.now(dt.UTC)) - older_than).isoformat()
     conn = connect(target, create=True)
     try:

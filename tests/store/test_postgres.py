@@ -176,6 +176,11 @@ def test_prune_on_sqlite_matches(tmp_path):
     done = json.loads(run_cli("prune", "--older-than", "1d", "--label", "x", "--json", "--db", str(db_path)).stdout)
     assert done["runs"] == 1 and done["calls"] == 3
     assert [r[0] for r in open_db(db_path).execute("SELECT id FROM runs")] == [new]
+    # Bad input: one line, exit 2, and no database made where there was none.
+    _one_line_exit_2(run_cli("prune", "--older-than", "1d", "--db", str(tmp_path / "none.db")))
+    assert not (tmp_path / "none.db").exists()
+    _one_line_exit_2(run_cli("prune", "--older-than", "thirty days", "--db", str(db_path)))
+    _one_line_exit_2(run_cli("copy", new, "--from", str(db_path), "--to", str(db_path)))
 
 
 def test_migrations_concurrent_and_newer_schema_refused(pg_url):
