@@ -435,7 +435,17 @@ class Writer:
 def insert_rows(conn: sqlite3.Connection, built: list) -> None:
     """Insert RowBuilder output (calls with their bodies and prompts) inside the caller's transaction."""
     if getattr(conn, "dialect", "sqlite") == "postgresql":
-        return _insert_rows_pg(conn, built)
+        _insert_rows_pg(conn, built)
+    else:
+        _insert_rows_sqlite(conn, built)
+    # Rows completed by a later capture (MCP answers on a session stream, tool results returned),
+    # after the inserts: the row may be in this same batch.
+    for call_id, fields in (u for rows in built for u in getattr(rows, "updates", ())):
+        conn.execute(f"UPDATE calls SET {', '.join(f'{c} = ?' for c in fields)} WHERE id = ?",
+                     [*fields.values(), call_id])
+
+
+def _insert_rows_sqlite(conn: sqlite3.Connection, built: list) -> None:
     # One statement per kind and column set: each sqlite call lets the proxy thread take the
     # GIL back, so per-row statements starve this thread while traffic is heavy.
     conn.executemany(
@@ -448,11 +458,6 @@ def insert_rows(conn: sqlite3.Connection, built: list) -> None:
         [prompt for rows in built for prompt in rows.prompts],
     )
     insert_calls(conn, [rows.call for rows in built])
-    # Rows completed by a later capture (MCP answers on a session stream, tool results returned),
-    # after the inserts: the row may be in this same batch.
-    for call_id, fields in (u for rows in built for u in getattr(rows, "updates", ())):
-        conn.execute(f"UPDATE calls SET {', '.join(f'{c} = ?' for c in fields)} WHERE id = ?",
-                     [*fields.values(), call_id])
 
 
 BODY_COLUMNS = ("id", "content", "size", "content_type", "truncated")
