@@ -190,7 +190,8 @@ def markdown(results: dict) -> str:
         other.append(f"| writer calls/s, SQLite / PostgreSQL ({pg['writer_calls']:,} calls) | "
                      f"{pg['sqlite_calls_per_s']:.0f} / {pg['postgres_calls_per_s']:.0f} ({pg['writer_ratio']:.0%}) |")
         s = pg["scan"]
-        other.append(f"| `scan --all` on PostgreSQL, {s['calls']:,} calls in 4 runs (copied in {s['copy_seconds']:.0f} s) | "
+        other.append(f"| `scan --all` on PostgreSQL, {s['calls']:,} calls in 4 runs"
+                     f" (copied in {s['copy_seconds']:.0f} s) | "
                      f"{s['scan_all_seconds']:.1f} s (SQLite {s['sqlite_scan_all_seconds']:.1f} s) |")
     scan = results.get("scan")
     if scan:

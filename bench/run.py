@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", dest="mode", const="quick", help="under 2 minutes (default)")
     group.add_argument("--full", action="store_const", dest="mode", const="full", help="longer, by hand")
-    parser.add_argument("--only", help="comma-separated phases: matrix,ttft,durability,memory,calls_json,scan,postgres,soak")
+    parser.add_argument("--only", help="comma-separated phases: matrix,ttft,durability,memory,calls_json,scan,"
+                                       "postgres,soak")
     parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
                         help="matrix: only this scenario (repeatable); to chase one cell")
     parser.add_argument("--no-save", action="store_true", help="print the table only; write nothing to bench/results")

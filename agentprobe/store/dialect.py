@@ -189,7 +189,7 @@ def _order_by_nulls(code: str) -> str:
             elif ch == ";" and depth == 0:
                 end = i
                 break
-            elif depth == 0 and _CLAUSE_END.match(code, i) and (i == 0 or not (code[i - 1].isalnum() or code[i - 1] == "_")):
+            elif depth == 0 and _CLAUSE_END.match(code, i) and not (i and (code[i - 1].isalnum() or code[i - 1] == "_")):
                 end = i
                 break
             i += 1

@@ -171,7 +171,8 @@ def test_prune_on_sqlite_matches(tmp_path):
     from synthetic import write_run
 
     db_path = tmp_path / "a.db"
-    old, new = write_run(db_path, 3, label="x"), write_run(db_path, 3, label="y")
+    write_run(db_path, 3, label="x")
+    new = write_run(db_path, 3, label="y")
     open_db(db_path, create=True).execute("UPDATE runs SET started_at = '2020-01-01T00:00:00+00:00'")
     done = json.loads(run_cli("prune", "--older-than", "1d", "--label", "x", "--json", "--db", str(db_path)).stdout)
     assert done["runs"] == 1 and done["calls"] == 3
@@ -328,7 +329,8 @@ def test_prune_beside_a_recorder_writing(tmp_path, tls_ca_bundle, fake_provider_
     db = open_db(pg_url)
     assert [r[0] for r in db.execute("SELECT label FROM runs")] == ["live"]
     missing = db.execute(
-        "SELECT count(*) FROM calls c WHERE (c.request_body IS NOT NULL AND c.request_body NOT IN (SELECT id FROM bodies))"
+        "SELECT count(*) FROM calls c WHERE"
+        " (c.request_body IS NOT NULL AND c.request_body NOT IN (SELECT id FROM bodies))"
         " OR (c.response_body IS NOT NULL AND c.response_body NOT IN (SELECT id FROM bodies))"
         " OR (c.system_prompt_sha256 IS NOT NULL AND c.system_prompt_sha256 NOT IN (SELECT sha256 FROM prompts))"
         " OR (c.output_sha256 IS NOT NULL AND c.output_sha256 NOT IN (SELECT sha256 FROM prompts))").fetchone()[0]
