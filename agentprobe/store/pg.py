@@ -240,10 +240,12 @@ class PgConnection:
         psycopg = _psycopg()
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
         text = self.url.mask(first)
-        if connecting or isinstance(e, psycopg.OperationalError) or self.closed:
-            err = sqlite3.OperationalError(f"cannot reach the PostgreSQL database {self.url}: {text}")
+        if connecting or self.closed:  # no server, wrong credentials, or the connection died under us
+            err = sqlite3.OperationalError(f"cannot connect to the PostgreSQL database {self.url}: {text}")
             err.connection_lost = True  # type: ignore[attr-defined]
             return err
+        if isinstance(e, psycopg.OperationalError):  # a deadlock, a cancelled statement: the connection lives
+            return sqlite3.OperationalError(text)
         if isinstance(e, psycopg.errors.IntegrityError):
             return sqlite3.IntegrityError(text)
         if isinstance(e, (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction)):
