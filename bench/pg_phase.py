@@ -4,7 +4,9 @@
    redaction, token counting, batched inserts) fed the same synthetic chat calls, once into a
    SQLite file and once into a PostgreSQL database, alternating, best of the rounds. The goal is
    the ratio PG/SQLite >= 0.9.
-2. `scan --all` over a synthetic database (bench/synth.py, four runs) copied into PostgreSQL with
+2. Durability lag through `record --db postgresql://...`: the durability phase's probes, each
+   timed from the end of its response to its row being readable from another connection to PG;
+3. `scan --all` over a synthetic database (bench/synth.py, four runs) copied into PostgreSQL with
    `agentprobe copy`, timed as a user runs it.
 
 The server is a real one started for the phase (tests/pg_server.py), with fsync on and
@@ -71,7 +73,26 @@ def _writer_rate(target, n: int) -> float:
     return n / elapsed
 
 
-def measure_postgres(tmp: Path, writer_calls: int, scan_calls: int, rounds: int = 3) -> dict:
+async def _durability(tmp: Path, url: str, probes: int) -> dict:
+    """measure_durability's probes (idle, under load, CPU-saturating) through a `record --db URL`."""
+    from loadgen import Target
+    from phases import measure_durability
+    from processes import PY, ROOT, Proc, child_env, start_fake
+
+    fake, provider = start_fake()
+    proc = Proc("agentprobe-pg", [PY, "-m", "agentprobe", "record", "--port", "0", "--db", url, "--confdir",
+                                  str(tmp / "agentprobe-pg-conf"), "--label", "bench"], env=child_env(), cwd=ROOT)
+    try:
+        port = int(proc.wait_for(r"recording run \S+ on http://127\.0\.0\.1:(\d+)").group(1))
+        target = Target("agentprobe-pg", ("127.0.0.1", port), provider, True)
+        return await measure_durability(target, url, probes)
+    finally:
+        proc.stop()
+        fake.stop(15)
+
+
+async def measure_postgres(tmp: Path, writer_calls: int, scan_calls: int, probes: int = 60,
+                           rounds: int = 3) -> dict:
     from pg_server import PgServer, find_bindir, new_database
 
     bindir = find_bindir()
@@ -91,6 +112,7 @@ def measure_postgres(tmp: Path, writer_calls: int, scan_calls: int, rounds: int 
         log(f"writer: SQLite {out['sqlite_calls_per_s']} calls/s, PostgreSQL {out['postgres_calls_per_s']}"
             f" calls/s (ratio {out['writer_ratio']:.2f}; rounds {[round(x) for x in sqlite_rates]}"
             f" / {[round(x) for x in pg_rates]})")
+        out["durability"] = await _durability(tmp, new_database(server.base_url()), probes)
 
         from phases import _timed_cli
         from synth import make_db

@@ -175,10 +175,16 @@ class RowWatcher(threading.Thread):
         self.stop_flag = threading.Event()
 
     def run(self) -> None:
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5, check_same_thread=False)
-        last = conn.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()[0]
+        if str(self.db).startswith("postgresql://"):  # bench/pg_phase.py: a recorder writing to PostgreSQL
+            from agentprobe.store.db import open_db
+
+            conn, key = open_db(str(self.db)).conn, "seq"  # one run in the database: seq only grows
+        else:
+            conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+            key = "rowid"
+        last = conn.execute(f"SELECT coalesce(max({key}), 0) FROM calls").fetchone()[0]
         while not self.stop_flag.is_set():
-            rows = conn.execute("SELECT rowid, path FROM calls WHERE rowid > ?", (last,)).fetchall()
+            rows = conn.execute(f"SELECT {key}, path FROM calls WHERE {key} > ?", (last,)).fetchall()
             now = time.perf_counter()
             for rowid, path in rows:
                 last = max(last, rowid)

@@ -95,6 +95,14 @@ def goals(results: dict, mode: str) -> list[dict]:
         goal(f"PostgreSQL writer >= {GOAL_PG_WRITER_RATIO:.0%} of the SQLite writer's calls/s", pg["writer_ratio"]
              >= GOAL_PG_WRITER_RATIO, f"{pg['postgres_calls_per_s']:.0f} vs {pg['sqlite_calls_per_s']:.0f} calls/s"
              f" ({pg['writer_ratio']:.0%}, best of {pg['rounds']} rounds of {pg['writer_calls']:,} calls)")
+        dur = pg.get("durability") or {}
+        if dur:
+            worst = max(dur, key=lambda k: dur[k]["p99_ms"] or 0)
+            missing = sum(v["missing"] for v in dur.values())
+            goal(f"durability lag p99 <= {GOAL_DURABILITY_P99_S:g} s recording into PostgreSQL",
+                 (dur[worst]["p99_ms"] or 0) <= GOAL_DURABILITY_P99_S * 1000 and not missing,
+                 f"worst p99 {dur[worst]['p99_ms'] or 0:.1f} ms ({worst})"
+                 + (f"; {missing} probe rows never appeared" if missing else ""))
         s = pg["scan"]
         if s["calls"] >= 1_000_000:
             goal(f"scan --all of {s['calls']:,} calls on PostgreSQL <= {GOAL_SCAN_1M_S:g} s",

@@ -226,7 +226,8 @@ async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None, fastpa
         fake.stop(15)
     await phase("calls_json", lambda: measure_calls_json(tmp, cfg["calls_json"]), "calls --json")
     await phase("scan", lambda: measure_scan(tmp, cfg["scan_calls"]))
-    await phase("postgres", lambda: measure_postgres(tmp, cfg["pg_writer_calls"], cfg["pg_scan_calls"]),
+    await phase("postgres", lambda: measure_postgres(tmp, cfg["pg_writer_calls"], cfg["pg_scan_calls"],
+                                                     cfg["durability_probes"]),
                 "PostgreSQL: the writer against SQLite's, scan --all (a server started for the phase)")
     if cfg.get("soak_seconds"):
         await phase("soak", lambda: measure_soak(cfg["soak_seconds"]),
