@@ -43,7 +43,9 @@ def _check(value, where: str, *schema_path: str, source: Path) -> None:
         return
     error = min(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
     field = "/".join([where, *map(str, error.absolute_path)])
-    raise TraceError(f"{source}: field {field}: {error.message}")
+    # A key of the file is in the path and in the message: one line however it is spelled (a "\n" key).
+    message = f"{field}: {error.message}".encode("unicode_escape").decode("ascii")
+    raise TraceError(f"{source}: field {message}")
 
 
 def check_header(sk: Skeleton, path: Path) -> None:
