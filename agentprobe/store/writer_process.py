@@ -337,8 +337,15 @@ class WriterProcess:
         """The calls rows of every run this recorder wrote to; None if the database cannot say."""
         import sqlite3
 
+        from .db import is_postgres
+
         try:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            if is_postgres(self.path):
+                from .pg import PgConnection
+
+                conn = PgConnection(self.path)
+            else:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
             try:
                 marks = ",".join("?" * len(self._run_ids))
                 return conn.execute(f"SELECT count(*) FROM calls WHERE run_id IN ({marks})",
