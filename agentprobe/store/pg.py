@@ -334,9 +334,9 @@ class PgConnection:
             with cur.copy(f"COPY {into} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
-            if ignore_conflicts:
-                cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {into} ON CONFLICT DO NOTHING")
-                cur.execute(f"DELETE FROM {into}")
+            if ignore_conflicts:  # emptied and moved in one statement: one round trip less per table and batch
+                cur.execute(f"WITH moved AS (DELETE FROM {into} RETURNING {names})"
+                            f" INSERT INTO {table} ({names}) SELECT {names} FROM moved ON CONFLICT DO NOTHING")
 
     def close(self) -> None:
         if self._raw is not None:
