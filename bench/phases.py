@@ -178,13 +178,20 @@ class RowWatcher(threading.Thread):
         if str(self.db).startswith("postgresql://"):  # bench/pg_phase.py: a recorder writing to PostgreSQL
             from agentprobe.store.db import open_db
 
-            conn, key = open_db(str(self.db)).conn, "seq"  # one run in the database: seq only grows
+            # seq is dispatch order, not commit order: look back over the calls that may still be
+            # committing (a few thousand under load) instead of only past the highest seen.
+            conn, key, back = open_db(str(self.db)).conn, "seq", 5000
+            [(run_id,)] = conn.execute("SELECT id FROM runs").fetchall()  # the recorder's one run
+            # Its probes only (the index on run and seq), a poll every 5 ms: the watcher must not be the load.
+            sql, params, self.interval = (f"SELECT {key}, path FROM calls WHERE run_id = ? AND {key} > ?"
+                                          " AND path LIKE '%bench_probe=%'", [run_id], 0.005)
         else:
             conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5, check_same_thread=False)
-            key = "rowid"
+            key, back = "rowid", 0  # rowid is commit order
+            sql, params = f"SELECT {key}, path FROM calls WHERE {key} > ?", []
         last = conn.execute(f"SELECT coalesce(max({key}), 0) FROM calls").fetchone()[0]
         while not self.stop_flag.is_set():
-            rows = conn.execute(f"SELECT {key}, path FROM calls WHERE {key} > ?", (last,)).fetchall()
+            rows = conn.execute(sql, [*params, last - back]).fetchall()
             now = time.perf_counter()
             for rowid, path in rows:
                 last = max(last, rowid)
