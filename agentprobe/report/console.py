@@ -46,8 +46,6 @@ def call_refs(calls: list[dict], limit: int = 8) -> str:
 
 
 def print_findings(findings: list[Finding], meta: dict, console: Console | None = None) -> None:
-    from rich.padding import Padding
-
     console = console or terminal()
     scanned = scanned_text(meta)
     if not findings:
@@ -57,20 +55,25 @@ def print_findings(findings: list[Finding], meta: dict, console: Console | None 
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     console.print(f"[bold]{len(findings)} finding(s)[/bold] in {escape(scanned)}: {summary}\n")
 
-    def indented(text: Text) -> Padding:  # wrapped lines keep the indent
-        return Padding(text, (0, 0, 0, 4))
+    def indented(text: Text) -> None:  # wrapped lines keep the indent, and get no trailing blanks
+        for line in text.wrap(console, max(console.width - 4, 20)):
+            line.rstrip()
+            console.print(Text("    ") + line)
 
     for f in findings:
         head = Text()
         head.append(f" {f.severity.upper()} ", style=SEVERITY_STYLE[f.severity])
-        head.append(f" {f.rule}  ", style="bold")
-        head.append(f.title)
-        console.print(head)
+        head.append(f" {f.rule}", style="bold")
+        if head.cell_len + 2 + Text(f.title).cell_len <= console.width:
+            console.print(head + Text("  " + f.title))
+        else:  # a title that would wrap under the severity goes on its own, indented, line
+            console.print(head)
+            indented(Text(f.title))
         for line in f.evidence.splitlines():
-            console.print(indented(Text(line, style="dim" if line.startswith(("+", "-", "@")) else "")))
+            indented(Text(line, style="dim" if line.startswith(("+", "-", "@")) else ""))
         if f.calls:
-            console.print(indented(Text(f"calls: {call_refs(f.calls)}", style="dim")))
-        console.print(indented(Text("fix: ", style="green") + Text(f.fix)))
+            indented(Text(f"calls: {call_refs(f.calls)}", style="dim"))
+        indented(Text("fix: ", style="green") + Text(f.fix))
         console.print()
 
 
