@@ -105,6 +105,7 @@ class WriterProcess:
         self._lock = threading.Lock()
         self._last_loss_log = 0.0
         self._segment: dict[str, Any] | None = None  # the run begun by begin_run(), until end_run()
+        self._run_ids: list[str] = [self.run["id"]]  # every run this recorder wrote calls to
         self._flushes: dict[int, threading.Event] = {}
         self._flush_ids = itertools.count(1)
 
@@ -176,6 +177,7 @@ class WriterProcess:
     def begin_run(self, run: dict[str, Any]) -> None:
         """Insert another run row; calls tagged with its id (Capture.run_id) are written to it."""
         self._segment = run
+        self._run_ids.append(run["id"])
         self._control(("begin", run))
 
     def end_run(self, run_id: str, **fields: Any) -> None:
@@ -289,19 +291,19 @@ class WriterProcess:
         self.deaths += 1
         self.last_error = f"the writer process died ({how})"
         dead.close_pipes()
-        replacement, rows = None, None
+        # Counted before another writer adds rows, and from the database, not from the dead one's
+        # last stats (sent every few hundred ms, so behind what it committed): exact.
+        rows = self._rows_in_db()
+        replacement = None
         if self.deaths <= MAX_RESTARTS:
             try:
-                replacement, rows = self._spawn(resume=True)
+                replacement, _ = self._spawn(resume=True)
             except (StoreError, OSError) as e:
                 self.last_error += f"; could not restart it: {e}"
         handed_to_dead = self._handed_to_dead + dead.handed
         self._handed_to_dead = handed_to_dead
-        if rows is not None:
-            # Exact: every call the dead writers were handed is now a row, or lost.
-            self._lost_with_dead = max(0, handed_to_dead - rows)
-        else:
-            self._lost_with_dead = handed_to_dead - self.calls_written
+        # Every call the dead writers were handed is now a row, or lost.
+        self._lost_with_dead = max(0, handed_to_dead - (self.calls_written if rows is None else rows))
         self.calls_lost = self._lost_here + self._lost_with_dead
         if replacement is not None:
             try:  # its run row shows the loss from now on, and its count includes it
@@ -327,6 +329,21 @@ class WriterProcess:
     _handed_to_dead = 0
     _lost_with_dead_sent = 0
 
+    def _rows_in_db(self) -> int | None:
+        """The calls rows of every run this recorder wrote to; None if the database cannot say."""
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            try:
+                marks = ",".join("?" * len(self._run_ids))
+                return conn.execute(f"SELECT count(*) FROM calls WHERE run_id IN ({marks})",
+                                    self._run_ids).fetchone()[0]
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return None
+
     def _settle_in_parent(self, fields: dict, handed: int) -> None:
         """End the run row ourselves when no writer is left to do it."""
         import sqlite3
@@ -334,7 +351,9 @@ class WriterProcess:
         try:
             conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
             try:
-                rows = conn.execute("SELECT count(*) FROM calls WHERE run_id = ?", [self.run["id"]]).fetchone()[0]
+                marks = ",".join("?" * len(self._run_ids))
+                rows = conn.execute(f"SELECT count(*) FROM calls WHERE run_id IN ({marks})",
+                                    self._run_ids).fetchone()[0]
                 self.calls_lost = max(self.calls_lost,
                                       self._lost_here + self._handed_to_dead + handed - rows)
                 conn.execute("UPDATE runs SET status = ?, ended_at = ?, exit_code = ?, calls_lost = ? WHERE id = ?",

@@ -17,7 +17,6 @@ from urllib.parse import quote, unquote
 
 import sqlite_utils
 
-import sqlite_utils
 
 from agentprobe.capture.exchange import Capture
 from agentprobe.capture.redact import REDACTED, SHAPES

@@ -57,6 +57,7 @@ class RunView:
     span: float = 0.0
     inversions: list[tuple[dict, dict]] = field(default_factory=list)
     truncated_timeline: int = 0
+    details: dict[int, dict] = field(default_factory=dict)  # seq -> report.call_view for the calls table
 
 
 def is_error(call: dict) -> bool:
@@ -68,6 +69,17 @@ def _inversions(calls: list[dict]) -> list[tuple[dict, dict]]:
     # The sweep race_condition/completion_inversion counts, so the picture marks exactly its pairs.
     llm = [(i, c["completion_seq"], c["started_at"], c["ended_at"]) for i, c in enumerate(calls) if c["api"] is not None]
     return [(calls[a], calls[b]) for a, b in inverted_pairs(llm)]
+
+
+def load_details(db: sqlite_utils.Database, view: RunView, findings: list) -> None:
+    """What each listed call asked and got, for the calls table's expandable rows."""
+    from ..call_view import call_view
+
+    for call in view.calls[:MAX_TABLE_CALLS]:
+        try:
+            view.details[call["seq"]] = call_view(db, view.run_id, call["seq"], findings=findings)
+        except LookupError:
+            continue
 
 
 def load_run(db: sqlite_utils.Database, run_id: str) -> RunView:
