@@ -284,6 +284,8 @@ def test_every_printed_reference_is_taken_back(world):
         out = world.tmp / "report.html"
         report = ap("report", ref, "-o", str(out), db=world.db)
         assert report.code == 0 and world.run in out.read_text(), (ref, report.err)
+        diff = ap("diff", ref, world.other[-6:], "--json", db=world.db)
+        assert diff.code == 1 and json.loads(diff.out)["run_a"]["id"] == world.run, (ref, diff.err)
 
 
 # --- Explain every exit ------------------------------------------------------------------------------
@@ -359,6 +361,21 @@ def test_conflicting_or_meaningless_options_are_one_line_and_exit_2(world, tmp_p
     assert r.code == 2, (args, r.out, r.err)
     assert needle in r.err and len(r.err.strip().splitlines()) == 1, r.err
     assert "Traceback" not in r.err and r.out == ""
+
+
+def test_importing_a_run_already_there_under_another_label_is_an_error_not_ignored(world, tmp_path):
+    trace = tmp_path / "run.json"
+    assert ap("export", world.run, "-o", str(trace), db=world.db).code == 0
+    before = world.db.read_bytes()
+    again = ap("import", str(trace), db=world.db)  # the same file again: checked, not imported twice
+    assert again.code == 0 and again.out.strip() == world.run
+    relabel = ap("import", str(trace), "--label", "prod", db=world.db)
+    assert relabel.code == 2 and len(relabel.err.strip().splitlines()) == 1, relabel.err
+    assert "already in this database, labelled 'dev'" in relabel.err
+    assert world.db.read_bytes() == before
+    elsewhere = tmp_path / "other.db"
+    assert ap("import", str(trace), "--label", "prod", db=elsewhere).code == 0
+    assert json.loads(ap("runs", "--json", db=elsewhere).out)[0]["label"] == "prod"
 
 
 def test_agentprobe_alone_prints_its_help_and_exits_0():
