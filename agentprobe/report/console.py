@@ -49,7 +49,10 @@ def print_findings(findings: list[Finding], meta: dict, console: Console | None 
     console = console or terminal()
     scanned = scanned_text(meta)
     if not findings:
-        console.print(f"[green]no findings[/green] in {escape(scanned)}")
+        if scanned == "no runs":  # not "no findings in no runs"
+            console.print("no findings: there was no run to scan")
+        else:
+            console.print(f"[green]no findings[/green] in {escape(scanned)}")
         return
     counts = {s: sum(f.severity == s for f in findings) for s in ("critical", "high", "medium", "low")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
@@ -349,10 +352,17 @@ def print_call(view: dict, console: Console | None = None) -> None:
         console.print(Text("(no answer recorded)", style="dim"))
     console.print(Rule(style="dim"))
     t, u = view["timing"], view["usage"]
-    console.print(f"timing: latency {cell(t.get('latency_ms'))} ms, first byte {cell(t.get('ttft_ms'))} ms,"
-                  f" sent #{t.get('seq')}, finished #{t.get('completion_seq')}, started {t.get('started_at')}")
-    console.print(f"usage: in {cell(u.get('input_tokens'))} / out {cell(u.get('output_tokens'))}"
-                  f" ({u.get('usage_source') or 'not reported'}); counted {cell(u.get('counted_input_tokens'))}"
+
+    def ms(value) -> str:  # a time that was never measured (no first byte) is "-", not " ms"
+        return "-" if value is None else f"{cell(value)} ms"
+
+    def n(value) -> str:
+        return "-" if value is None else cell(value)
+
+    console.print(f"timing: latency {ms(t.get('latency_ms'))}, first byte {ms(t.get('ttft_ms'))},"
+                  f" sent #{t.get('seq')}, finished #{n(t.get('completion_seq'))}, started {t.get('started_at')}")
+    console.print(f"usage: in {n(u.get('input_tokens'))} / out {n(u.get('output_tokens'))}"
+                  f" ({u.get('usage_source') or 'not reported'}); counted {n(u.get('counted_input_tokens'))}"
                   f" with {u.get('tokenizer') or '-'}")
     rest = {k: v for k, v in outcome.items() if k != "status"}
     if rest:

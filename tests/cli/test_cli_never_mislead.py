@@ -60,6 +60,10 @@ def test_an_upstream_the_proxy_cannot_verify_is_one_clear_line_a_finding_and_no_
     assert re.search(r"agentprobe: \d+ finding\(s\) at or above high \(worst: (critical|high) \S+", line)
     assert "upstream_unreachable" in gate.out
     # The calls say what happened to them, too.
+    shown = ap("show", "latest#1", db=db)
+    assert shown.code == 0 and "status no response" in shown.out and "upstream_tls_error" in shown.out
+    assert "api_latency/upstream_unreachable" in shown.out
+    assert "first byte -," in shown.out and "usage: in - / out -" in shown.out  # nothing measured, said so
     calls = json.loads(ap("calls", "--json", db=db).out)
     assert calls and {c["error_type"] for c in calls} == {"upstream_tls_error"}
     assert all(c["status"] in (None, 502) for c in calls)

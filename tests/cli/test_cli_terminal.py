@@ -225,6 +225,8 @@ def test_show_joins_a_streamed_answer(world):
     r = ap("show", f"{world.run}#2", db=world.db)
     assert r.code == 0, r.err
     assert "All systems nominal, nothing to report." in r.out
+    assert "stream=yes" in r.out  # the flag as sent, not SQLite's 1
+    assert json.loads(ap("show", f"{world.run}#2", "--json", db=world.db).out)["settings"]["stream"] is True
 
 
 def test_show_lists_the_findings_that_cite_the_call(world):
@@ -376,6 +378,14 @@ def test_importing_a_run_already_there_under_another_label_is_an_error_not_ignor
     elsewhere = tmp_path / "other.db"
     assert ap("import", str(trace), "--label", "prod", db=elsewhere).code == 0
     assert json.loads(ap("runs", "--json", db=elsewhere).out)[0]["label"] == "prod"
+
+
+def test_scanning_every_run_of_an_empty_database_says_there_was_none(tmp_path):
+    from agentprobe.store.db import open_db
+
+    open_db(tmp_path / "empty.db", create=True)
+    r = ap("scan", "--all", db=tmp_path / "empty.db")
+    assert r.code == 0 and r.out.strip() == "no findings: there was no run to scan"
 
 
 def test_agentprobe_alone_prints_its_help_and_exits_0():
