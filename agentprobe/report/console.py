@@ -176,8 +176,8 @@ def no_llm_call_lines(summary: dict) -> list[str]:
         causes.append(f"{summary['calls']} request(s) did go through the proxy, but none to an API agentprobe"
                       " recognises as an LLM's (`agentprobe calls` lists them)")
     causes += [
-        "a client that ignores HTTPS_PROXY: Node's built-in fetch before Node 24 (the openai, Anthropic and"
-        " Vercel AI npm SDKs use it), aiohttp without trust_env=True",
+        "a client that reads no proxy setting (a raw socket, http.client, aiohttp with an explicit"
+        " trust_env=False, a process the command did not start itself)",
         "NO_PROXY (or no_proxy) names the provider's host, e.g. localhost or 127.0.0.1 for a local model server",
         "a base URL (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, base_url=...) pointing at a server the client reaches"
         " without the proxy: `agentprobe record --upstream URL` records it in reverse mode",
