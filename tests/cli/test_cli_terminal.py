@@ -414,3 +414,15 @@ def test_scan_evidence_of_a_changed_prompt_keeps_the_sides_apart(world):
     assert changed, [f["rule"] for f in data["findings"]]
     lines = changed[0]["evidence"].splitlines()
     assert f"-{SYSTEM}" in lines and "+You are a terse assistant. Never apologise." in lines
+
+
+def test_runs_of_an_empty_database_says_so(tmp_path):
+    from agentprobe.store.db import connect
+
+    db = tmp_path / "empty.db"
+    connect(db, create=True).close()
+    r = ap("runs", db=db, columns=80)
+    assert r.code == 0 and r.out == ""
+    assert "no runs in this database yet" in r.err and "agentprobe trace -- CMD" in r.err
+    assert "no run labelled 'prod'" in ap("runs", "--label", "prod", db=db).err
+    assert ap("runs", "--json", db=db).out.strip() == "[]"  # a machine still gets its empty list
