@@ -44,7 +44,13 @@ CALL_COLUMNS = [
 def runs(db, label, limit, fmt):
     """List recorded runs, newest first."""
     database = open_db(db)
-    emit(list_runs(database, label=label, limit=limit), fmt, RUN_COLUMNS, title="runs")
+    found = list_runs(database, label=label, limit=limit)
+    if not found and fmt.format == "table":
+        # An empty table says nothing; machine formats still get their empty list.
+        what = f"no run labelled {label!r}" if label else "no runs"
+        click.echo(f"agentprobe: {what} in this database yet: record one with agentprobe trace -- CMD", err=True)
+        return
+    emit(found, fmt, RUN_COLUMNS, title="runs")
 
 
 @click.command()

@@ -352,7 +352,8 @@ def call_detail(view: dict) -> str:
     """A call's request and answer (what `agentprobe show` prints), for its row's expansion."""
     req, answer = view["request"], view["answer"]
     parts = []
-    settings = ", ".join(f"{k}={v}" for k, v in view["settings"].items()) or "none sent (provider defaults)"
+    settings = ", ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in view["settings"].items()) \
+        or "none sent (provider defaults)"
     t, c = view["timing"], view["call"]
     place = [f"sent #{t.get('seq')}, finished #{t.get('completion_seq')}", f"started {t.get('started_at') or '–'}"]
     if t.get("ttft_ms") is not None:
