@@ -175,10 +175,23 @@ class RowWatcher(threading.Thread):
         self.stop_flag = threading.Event()
 
     def run(self) -> None:
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5, check_same_thread=False)
-        last = conn.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()[0]
+        if str(self.db).startswith("postgresql://"):  # bench/pg_phase.py: a recorder writing to PostgreSQL
+            from agentprobe.store.db import open_db
+
+            # seq is dispatch order, not commit order: look back over the calls that may still be
+            # committing (a few thousand under load) instead of only past the highest seen.
+            conn, key, back = open_db(str(self.db)).conn, "seq", 5000
+            [(run_id,)] = conn.execute("SELECT id FROM runs").fetchall()  # the recorder's one run
+            # Its probes only (the index on run and seq), a poll every 5 ms: the watcher must not be the load.
+            sql, params, self.interval = (f"SELECT {key}, path FROM calls WHERE run_id = ? AND {key} > ?"
+                                          " AND path LIKE '%bench_probe=%'", [run_id], 0.005)
+        else:
+            conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+            key, back = "rowid", 0  # rowid is commit order
+            sql, params = f"SELECT {key}, path FROM calls WHERE {key} > ?", []
+        last = conn.execute(f"SELECT coalesce(max({key}), 0) FROM calls").fetchone()[0]
         while not self.stop_flag.is_set():
-            rows = conn.execute("SELECT rowid, path FROM calls WHERE rowid > ?", (last,)).fetchall()
+            rows = conn.execute(sql, [*params, last - back]).fetchall()
             now = time.perf_counter()
             for rowid, path in rows:
                 last = max(last, rowid)

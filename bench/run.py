@@ -21,7 +21,9 @@ local fake provider directly, through a bare `mitmdump` (no addon) and through
 4. resident memory of the `record` process after 1,000 and N calls, and during a
    50 MB streamed response;
 5. `agentprobe calls --json` over 100,000 synthetic calls, and `scan` over
-   100,000 (quick) or 100,000 and 1,000,000 (full) synthetic calls (bench/synth.py).
+   100,000 (quick) or 100,000 and 1,000,000 (full) synthetic calls (bench/synth.py);
+6. PostgreSQL (bench/pg_phase.py): the writer's calls/s into PG against SQLite, and `scan --all`
+   over 20,000 (quick) or 1,000,000 (full) synthetic calls copied into PG.
 
 `--fastpath off` runs `record` with AGENTPROBE_FASTPATH=0 (plain mitmproxy); `--fastpath each`
 adds, in the matrix and the TTFT phase, `record` with every patch off and with each patch
@@ -67,6 +69,7 @@ from phases import (  # noqa: E402
     measure_soak,
     measure_ttft,
 )
+from pg_phase import measure_postgres  # noqa: E402
 from processes import (  # noqa: E402
     Proc,
     check_checkout,
@@ -92,6 +95,8 @@ MODES = {
         "stream_mb": 50,
         "calls_json": 100_000,
         "scan_calls": (100_000,),
+        "pg_writer_calls": 2_000,
+        "pg_scan_calls": 20_000,
     },
     "full": {
         "duration": 3.0,
@@ -103,6 +108,8 @@ MODES = {
         "stream_mb": 50,
         "calls_json": 100_000,
         "scan_calls": (100_000, 1_000_000),
+        "pg_writer_calls": 20_000,
+        "pg_scan_calls": 1_000_000,
         "soak_seconds": 180,
     },
 }
@@ -219,6 +226,9 @@ async def run_all(mode: str, cfg: dict, tmp: Path, only: set[str] | None, fastpa
         fake.stop(15)
     await phase("calls_json", lambda: measure_calls_json(tmp, cfg["calls_json"]), "calls --json")
     await phase("scan", lambda: measure_scan(tmp, cfg["scan_calls"]))
+    await phase("postgres", lambda: measure_postgres(tmp, cfg["pg_writer_calls"], cfg["pg_scan_calls"],
+                                                     cfg["durability_probes"]),
+                "PostgreSQL: the writer against SQLite's, scan --all (a server started for the phase)")
     if cfg.get("soak_seconds"):
         await phase("soak", lambda: measure_soak(cfg["soak_seconds"]),
                     f"soak: 64 concurrent streams for {cfg['soak_seconds']} s (tests/test_load.py, marked slow)")
@@ -232,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_const", dest="mode", const="quick", help="under 2 minutes (default)")
     group.add_argument("--full", action="store_const", dest="mode", const="full", help="longer, by hand")
-    parser.add_argument("--only", help="comma-separated phases: matrix,ttft,durability,memory,calls_json,scan,soak")
+    parser.add_argument("--only", help="comma-separated phases: matrix,ttft,durability,memory,calls_json,scan,"
+                                       "postgres,soak")
     parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS],
                         help="matrix: only this scenario (repeatable); to chase one cell")
     parser.add_argument("--no-save", action="store_true", help="print the table only; write nothing to bench/results")

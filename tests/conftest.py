@@ -1,4 +1,4 @@
-pytest_plugins = ["proxy_fixtures"]
+pytest_plugins = ["proxy_fixtures", "pg_fixtures"]
 
 import ssl
 

@@ -56,14 +56,18 @@ class Recorded:
     """A started Recording plus what a test needs to talk through it and read it back."""
 
     def __init__(self, tmp_path: Path, upstream_ca: Path, upstream: str | None = None, *,
-                 fastpath: frozenset[str] | None = None, **recording_options) -> None:
-        """fastpath=None follows $AGENTPROBE_FASTPATH, as `record` does; tests of a patch pass ALL_PATCHES."""
-        self.db_path = tmp_path / "agentprobe.db"
+                 fastpath: frozenset[str] | None = None, db: str | None = None, label: str = "test",
+                 **recording_options) -> None:
+        """fastpath=None follows $AGENTPROBE_FASTPATH, as `record` does; tests of a patch pass ALL_PATCHES.
+        db: another store than a SQLite file in tmp_path (a postgresql:// URL)."""
+        from agentprobe.store.db import resolve_path
+
+        self.db_path = resolve_path(db) if db else tmp_path / "agentprobe.db"
         self.confdir = tmp_path / "conf"
         self.recording = Recording(
             self.db_path,
             ProxyConfig(confdir=self.confdir, upstream_ca=upstream_ca, upstream=upstream, fastpath=fastpath),
-            label="test",
+            label=label,
             **recording_options,
         ).start()
         self.url = self.recording.url
@@ -101,12 +105,14 @@ class Recorded:
         self.recording.stop()
 
     def calls(self) -> list[dict]:
-        self.stop()
-        db = sqlite_utils.Database(self.db_path)
-        return list(db.query("SELECT * FROM calls ORDER BY seq"))
+        return list(self.db().query("SELECT * FROM calls ORDER BY seq"))
 
     def db(self) -> sqlite_utils.Database:
         self.stop()
+        if not isinstance(self.db_path, Path):  # PostgreSQL: the same query/execute surface
+            from agentprobe.store.db import open_db
+
+            return open_db(self.db_path)
         return sqlite_utils.Database(self.db_path)
 
 

@@ -175,11 +175,11 @@ def conversation_lines(db, run_id: str, windows: dict[str, int]) -> list[Item]:
     # Aggregate in SQL first: a run with thousands of conversations must not be pulled into Python.
     top = list(db.query(
         f"SELECT conversation_id, count(*) AS calls, max({tokens_sql}) AS peak,"
-        f" (SELECT model FROM calls c2 WHERE c2.run_id = calls.run_id AND c2.conversation_id = calls.conversation_id"
+        f" (SELECT model FROM calls c2 WHERE c2.run_id = ? AND c2.conversation_id = calls.conversation_id"
         f"  ORDER BY {tokens_sql} DESC LIMIT 1) AS model"
         f" FROM calls WHERE run_id = ? AND conversation_id IS NOT NULL"
-        f" GROUP BY conversation_id ORDER BY peak IS NULL, peak DESC, conversation_id LIMIT ?",
-        [run_id, TOP_CONVERSATIONS]))
+        f" GROUP BY conversation_id ORDER BY max({tokens_sql}) DESC NULLS LAST, conversation_id LIMIT ?",
+        [run_id, run_id, TOP_CONVERSATIONS]))
     items = []
     for rank, conv in enumerate(top):
         points = [t for (t,) in db.execute(

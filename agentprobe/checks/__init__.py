@@ -4,6 +4,8 @@ few rows a finding cites, so a million recorded calls scan in seconds."""
 
 from __future__ import annotations
 
+import json
+
 from . import (
     agent_config,
     api_latency,
@@ -73,7 +75,10 @@ def run_checks(ctx: ScanContext, extra: list[Finding] = ()) -> list[Finding]:
     if ctx.run_ids:
         for check in ALL_CHECKS:
             findings.extend(check(ctx))
-    return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.rule, f.run_id or ""))
+    # The whole finding last: findings of one rule and run come out in one order whatever order the
+    # engine grouped them in (SQLite and PostgreSQL group differently).
+    return sorted(findings, key=lambda f: (-severity_rank(f.severity), f.rule, f.run_id or "",
+                                           json.dumps(f.to_dict(), sort_keys=True, default=str)))
 
 
 def thresholds_for(config: dict | None, **flags) -> Thresholds:

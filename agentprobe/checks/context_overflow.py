@@ -19,12 +19,18 @@ def _peak(ctx: ScanContext, run_id: str, conversation_id: str) -> dict:
 
 def near_limit(ctx: ScanContext) -> list[Finding]:
     where, params = ctx.runs_sql()
-    # One aggregate row per conversation (SQLite takes the bare model from the row holding the
-    # max); only the conversations a finding cites are then looked up call by call. Ranking
-    # every call with a window function instead cost 5 s at 1M calls.
-    convs = ctx.db.execute(
+    # One aggregate row per conversation, run and model (a conversation rarely has more than one);
+    # Python keeps each conversation's peak, ties to the lowest run and model. Only the
+    # conversations a finding cites are then looked up call by call. Ranking every call with a
+    # window function instead cost 5 s at 1M calls.
+    groups = ctx.db.execute(
         f"SELECT conversation_id, run_id, model, max({_TOKENS}) FROM calls"
-        f" WHERE {where} AND conversation_id IS NOT NULL AND {generates()} GROUP BY conversation_id", params).fetchall()
+        f" WHERE {where} AND conversation_id IS NOT NULL AND {generates()} GROUP BY conversation_id, run_id, model",
+        params).fetchall()
+    peaks: dict[str, tuple] = {}
+    for group in sorted(groups, key=lambda g: (g[0], -1 if g[3] is None else -g[3], g[1], g[2] or "")):
+        peaks.setdefault(group[0], group)
+    convs = [peaks[c] for c in sorted(peaks)]
     out, unknown = [], {}
     for conversation_id, run_id, model, tokens in convs:
         window = context_window(model, ctx.context_windows)

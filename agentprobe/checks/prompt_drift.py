@@ -12,16 +12,22 @@ _MAX_DIFF_LINES = 40
 
 
 # Which MCP server listed the tools: its name, else where it was reached (stdio: its command).
-_MCP_SERVER = "coalesce(mcp_server, host || ':' || coalesce(port, '') || path)"
+def _mcp_server(t: str = "") -> str:
+    return f"coalesce({t}mcp_server, {t}host || ':' || coalesce(CAST({t}port AS TEXT), '') || {t}path)"
+
+
+_MCP_SERVER = _mcp_server()
 
 
 def _mcp_tool_hashes(ctx: ScanContext, run_id: str, column: str) -> dict[str | None, dict[str, dict]]:
     """MCP server -> {tools/list hash: first call listing it}"""
     out: dict[str | None, dict[str, dict]] = {}
+    # The first call of each (server, hash) by its seq, then that call: no bare column (see _hashes).
     for row in ctx.db.query(
-            f"SELECT id, run_id, min(seq) AS seq, {_MCP_SERVER} AS model, tools_sha256 AS h FROM calls WHERE run_id = ?"
-            " AND provider = 'mcp' AND mcp_method = 'tools/list' AND tools_sha256 IS NOT NULL"
-            f" GROUP BY {_MCP_SERVER}, tools_sha256 ORDER BY seq", [run_id]):
+            f"SELECT c.id, c.run_id, c.seq, {_mcp_server('c.')} AS model, c.tools_sha256 AS h FROM calls c JOIN"
+            f" (SELECT min(seq) AS seq FROM calls WHERE run_id = ? AND provider = 'mcp' AND mcp_method = 'tools/list'"
+            f" AND tools_sha256 IS NOT NULL GROUP BY {_MCP_SERVER}, tools_sha256) f ON c.seq = f.seq"
+            " WHERE c.run_id = ? ORDER BY c.seq", [run_id, run_id]):
         out.setdefault(row["model"], {})[row["h"]] = row
     return out
 
@@ -29,11 +35,12 @@ def _mcp_tool_hashes(ctx: ScanContext, run_id: str, column: str) -> dict[str | N
 def _hashes(ctx: ScanContext, run_id: str, column: str) -> dict[str | None, dict[str, dict]]:
     """model -> {hash: first call using it}"""
     out: dict[str | None, dict[str, dict]] = {}
-    # SQLite takes the bare columns (id, run_id) from the row holding min(seq): the first call.
+    # The first call of each (model, hash): its seq by aggregate, then the call by (run, seq).
     for row in ctx.db.query(
-        f"SELECT id, run_id, min(seq) AS seq, model, {column} AS h FROM calls WHERE run_id = ?"
-        f" AND {column} IS NOT NULL AND (retry_of IS NULL) AND {generates()} GROUP BY model, {column} ORDER BY seq",
-            [run_id]):
+        f"SELECT c.id, c.run_id, c.seq, c.model, c.{column} AS h FROM calls c JOIN"
+        f" (SELECT min(seq) AS seq FROM calls WHERE run_id = ? AND {column} IS NOT NULL AND (retry_of IS NULL)"
+        f" AND {generates()} GROUP BY model, {column}) f ON c.seq = f.seq WHERE c.run_id = ? ORDER BY c.seq",
+            [run_id, run_id]):
         out.setdefault(row["model"], {})[row["h"]] = row
     return out
 

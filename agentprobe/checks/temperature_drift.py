@@ -32,18 +32,23 @@ def env_mismatch(ctx: ScanContext) -> list[Finding]:
              f" AND c.prompt_sha256 IS NOT NULL AND r.label IS NOT NULL AND NOT {MADE_BY_AGENTPROBE}")
     # Most prompts are sent under one label only; finding the shared ones first keeps the
     # grouping by (prompt, label), and the rows Python sees, to those: 15 s -> 4 s at 1M calls.
+    # Grouped by every column read, with no bare column (PostgreSQL has none): Python then takes each
+    # (prompt, label)'s temperatures, and its first call by (seq, run id), the same on both backends.
     rows = ctx.db.execute(
-        "SELECT c.prompt_sha256, r.label, group_concat(DISTINCT coalesce(c.temperature, 'default')),"
-        f" min(c.seq), c.run_id, c.model {scope} AND c.prompt_sha256 IN"
+        "SELECT c.prompt_sha256, r.label, c.temperature, min(c.seq), c.run_id, c.model"
+        f" {scope} AND c.prompt_sha256 IN"
         f" (SELECT c.prompt_sha256 {scope} GROUP BY c.prompt_sha256 HAVING min(r.label) != max(r.label))"
-        " GROUP BY c.prompt_sha256, r.label", params + params).fetchall()
+        " GROUP BY c.prompt_sha256, r.label, c.temperature, c.run_id, c.model", params + params).fetchall()
     by_prompt: dict[str, dict[str, tuple]] = {}
-    for prompt, label, temps, seq, run_id, model in rows:
-        by_prompt.setdefault(prompt, {})[label] = (temps, seq, run_id, model, prompt)
+    sent_at: dict[tuple[str, str], set[str]] = {}
+    for prompt, label, temperature, seq, run_id, model in sorted(
+            rows, key=lambda r: (r[0], r[1], r[3], r[4], r[5] or "")):
+        sent_at.setdefault((prompt, label), set()).add("default" if temperature is None else str(float(temperature)))
+        by_prompt.setdefault(prompt, {}).setdefault(label, (None, seq, run_id, model, prompt))
     out = []
     mismatched = {}
     for prompt, labels in by_prompt.items():
-        temps = {label: ",".join(sorted(v[0].split(","))) for label, v in labels.items()}
+        temps = {label: ",".join(sorted(sent_at[(prompt, label)])) for label in labels}
         if len(labels) > 1 and len(set(temps.values())) > 1:
             key = tuple(sorted(temps.items()))
             mismatched.setdefault(key, []).append(labels)
@@ -93,8 +98,10 @@ def nondeterministic_output(ctx: ScanContext) -> list[Finding]:
         " AND status < 300 GROUP BY request_sha256 HAVING count(DISTINCT output_sha256) > 1", params).fetchall()
     out = []
     for req, distinct, total, places, model in rows:
-        refs = [{"run_id": p.split(":")[0], "seq": int(p.split(":")[1]), "model": model, "call_id": None}
-                for p in places.split(",")[: ctx.thresholds.max_call_refs]]
+        # group_concat's order is the engine's: cite the calls in (run, seq) order.
+        sent = sorted((p.split(":")[0], int(p.split(":")[1])) for p in places.split(","))
+        refs = [{"run_id": run_id, "seq": seq, "model": model, "call_id": None}
+                for run_id, seq in sent[: ctx.thresholds.max_call_refs]]
         out.append(Finding(
             rule="temperature_drift/nondeterministic_output", severity="medium",
             title=f"one request at temperature 0 gave {distinct} different answers",

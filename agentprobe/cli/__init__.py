@@ -87,6 +87,8 @@ def damaged_database(error: Exception) -> str | None:
 
     from ..store import db, health
 
+    if getattr(error, "connection_lost", False):  # a PostgreSQL server that went away mid-command (masked)
+        return str(error)
     opened = [p for p in db.OPENED if p.exists()]
     if not opened:
         return None

@@ -12,7 +12,7 @@ from ..analyze import PROMPT_VERSION, InvalidAnswer, parse_answer, render
 from ..analyze.evidence import fit, gather
 from ..clients.credentials import MissingKey
 from ..clients.send import Request, Route, SendError, send
-from ..store.db import open_db, resolve_path
+from ..store.db import DEFAULT_PATH, is_postgres, open_db, resolve_path
 from ..store.queries import resolve_run
 from ..util.userfile import read_user_text
 from .common import check_environment, db_option, load_config
@@ -36,7 +36,10 @@ def _raw_path(db, save_raw: Path | None) -> Path:
     if save_raw:
         return save_raw
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return resolve_path(db).parent / f"analysis-{stamp}.raw.txt"
+    target = resolve_path(db)
+    # Beside a SQLite file; a server's database has no directory of ours: the default one here.
+    folder = DEFAULT_PATH.parent if is_postgres(target) else target.parent
+    return folder / f"analysis-{stamp}.raw.txt"
 
 
 def _save(path: Path, text: str) -> None:

@@ -21,11 +21,26 @@ def label_option(help_text: str, **kwargs):
     return click.option("--label", multiple=True, callback=once, help=help_text, **kwargs)
 
 
+class Database(click.ParamType):
+    """--db: a SQLite file (a Path) or a postgresql://user@host/dbname URL (a PgUrl, which never
+    prints its password)."""
+
+    name = "PATH|URL"
+
+    def convert(self, value, param, ctx):
+        from ..store.db import resolve_path
+        from ..store.dialect import is_url
+
+        if not isinstance(value, str) or not is_url(value):
+            return click.Path(dir_okay=False, path_type=Path).convert(value, param, ctx)
+        return resolve_path(value)
+
+
 db_option = click.option(
     "--db",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=Database(),
     envvar="AGENTPROBE_DB",
-    help="SQLite database (default: $AGENTPROBE_DB, else .agentprobe/agentprobe.db).",
+    help="SQLite file or postgresql://user@host/dbname (default: $AGENTPROBE_DB, else .agentprobe/agentprobe.db).",
 )
 confdir_option = click.option(
     "--confdir",

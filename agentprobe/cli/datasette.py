@@ -8,6 +8,7 @@ from ..datasette import metadata_for
 from ..proxy.ca import default_confdir
 from ..store.db import resolve_path
 from .common import db_option
+from .errors import UserError
 
 
 @click.command("datasette-metadata")
@@ -22,7 +23,13 @@ def datasette_metadata(db):
     datasette .agentprobe/agentprobe.db --metadata "$(agentprobe datasette-metadata)"
     datasette mydb.db --metadata "$(agentprobe datasette-metadata --db mydb.db)"
     """
-    click.echo(str(metadata_for(resolve_path(db), default_confdir())))
+    from ..store.db import is_postgres
+
+    target = resolve_path(db)
+    if is_postgres(target):
+        raise UserError(f"Datasette reads SQLite files, not {target}: copy the runs to a file first"
+                        " (agentprobe copy RUN... --from URL --to runs.db)")
+    click.echo(str(metadata_for(target, default_confdir())))
 
 
 COMMANDS = [datasette_metadata]

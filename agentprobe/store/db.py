@@ -9,6 +9,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from . import dialect
 from .migrations import SchemaTooNew, check_not_newer, migrate
 
 DEFAULT_PATH = Path(".agentprobe") / "agentprobe.db"
@@ -18,8 +19,50 @@ class StoreError(Exception):
     """A database problem a user can fix; the message says how."""
 
 
-def resolve_path(db: str | os.PathLike | None = None) -> Path:
-    return Path(db or os.environ.get("AGENTPROBE_DB") or DEFAULT_PATH)
+def resolve_path(db=None):
+    """The database a command uses: a SQLite file's Path, or a PgUrl for postgresql://."""
+    from .pg import PgUrl
+
+    value = db or os.environ.get("AGENTPROBE_DB") or DEFAULT_PATH
+    if isinstance(value, PgUrl):
+        return value
+    if dialect.is_url(str(value)):
+        return PgUrl(str(value))
+    return Path(value)
+
+
+def is_postgres(target) -> bool:
+    from .pg import PgUrl
+
+    return isinstance(target, PgUrl)
+
+
+def connect_postgres(url, *, create: bool):
+    """A connection to a migrated PostgreSQL database (see pg.PgConnection); StoreError on failure."""
+    from .pg import PgConnection
+
+    try:
+        conn = PgConnection(url)
+    except sqlite3.Error as e:
+        raise StoreError(str(e)) from None
+    try:
+        if create:
+            migrate(conn)
+        else:
+            check_not_newer(conn)
+            if not conn.table_exists("calls"):
+                raise StoreError(f"{url} is not an agentprobe database (no calls table): record into it first"
+                                 " (agentprobe record --db URL) or import a trace")
+    except SchemaTooNew as e:
+        conn.close()
+        raise StoreError(f"{url}: {e}") from None
+    except sqlite3.Error as e:
+        conn.close()
+        raise StoreError(f"cannot use {url}: {e}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _tune(conn: sqlite3.Connection) -> None:
@@ -44,7 +87,7 @@ def read_only(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def connect(path: Path, *, create: bool) -> sqlite3.Connection:
+def connect(path, *, create: bool) -> sqlite3.Connection:
     """A connection to a migrated database; raises StoreError with a fix in its message.
 
     create=True: read-write, created and migrated if need be (the writer, import).
@@ -52,6 +95,8 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     """
     from . import health
 
+    if is_postgres(path):
+        return connect_postgres(path, create=create)
     if not path.exists():
         if not create:
             raise StoreError(
@@ -98,5 +143,11 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     return conn
 
 
-def open_db(db: str | os.PathLike | None = None, *, create: bool = False) -> sqlite_utils.Database:
-    return sqlite_utils.Database(connect(resolve_path(db), create=create))
+def open_db(db=None, *, create: bool = False) -> sqlite_utils.Database:
+    """The read side's handle: sqlite_utils.Database, or pg.PgDatabase (the same query/execute)."""
+    target = resolve_path(db)
+    if is_postgres(target):
+        from .pg import PgDatabase
+
+        return PgDatabase(connect_postgres(target, create=create))
+    return sqlite_utils.Database(connect(target, create=create))

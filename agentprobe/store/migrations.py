@@ -1,7 +1,11 @@
-"""Append-only schema migrations.
+"""Append-only schema migrations, one list for both backends.
 
 Each migration runs once, in order, and is recorded by name in `_migrations`.
 Never edit or reorder an existing migration: add a new one at the end.
+
+A migration gets a connection with `execute` (sqlite3's, or pg.PgConnection, which translates
+SQLite's DDL: see dialect.py) and writes SQLite's SQL; `dialect_of(conn)` tells the two apart
+for the rare statement that must differ.
 """
 
 from __future__ import annotations
@@ -170,7 +174,19 @@ def m005_mcp(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX calls_mcp ON calls(run_id, mcp_method) WHERE provider = 'mcp'")
 
 
-def applied(conn: sqlite3.Connection) -> list[str]:
+def dialect_of(conn) -> str:
+    return getattr(conn, "dialect", "sqlite")
+
+
+# Migrators of one PostgreSQL database take turns on this advisory lock (any 64-bit key of ours).
+PG_MIGRATION_LOCK = 0x61676E7470726F62  # "agntprob"
+
+
+def applied(conn) -> list[str]:
+    if dialect_of(conn) == "postgresql":
+        if not conn.table_exists("_migrations"):
+            return []
+        return [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY applied_at, name")]
     if not conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_migrations'"
     ).fetchone():
@@ -187,8 +203,21 @@ def check_not_newer(conn: sqlite3.Connection) -> None:
         )
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
+def migrate(conn) -> list[str]:
     """Apply every migration not yet applied; return the names applied now."""
+    if dialect_of(conn) != "postgresql":
+        return _migrate(conn)
+    # Several recorders starting at once on a new database: one migrates, the others wait and
+    # then find nothing left to do. The lock is the session's, released even if a migration fails.
+    conn.execute("SELECT pg_advisory_lock(?)", [PG_MIGRATION_LOCK])
+    try:
+        return _migrate(conn)
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(?)", [PG_MIGRATION_LOCK])
+
+
+def _migrate(conn) -> list[str]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT)"
     )

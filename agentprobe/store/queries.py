@@ -134,8 +134,9 @@ def summarize(db: sqlite_utils.Database, run_id: str) -> dict:
         ).fetchall()
     }
     llm = db.execute(
-        "SELECT count(*), count(DISTINCT conversation_id), sum(attempt > 1),"
-        " sum(stream_complete = 0), group_concat(DISTINCT provider), group_concat(DISTINCT model)"
+        "SELECT count(*), count(DISTINCT conversation_id), sum(CASE WHEN attempt > 1 THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN stream_complete = 0 THEN 1 ELSE 0 END), group_concat(DISTINCT provider),"
+        " group_concat(DISTINCT model)"
         " FROM calls WHERE run_id = ? AND provider NOT IN ('unknown', 'mcp')",
         [run_id],
     ).fetchone()

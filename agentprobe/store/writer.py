@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catch_up import CatchUp
-from .db import StoreError, connect
+from .db import StoreError, connect, is_postgres
 
 log = logging.getLogger("agentprobe.writer")
 
@@ -50,6 +50,8 @@ CHECKPOINT_IDLE_S = 0.25
 CHECKPOINT_RETRY_S = 0.05
 # After the disk reports full, batches are counted as lost for this long before the next try.
 DISK_FULL_PAUSE_S = 2.0
+# A PostgreSQL server that went away is asked again at most this often; meanwhile batches are counted lost.
+RECONNECT_EVERY_S = 1.0
 CHECKPOINT_BYTES = 8 * 1024 * 1024
 
 
@@ -85,7 +87,11 @@ class Writer:
         self._checkpoint_partial = False
         self._disk_full_until = 0.0
         self._broken = False  # the worker died of a bug: what is left in the queue is lost, and counted
-        self._reserve = Reserve(path.with_name(path.name + "-reserve"))
+        # PostgreSQL: no WAL of ours to checkpoint, no disk of ours to reserve; a server that goes
+        # away is reconnected to (see _commit).
+        self._pg = is_postgres(path)
+        self._reconnect_at = 0.0
+        self._reserve = NoReserve() if self._pg else Reserve(path.with_name(path.name + "-reserve"))
         self._drained = threading.Event()
         # Runs begun after the first one (a recorder switching runs, e.g. one per test): id -> calls
         # lost before it began, so each run row gets the losses of its own time.
@@ -171,6 +177,9 @@ class Writer:
 
     def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str, **run: str) -> None:
         self._stop_workers()
+        if self._pg:  # a server that went away during the run gets one more chance to take the run's end
+            self._reconnect_at = 0.0
+            self._connected()
         self._update_run(ended_at=ended_at, status=status, exit_code=exit_code, **run)
         for run_id, lost_before in list(self._segments.items()):  # begun and never ended: the recorder stopped
             with suppress(sqlite3.DatabaseError):
@@ -300,7 +309,7 @@ class Writer:
 
     def _commit_batch(self, built: list) -> None:
         self._commit(built)
-        if self._wal_bytes > CHECKPOINT_BYTES:
+        if self._wal_bytes > CHECKPOINT_BYTES and not self._pg:
             self._checkpoint()
         self.catch_up.committed()
 
@@ -317,16 +326,22 @@ class Writer:
             # run row needs (and the agent's disk).
             self._lost(len(built), self.last_error or "disk full")
             return
+        if self._pg and not self._connected():
+            self._lost(len(built), self.last_error or "database unreachable")
+            return
         for attempt in range(5):
             try:
                 self._insert(built)
                 self.calls_written += len(built)
-                self._wal_bytes += sum(_size(rows) for rows in built)
+                if not self._pg:
+                    self._wal_bytes += sum(_size(rows) for rows in built)
                 if self.on_written is not None:
                     self.on_written([rows.call for rows in built])
                 return
             except sqlite3.OperationalError as e:
                 self.last_error = str(e)
+                if getattr(e, "connection_lost", False):  # the server went away: the next batch reconnects
+                    break
                 # "database is locked" is worth waiting for. A full disk or a read-only file is not:
                 # retrying each batch with backoff made a recorder on a full disk take minutes to stop.
                 if _full(e):
@@ -348,11 +363,33 @@ class Writer:
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with suppress(sqlite3.DatabaseError):  # a lost connection cannot roll back: it is gone
+                    conn.execute("ROLLBACK")
             raise
+
+    def _connected(self) -> bool:
+        """PostgreSQL: is the connection up, or can it be brought back now? (At most every RECONNECT_EVERY_S.)"""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            return True
+        now = time.monotonic()
+        if now < self._reconnect_at:
+            return False
+        self._reconnect_at = now + RECONNECT_EVERY_S
+        try:
+            conn.reconnect()
+        except sqlite3.DatabaseError as e:
+            self.last_error = str(e)
+            return False
+        log.warning("agentprobe: reconnected to %s", self.path)
+        self._update_run()  # the losses of the outage, on the run row now that it can be written
+        return True
 
     def _checkpoint(self) -> None:
         assert self._conn is not None
+        if self._pg:
+            self._wal_bytes = 0
+            return
         try:
             busy, wal_pages, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.DatabaseError as e:  # busy or locked: the next pause tries again
@@ -368,7 +405,7 @@ class Writer:
         self.calls_lost += n
         self.last_error = why
         log.error("agentprobe lost %d call record(s): %s", n, why)
-        if threading.current_thread() is self.catch_up.worker:
+        if threading.current_thread() is self.catch_up.worker and not (self._pg and self._conn.closed):
             self._update_run()
 
     def _update_run_row(self, run_id: str, fields: dict[str, Any]) -> None:
@@ -397,6 +434,18 @@ class Writer:
 
 def insert_rows(conn: sqlite3.Connection, built: list) -> None:
     """Insert RowBuilder output (calls with their bodies and prompts) inside the caller's transaction."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        _insert_rows_pg(conn, built)
+    else:
+        _insert_rows_sqlite(conn, built)
+    # Rows completed by a later capture (MCP answers on a session stream, tool results returned),
+    # after the inserts: the row may be in this same batch.
+    for call_id, fields in (u for rows in built for u in getattr(rows, "updates", ())):
+        conn.execute(f"UPDATE calls SET {', '.join(f'{c} = ?' for c in fields)} WHERE id = ?",
+                     [*fields.values(), call_id])
+
+
+def _insert_rows_sqlite(conn: sqlite3.Connection, built: list) -> None:
     # One statement per kind and column set: each sqlite call lets the proxy thread take the
     # GIL back, so per-row statements starve this thread while traffic is heavy.
     conn.executemany(
@@ -409,11 +458,26 @@ def insert_rows(conn: sqlite3.Connection, built: list) -> None:
         [prompt for rows in built for prompt in rows.prompts],
     )
     insert_calls(conn, [rows.call for rows in built])
-    # Rows completed by a later capture (MCP answers on a session stream, tool results returned),
-    # after the inserts: the row may be in this same batch.
-    for call_id, fields in (u for rows in built for u in getattr(rows, "updates", ())):
-        conn.execute(f"UPDATE calls SET {', '.join(f'{c} = ?' for c in fields)} WHERE id = ?",
-                     [*fields.values(), call_id])
+
+
+BODY_COLUMNS = ("id", "content", "size", "content_type", "truncated")
+PROMPT_COLUMNS = ("sha256", "kind", "text")
+
+
+def _insert_rows_pg(conn, built: list) -> None:
+    """The same rows in a statement per table and batch (see pg.PgConnection.insert_rows)."""
+    bodies = {b["id"]: b for rows in built for b in rows.bodies}  # one batch may repeat a body
+    conn.insert_rows("bodies", list(BODY_COLUMNS), [tuple(b[c] for c in BODY_COLUMNS) for b in bodies.values()],
+                     ignore_conflicts=True)
+    prompts = {p["sha256"]: p for rows in built for p in rows.prompts}
+    conn.insert_rows("prompts", list(PROMPT_COLUMNS),
+                     [tuple(p[c] for c in PROMPT_COLUMNS) for p in prompts.values()], ignore_conflicts=True)
+    by_columns: dict[tuple[str, ...], list[tuple]] = {}
+    for rows in built:
+        call = rows.call
+        by_columns.setdefault(tuple(call), []).append(tuple(call.values()))
+    for cols, group in by_columns.items():
+        conn.insert_rows("calls", list(cols), group)
 
 
 def insert_calls(conn: sqlite3.Connection, calls: list[dict]) -> None:
@@ -431,6 +495,21 @@ def _transient(e: sqlite3.OperationalError) -> bool:
 
 def _full(e: sqlite3.DatabaseError) -> bool:
     return "full" in str(e).lower()
+
+
+class NoReserve:
+    """A server's disk is not ours to set space aside on."""
+
+    owned = False
+
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> bool:
+        return False
+
+    def drop(self) -> None:
+        pass
 
 
 class Reserve:

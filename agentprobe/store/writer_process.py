@@ -144,7 +144,9 @@ class WriterProcess:
             os.close(from_child_w)
         send = Connection(to_child_w, readable=False)
         recv = Connection(from_child_r, writable=False)
-        send.send((str(self.path), self.run, self.busy_timeout_ms, self.otlp_endpoint, resume))
+        # A PostgreSQL URL goes down the pipe whole (the child connects with it); a Path as text.
+        target = getattr(self.path, "url", None) or str(self.path)
+        send.send((target, self.run, self.busy_timeout_ms, self.otlp_endpoint, resume))
         if not recv.poll(START_TIMEOUT_S):
             proc.kill()
             raise StoreError(f"cannot record into {self.path}: the writer process did not start")
@@ -335,8 +337,15 @@ class WriterProcess:
         """The calls rows of every run this recorder wrote to; None if the database cannot say."""
         import sqlite3
 
+        from .db import is_postgres
+
         try:
-            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            if is_postgres(self.path):
+                from .pg import PgConnection
+
+                conn = PgConnection(self.path)
+            else:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
             try:
                 marks = ",".join("?" * len(self._run_ids))
                 return conn.execute(f"SELECT count(*) FROM calls WHERE run_id IN ({marks})",
@@ -350,8 +359,15 @@ class WriterProcess:
         """End the run row ourselves when no writer is left to do it."""
         import sqlite3
 
+        from .db import is_postgres
+
         try:
-            conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+            if is_postgres(self.path):
+                from .pg import PgConnection
+
+                conn = PgConnection(self.path)
+            else:
+                conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
             try:
                 marks = ",".join("?" * len(self._run_ids))
                 rows = conn.execute(f"SELECT count(*) FROM calls WHERE run_id IN ({marks})",
@@ -421,7 +437,9 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
     # This thread only reads the pipe and queues each call with the time it arrived, at normal
     # priority, so the writer can tell how far behind it is; the writer's own threads yield.
     builders = RunBuilders(run["id"], RowBuilder)
-    writer = Writer(Path(path), run, builders.build, busy_timeout_ms=busy_timeout_ms,
+    from .db import resolve_path
+
+    writer = Writer(resolve_path(path), run, builders.build, busy_timeout_ms=busy_timeout_ms,
                     on_written=exporter.submit if exporter else None, yield_cpu=True)
     try:
         rows = writer.start(resume=resume)
@@ -429,7 +447,7 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
         send.send(("error", str(e)))
         return
     except Exception as e:  # noqa: BLE001 - the parent must hear why, not wait
-        send.send(("error", f"cannot record into {path}: {type(e).__name__}: {e}"))
+        send.send(("error", f"cannot record into {writer.path}: {type(e).__name__}: {e}"))
         return
     send_lock = threading.Lock()  # the writer's worker acknowledges flushes on the same pipe
 

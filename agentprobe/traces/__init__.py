@@ -23,7 +23,9 @@ def load_file(db_path, path, *, label: str | None = None) -> str:
     from .import_json import check_header, load, read_run
     from .stream import open_trace, skeleton
 
-    path, db_path = Path(path), Path(db_path)
+    from ..store.db import resolve_path
+
+    path, db_path = Path(path), resolve_path(db_path)
     with open_trace(path) as f:
         sk = skeleton(f, path)
         is_har = sk.kind == "map" and sk.top.get("log") == "map" and "format" not in sk.top
@@ -81,7 +83,25 @@ def import_transaction(db_path):
     and the database file removed if this import created it."""
     import contextlib
 
-    from ..store.db import connect
+    from ..store.db import connect, is_postgres
+
+    @contextlib.contextmanager
+    def server_transaction():  # PostgreSQL: the database exists; a rollback is all there is to undo
+        conn = connect(db_path, create=True)
+        try:
+            conn.execute("BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(Exception):
+                    conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    if is_postgres(db_path):
+        return server_transaction()
 
     @contextlib.contextmanager
     def transaction():

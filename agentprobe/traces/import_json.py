@@ -43,7 +43,9 @@ def _check(value, where: str, *schema_path: str, source: Path) -> None:
         return
     error = min(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
     field = "/".join([where, *map(str, error.absolute_path)])
-    raise TraceError(f"{source}: field {field}: {error.message}")
+    # A key of the file is in the path and in the message: one line however it is spelled (a "\n" key).
+    message = f"{field}: {error.message}".encode("unicode_escape").decode("ascii")
+    raise TraceError(f"{source}: field {message}")
 
 
 def check_header(sk: Skeleton, path: Path) -> None:
@@ -79,7 +81,8 @@ def read_run(f: CappedReader, path: Path) -> dict:
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+    # The columns a SELECT * returns: the same question on SQLite and PostgreSQL.
+    return {d[0] for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description}
 
 
 def _known(row: dict, known: set[str], table: str, where: str, path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Rules about traffic use runs recorded through the real proxy; rules about numbers
 (context share, labels, hashes) use rows written straight into a real database,
-which is what lets a near miss sit exactly beside the threshold.
+which is what lets a near miss sit exactly beside the threshold. Those scenarios run on
+both backends, a SQLite file and a real PostgreSQL database: the rules are written once.
 """
 
 from __future__ import annotations
@@ -30,10 +31,16 @@ class Scenario:
         self.db = open_db(path, create=True)
         self.runs: list[str] = []
 
+    def insert(self, table: str, row: dict, ignore: bool = False) -> None:
+        # Plain SQL, as the writer inserts: the same statement on both backends.
+        cols = list(row)
+        self.db.execute(f"INSERT {'OR IGNORE ' if ignore else ''}INTO {table} ({', '.join(cols)})"
+                        f" VALUES ({', '.join('?' for _ in cols)})", [row[c] for c in cols])
+
     def run(self, label=None, **fields) -> str:
         run_id = f"01RUN{len(self.runs):04d}"
-        self.db["runs"].insert({"id": run_id, "label": label, "status": "completed", "calls_lost": 0,
-                                "started_at": "2026-01-01T00:00:00+00:00", **fields})
+        self.insert("runs", {"id": run_id, "label": label, "status": "completed", "calls_lost": 0,
+                             "started_at": "2026-01-01T00:00:00+00:00", **fields})
         self.runs.append(run_id)
         return run_id
 
@@ -46,11 +53,11 @@ class Scenario:
                "ended_at": f"2026-01-01T00:00:{seq:02d}.500+00:00", "latency_ms": 500.0,
                "request_sha256": sha(f"req{n}"), "prompt_sha256": sha(f"prompt{n}"), "output_sha256": sha(f"out{n}"),
                "finish_reason": "stop", **fields}
-        self.db["calls"].insert(row, alter=False)
+        self.insert("calls", row)
         return row
 
     def prompt(self, text, kind="system") -> str:
-        self.db["prompts"].insert({"sha256": sha(text), "kind": kind, "text": text}, replace=True)
+        self.insert("prompts", {"sha256": sha(text), "kind": kind, "text": text}, ignore=True)
         return sha(text)
 
     def scan(self, run_ids=None, **kw) -> dict[str, list]:
@@ -63,8 +70,10 @@ class Scenario:
         return out
 
 
-@pytest.fixture
-def sc(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sc(request, tmp_path):
+    if request.param == "postgresql":
+        return Scenario(request.getfixturevalue("pg_url"))
     return Scenario(tmp_path / "scan.db")
 
 
@@ -185,7 +194,7 @@ def test_prompt_drift_across_several_runs_compares_each_with_its_previous(sc):
     [f] = sc.scan(runs)["prompt_drift/system_prompt_changed"]
     assert f.run_id == runs[2] and f.data["previous_run"] == runs[1]
     assert f.data["old_sha256"] == v1 and f.data["new_sha256"] == v2
-    assert f.calls[0]["seq"] == min(c["seq"] for c in sc.db["calls"].rows_where("run_id = ?", [runs[2]]))
+    assert f.calls[0]["seq"] == min(c["seq"] for c in sc.db.query("SELECT seq FROM calls WHERE run_id = ?", [runs[2]]))
 
 
 def test_pinned_hash_from_config(sc):

@@ -119,8 +119,10 @@ def test_every_readme_command_works_as_written(demo, tmp_path, monkeypatch, comm
     db = work / "demo.db"
     for part in (tmp / "demo.db").parent.glob("demo.db*"):
         shutil.copy(part, work / part.name)
-    # analyze without --print sends to a model (or checks a model's saved answer); otlp needs a collector.
-    if args[0] in PARSE_ONLY or (args[0] == "analyze" and "--print" not in args) or "otlp" in args:
+    # analyze without --print sends to a model (or checks a model's saved answer); otlp needs a collector;
+    # a postgresql:// URL names a team's server.
+    if args[0] in PARSE_ONLY or (args[0] == "analyze" and "--print" not in args) or "otlp" in args \
+            or any(a.startswith("postgresql://") for a in args):
         monkeypatch.chdir(work)
         try:
             parses(args)

@@ -138,3 +138,34 @@ def test_compose_runs_the_agent_through_the_proxy(image):
         assert agent_env[name] == f"{mount[1]}/{expected}", name
     # Installing the agent's packages is not part of its recorded run.
     assert "env -u HTTPS_PROXY -u HTTP_PROXY pip install" in " ".join(agent["command"])
+
+
+def test_compose_records_into_its_postgres_service(image):
+    """AGENTPROBE_DB names the postgres service, its user and database; the password reaches both from
+    one variable, never through the URL; the image has the driver; the recorder starts once the
+    database is healthy, and the database keeps its data on a named volume."""
+    from urllib.parse import urlsplit
+
+    from agentprobe.store.db import is_postgres, resolve_path
+
+    build, _ = image
+    doc = yaml.safe_load(COMPOSE.read_text())
+    services = doc["services"]
+    proxy, pg = services["agentprobe"], services["postgres"]
+    url = proxy["environment"]["AGENTPROBE_DB"]
+    assert is_postgres(resolve_path(url))
+    parts = urlsplit(url)
+    pg_env = pg["environment"]
+    assert parts.hostname == "postgres" and parts.port == 5432
+    assert parts.username == pg_env["POSTGRES_USER"] and parts.path.lstrip("/") == pg_env["POSTGRES_DB"]
+    assert parts.password is None, "the password goes in PGPASSWORD, not in the URL"
+    assert proxy["environment"]["PGPASSWORD"] == pg_env["POSTGRES_PASSWORD"]
+    assert pg_env["POSTGRES_PASSWORD"].startswith("${") and ":?" in pg_env["POSTGRES_PASSWORD"], \
+        "no default password in the file"
+    assert proxy["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "pg_isready" in pg["healthcheck"]["test"]
+    [data] = [m for m in pg["volumes"] if m.endswith(":/var/lib/postgresql/data")]
+    assert data.split(":")[0] in doc["volumes"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.startswith("psycopg") for r in extras["postgres"])
+    assert any('".[postgres]"' in args for k, args in build if k == "RUN"), "the image installs the postgres extra"
