@@ -144,6 +144,21 @@ def m004_call_server_context(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE calls ADD COLUMN server_context TEXT")
 
 
+@migration
+def m007_run_sessions(conn: sqlite3.Connection) -> None:
+    # A long-running recorder splits its traffic into one run per agent session; each such run says
+    # how it was keyed (header | traceparent | process | address | recorder) and who the client was.
+    for column, kind in (
+        ("session", "TEXT"),  # the client's name for the run (X-Agentprobe-Run), when it gave one
+        ("session_key_by", "TEXT"),
+        ("client_pid", "INTEGER"),  # the client process on the recorder's host
+        ("client_command", "TEXT"),  # its command line, scrubbed as every stored command is
+        ("client_address", "TEXT"),  # the client's IP address
+        ("trace_id", "TEXT"),  # the W3C trace id (32 hex digits) of a run keyed by traceparent
+    ):
+        conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     if not conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name='_migrations'"

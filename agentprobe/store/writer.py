@@ -25,6 +25,9 @@ log = logging.getLogger("agentprobe.writer")
 
 _STOP = object()
 
+# How a run was keyed and whose traffic it holds (a session of a long-running recorder).
+SESSION_COLUMNS = ("session", "session_key_by", "client_pid", "client_command", "client_address", "trace_id")
+
 
 @dataclass
 class _Lost:
@@ -155,8 +158,9 @@ class Writer:
         assert self._conn is not None
         self._conn.execute(
             f"INSERT {'OR IGNORE ' if ignore_existing else ''}INTO runs (id, started_at, label, command, config_sha256, status, calls_lost, mode,"
-            " parent_run_id, agentprobe_version, fastpath) VALUES (:id, :started_at, :label, :command,"
-            " :config_sha256, 'running', 0, :mode, :parent_run_id, :agentprobe_version, :fastpath)",
+            " parent_run_id, agentprobe_version, fastpath, " + ", ".join(SESSION_COLUMNS) + ") VALUES (:id,"
+            " :started_at, :label, :command, :config_sha256, 'running', 0, :mode, :parent_run_id, :agentprobe_version,"
+            " :fastpath, " + ", ".join(":" + c for c in SESSION_COLUMNS) + ")",
             {
                 "label": None,
                 "command": None,
@@ -165,13 +169,21 @@ class Writer:
                 "parent_run_id": None,
                 "agentprobe_version": None,
                 "fastpath": None,
+                **dict.fromkeys(SESSION_COLUMNS),
                 **(self.run if run is None else run),
             },
         )
 
-    def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str, **run: str) -> None:
+    def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str,
+              drop_if_empty: bool = False, **run: str) -> None:
+        """drop_if_empty: the recorder's own run only stood behind its session runs; if it holds no call
+        and lost none, delete it rather than leave an empty run in every listing."""
         self._stop_workers()
         self._update_run(ended_at=ended_at, status=status, exit_code=exit_code, **run)
+        if drop_if_empty:
+            with suppress(sqlite3.DatabaseError):
+                self._conn.execute("DELETE FROM runs WHERE id = ? AND calls_lost = 0 AND NOT EXISTS"
+                                   " (SELECT 1 FROM calls WHERE run_id = ?)", (self.run["id"], self.run["id"]))
         for run_id, lost_before in list(self._segments.items()):  # begun and never ended: the recorder stopped
             with suppress(sqlite3.DatabaseError):
                 self._update_run_row(run_id, {"status": "interrupted", "ended_at": ended_at,

@@ -104,7 +104,9 @@ class WriterProcess:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._last_loss_log = 0.0
-        self._segment: dict[str, Any] | None = None  # the run begun by begin_run(), until end_run()
+        # Runs begun by begin_run(), until end_run(): one at a time for the pytest plugin, one per live
+        # session for a recorder that splits its traffic. A replacement writer begins them again.
+        self._segments: dict[str, dict[str, Any]] = {}
         self._flushes: dict[int, threading.Event] = {}
         self._flush_ids = itertools.count(1)
 
@@ -173,16 +175,18 @@ class WriterProcess:
             warn(f"{self.calls_lost} call record(s) lost so far: {self.last_error}")
 
     # -- runs after the first: one recorder, one run at a time (e.g. one per test) -------------
-    def begin_run(self, run: dict[str, Any]) -> None:
-        """Insert another run row; calls tagged with its id (Capture.run_id) are written to it."""
-        self._segment = run
-        self._control(("begin", run))
+    def begin_run(self, run: dict[str, Any], *, block: bool = True) -> None:
+        """Insert another run row; calls tagged with its id (Capture.run_id) are written to it.
 
-    def end_run(self, run_id: str, **fields: Any) -> None:
+        block=False: from the proxy's event loop (a session's first call), which must not wait on the pipe.
+        """
+        self._segments[run["id"]] = run
+        self._control(("begin", run), block=block)
+
+    def end_run(self, run_id: str, *, block: bool = True, **fields: Any) -> None:
         """Settle a run begun with begin_run (ended_at, status, ...), after every call handed before this."""
-        if self._segment is not None and self._segment["id"] == run_id:
-            self._segment = None
-        self._control(("end", {"id": run_id, **fields}))
+        self._segments.pop(run_id, None)
+        self._control(("end", {"id": run_id, **fields}), block=block)
 
     def flush(self, timeout: float = 15.0) -> bool:
         """Block until every call handed so far is committed (or the writer is gone); False on timeout."""
@@ -195,12 +199,15 @@ class WriterProcess:
         self._flushes.pop(token, None)
         return ok
 
-    def _control(self, message: tuple) -> bool:
+    def _control(self, message: tuple, *, block: bool = True) -> bool:
         child = self._child
         if child is None:
             return False
         try:
-            child.feed.send_control(message)
+            if block:
+                child.feed.send_control(message)
+            else:
+                child.feed.queue_control(message)
             return True
         except OSError as e:
             self.last_error = f"writer process unreachable: {e}"
@@ -307,8 +314,8 @@ class WriterProcess:
             try:  # its run row shows the loss from now on, and its count includes it
                 replacement.feed.send_control((_LOST, self._lost_with_dead - self._lost_with_dead_sent))
                 self._lost_with_dead_sent = self._lost_with_dead
-                if self._segment is not None:  # the run in progress goes on (its row is kept if it exists)
-                    replacement.feed.send_control(("begin", self._segment))
+                for segment in list(self._segments.values()):  # runs in progress go on (rows kept if they exist)
+                    replacement.feed.send_control(("begin", segment))
             except OSError:
                 pass
         with self._lock:
