@@ -19,7 +19,11 @@ RUN_COLUMNS = [
     Column("calls"), Column("errors"), Column("status"), Column("label", max_width=24),
     Column("input_tokens", "tokens in"), Column("output_tokens", "tokens out"),
     Column("calls_lost", "lost"), Column("bypassed_connections", "bypassed"),
+    # A session of a long-running recorder: the client's name for it, who sent it, its trace.
+    Column("session", max_width=24), Column("client", wrap=True, max_width=48),
+    Column("trace_id", "trace", fmt=lambda v: str(v or "")[:8]),
     Column("command", wrap=True, max_width=60), Column("ended_at", "ended", wide=True),
+    Column("session_key_by", "keyed by", wide=True),
     Column("fastpath", wide=True), Column("parent_run_id", "parent", wide=True),
 ]
 CALL_COLUMNS = [

@@ -20,6 +20,9 @@ from .common import proxy_config, proxy_options
 from .errors import UserError
 
 
+DEFAULT_IDLE = "30m"
+
+
 def _check_host(host: str, allow_remote: bool) -> bool:
     """Whether host is a loopback address (after refusing any other unless allowed)."""
     try:
@@ -59,9 +62,10 @@ def _check_upstream(upstream: str) -> None:
               help="Split the traffic into runs by: the X-Agentprobe-Run header, the W3C traceparent's trace id,"
                    " the client process (same host), the client address, or none (one run per recorder);"
                    " auto tries them in that order.")
-@click.option("--run-idle", default="off", show_default=True, metavar="DURATION",
-              help="End a session's run after this long without calls (e.g. 10m, 30s); the next call starts"
-                   " a new run. A process's run also ends when the process exits.")
+@click.option("--run-idle", default=None, metavar="DURATION",
+              help=f"End a session's run after this long without calls (e.g. 10m, 30s, off; default {DEFAULT_IDLE},"
+                   " and off with --runs-by recorder); the next call starts a new run. A process's run also ends"
+                   " when the process exits.")
 @click.option("--trust-session-headers/--no-trust-session-headers", default=None,
               help="Obey X-Agentprobe-Run and X-Agentprobe-Label (default: only when listening on loopback)."
                    " They are removed before the request goes upstream either way.")
@@ -79,6 +83,8 @@ def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstrea
     if upstream:
         _check_upstream(upstream)
     try:
+        if run_idle is None:  # one run per recorder stays one run unless asked otherwise
+            run_idle = "off" if runs_by == "recorder" else DEFAULT_IDLE
         policy = SessionPolicy(runs_by=runs_by, idle_s=parse_duration(run_idle),
                                trust_headers=loopback if trust_session_headers is None else trust_session_headers)
     except SessionError as e:
@@ -126,7 +132,10 @@ def _describe(policy: SessionPolicy) -> str:
     if policy.runs_by == "auto" and not policy.trust_headers:
         keys += "; X-Agentprobe-* headers ignored"
     if policy.idle_s is not None:
-        keys += f"; ended after {policy.idle_s:g}s idle"
+        idle = policy.idle_s
+        shown = next((f"{idle / n:g}{unit}" for n, unit in ((3600, "h"), (60, "m")) if idle >= n and idle % n == 0),
+                     f"{idle:g}s")
+        keys += f"; ended after {shown} idle"
     return keys
 
 

@@ -7,6 +7,7 @@ within one batch interval; `close()` drains the queue before returning.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sqlite3
@@ -105,17 +106,18 @@ class Writer:
             self._lost(1, "writer queue full")
 
     # -- lifecycle --------------------------------------------------------------------
-    def start(self, *, resume: bool = False) -> int:
+    def start(self, *, resume: bool | list[str] = False) -> int:
         """Open the database and begin; returns the rows the run already has.
 
-        resume: carry on a run another writer (one that died) began, marking it degraded.
+        resume: carry on a run another writer (one that died) began, marking it degraded; a list:
+        the ids of every run the recording has begun (its sessions), whose rows are all counted.
         """
         self._conn = connect(self.path, create=True)
         self._reserve.hold()
         rows = 0
         try:
             if resume:
-                rows = self._conn.execute("SELECT count(*) FROM calls WHERE run_id = ?", [self.run["id"]]).fetchone()[0]
+                rows = count_calls(self._conn, resume if isinstance(resume, list) else [self.run["id"]])
                 self._conn.execute("UPDATE runs SET status = 'degraded' WHERE id = ?", [self.run["id"]])
             else:
                 self._insert_run()
@@ -405,6 +407,12 @@ class Writer:
                     log.error("could not update run %s: %s", self.run["id"], e)
                     return
                 released = True
+
+
+def count_calls(conn: sqlite3.Connection, run_ids: list[str]) -> int:
+    """The calls recorded in these runs (a recording with thousands of session runs: one parameter)."""
+    return conn.execute("SELECT count(*) FROM calls WHERE run_id IN (SELECT value FROM json_each(?))",
+                        [json.dumps(run_ids)]).fetchone()[0]
 
 
 def insert_rows(conn: sqlite3.Connection, built: list) -> None:

@@ -107,6 +107,10 @@ class WriterProcess:
         # Runs begun by begin_run(), until end_run(): one at a time for the pytest plugin, one per live
         # session for a recorder that splits its traffic. A replacement writer begins them again.
         self._segments: dict[str, dict[str, Any]] = {}
+        self._run_ids = [run["id"]]  # every run this recording has begun: the rows a replacement counts
+        self._unsettled: dict[str, dict[str, Any]] = {}  # runs ended while no writer could take it
+        self._survived: set[str] = set()  # runs that were live when a writer died
+        self._lost_at_begin: dict[str, int] = {}  # the recording's loss count when each run began
         self._flushes: dict[int, threading.Event] = {}
         self._flush_ids = itertools.count(1)
 
@@ -125,7 +129,7 @@ class WriterProcess:
         threading.Thread(target=self._listen, args=(self._child,), name="agentprobe-writer-stats",
                          daemon=True).start()
 
-    def _spawn(self, *, resume: bool) -> tuple[_Child, int]:
+    def _spawn(self, *, resume: bool | list[str]) -> tuple[_Child, int]:
         """A started writer process, and the rows the run already has (when resuming)."""
         # A fresh interpreter, not multiprocessing: spawn and forkserver re-import the caller's
         # __main__ in the child, which would re-run an unguarded script that embeds a Recording.
@@ -181,12 +185,18 @@ class WriterProcess:
         block=False: from the proxy's event loop (a session's first call), which must not wait on the pipe.
         """
         self._segments[run["id"]] = run
+        self._run_ids.append(run["id"])
+        self._lost_at_begin[run["id"]] = self.calls_lost
         self._control(("begin", run), block=block)
 
     def end_run(self, run_id: str, *, block: bool = True, **fields: Any) -> None:
         """Settle a run begun with begin_run (ended_at, status, ...), after every call handed before this."""
         self._segments.pop(run_id, None)
-        self._control(("end", {"id": run_id, **fields}), block=block)
+        if run_id in self._survived and fields.get("status") == "completed":
+            fields["status"] = "degraded"  # a writer died during it: calls may be missing (counted on the
+            # recording's own run)
+        if not self._control(("end", {"id": run_id, **fields}), block=block):
+            self._unsettled[run_id] = fields
 
     def flush(self, timeout: float = 15.0) -> bool:
         """Block until every call handed so far is committed (or the writer is gone); False on timeout."""
@@ -294,12 +304,13 @@ class WriterProcess:
         code = dead.proc.wait()
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         self.deaths += 1
+        self._survived.update(self._segments)
         self.last_error = f"the writer process died ({how})"
         dead.close_pipes()
         replacement, rows = None, None
         if self.deaths <= MAX_RESTARTS:
             try:
-                replacement, rows = self._spawn(resume=True)
+                replacement, rows = self._spawn(resume=list(self._run_ids))
             except (StoreError, OSError) as e:
                 self.last_error += f"; could not restart it: {e}"
         handed_to_dead = self._handed_to_dead + dead.handed
@@ -338,15 +349,25 @@ class WriterProcess:
         """End the run row ourselves when no writer is left to do it."""
         import sqlite3
 
+        from .writer import count_calls
+
         try:
             conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
             try:
-                rows = conn.execute("SELECT count(*) FROM calls WHERE run_id = ?", [self.run["id"]]).fetchone()[0]
+                rows = count_calls(conn, self._run_ids)
                 self.calls_lost = max(self.calls_lost,
                                       self._lost_here + self._handed_to_dead + handed - rows)
                 conn.execute("UPDATE runs SET status = ?, ended_at = ?, exit_code = ?, calls_lost = ? WHERE id = ?",
                              [fields.get("status") or "degraded", fields.get("ended_at"), fields.get("exit_code"),
                               self.calls_lost, self.run["id"]])
+                # Session runs no writer could end: ended here, degraded, each with the calls lost while it
+                # was live (which of the concurrent sessions a lost call was is unknown: each counts it).
+                ends = {**{run_id: {} for run_id in self._segments}, **self._unsettled}
+                for run_id, end in ends.items():
+                    conn.execute("UPDATE runs SET status = 'degraded', ended_at = ?, calls_lost = ? WHERE id = ?"
+                                 " AND ended_at IS NULL",
+                                 [end.get("ended_at") or fields.get("ended_at"),
+                                  max(0, self.calls_lost - self._lost_at_begin.get(run_id, 0)), run_id])
             finally:
                 conn.close()
         except sqlite3.Error as e:
