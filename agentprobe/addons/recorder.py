@@ -16,12 +16,16 @@ from collections.abc import Callable
 from mitmproxy import http
 
 from ..capture.exchange import STORED_BODY_LIMIT, Capture
-from ..providers import detect
+from ..providers import detect_llm, mcp
+from ..providers.mcp import has_mcp_headers
 from .stream_tee import StreamTee
 
 log = logging.getLogger("agentprobe.recorder")
 
 PARSE_LIMIT = 32 * 1024 * 1024  # decoded bytes of a non-SSE body kept for the writer to parse
+# An MCP event stream on a GET (the legacy HTTP+SSE transport's answers, a session's server messages)
+# lasts as long as the session: this much of it is kept for the writer to match answers to requests.
+MCP_STREAM_LIMIT = 16 * 1024 * 1024
 
 
 def _is_event_stream(flow: http.HTTPFlow) -> bool:
@@ -70,6 +74,8 @@ class Recorder:
         return previous
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get("agentprobe.internal"):  # agentprobe's own messages (the stdio wrapper's)
+            return
         self.dispatched += 1
         # A session's run, chosen by the session addon (addons/session_keys.py), else the current one.
         run = flow.metadata.get("agentprobe.session_run") or self.current
@@ -78,27 +84,62 @@ class Recorder:
         flow.metadata["agentprobe.seq"] = run.dispatched
 
     def request(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get("agentprobe.internal"):
+            return
         if "agentprobe.seq" not in flow.metadata:  # requestheaders skipped (e.g. replayed flows)
             self.requestheaders(flow)
+        req = flow.request
         try:
-            dialect = detect(flow.request.method, flow.request.host, flow.request.path, flow.request.raw_content)
+            # MCP first, by its headers or a bounded look at the body: its legacy POSTs go to /messages/.
+            body = req.raw_content
+            if req.method != "POST":
+                dialect = None
+            elif has_mcp_headers(req.headers.fields) or mcp.looks_like_jsonrpc(body):
+                dialect = mcp
+            else:
+                dialect = detect_llm(req.path)
         except Exception:
             dialect = None
         flow.metadata["agentprobe.dialect"] = dialect
 
+    def completions_for(self, flow: http.HTTPFlow) -> Callable[[int], int]:
+        """allocate(n): completion numbers, in the flow's run, for n answers that arrive inside its
+        stream; returns the first."""
+        run = flow.metadata.get("agentprobe.run") or self.current
+
+        def allocate(n: int) -> int:
+            self.completed += n
+            first = run.completed + 1
+            run.completed += n
+            return first
+        return allocate
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         flow.metadata["agentprobe.first_byte_at"] = time.time()
         dialect = flow.metadata.get("agentprobe.dialect")
+        marks = None
+        if dialect is None and flow.request.method == "GET" and \
+                flow.response.headers.get("content-type", "").startswith("text/event-stream"):
+            # Perhaps an MCP session's stream (the writer decides): kept, with the time and a completion
+            # number for each event as it passes, since the answers it carries complete calls.
+            dialect = flow.metadata["agentprobe.dialect"] = mcp
+            marks = (self.completions_for(flow), [])
         if dialect is None:
             flow.response.stream = True  # not ours: pass through without buffering
             return
         factory = None
-        if _is_event_stream(flow):
+        if dialect is mcp:
+            if marks is None and _is_event_stream(flow):
+                # An answer streamed after its notifications: the answer's own event completes the call,
+                # not the stream's end (a client may hang up later, or the server close late).
+                marks = (self.completions_for(flow), [])
+            keep = MCP_STREAM_LIMIT if flow.request.method == "GET" else PARSE_LIMIT  # read by the writer
+        elif _is_event_stream(flow):
             factory = dialect.stream_parser
             keep = self.body_limit
         else:
             keep = PARSE_LIMIT
-        tee = StreamTee(flow, factory, keep)
+        tee = StreamTee(flow, factory, keep, marks)
         flow.metadata["agentprobe.tee"] = tee
         flow.response.stream = tee
 
@@ -162,6 +203,7 @@ class Recorder:
             cap.response_body = bytes(tee.kept)
             cap.response_truncated = tee.truncated
             cap.decode_error = tee.decode_error
+            cap.marks = tee.marks
             if tee.parser_factory is not None:
                 cap.streamed = True
                 if tee.parser is not None:

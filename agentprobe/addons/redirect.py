@@ -19,7 +19,7 @@ class Redirect:
 
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        if detect(req.method, req.host, req.path, None) is None:
+        if detect(req.method, req.host, req.path, req.raw_content) is None:
             return
         flow.metadata["agentprobe.redirected_from"] = req.pretty_host
         req.scheme, req.host, req.port = "http", self.host, self.port

@@ -13,7 +13,7 @@ from ..providers.common import feed_in_pieces
 class StreamTee:
     """mitmproxy stream callback: forwards every chunk unchanged, reads a decoded copy."""
 
-    def __init__(self, flow: http.HTTPFlow, parser_factory, keep_limit: int) -> None:
+    def __init__(self, flow: http.HTTPFlow, parser_factory, keep_limit: int, marks=None) -> None:
         # No reference back to the flow: the flow holds this tee, and a cycle would keep every
         # flow alive until the cyclic GC, whose pauses the agent would feel.
         # Parsing waits for the writer process, off the event loop the agent's bytes go through,
@@ -29,6 +29,11 @@ class StreamTee:
         self.decoder = decoder_for(encoding) if parser_factory else decoder_for(encoding, limit=keep_limit)
         self.decode_error: str | None = None if self.decoder else f"unsupported content-encoding {encoding!r}"
         self.ended = False
+        # An MCP event stream: (allocate, marks). Each chunk that ends events appends
+        # (offset past it in the decoded body, time, first completion number, events ended).
+        self._allocate, self.marks = marks if marks else (None, None)
+        self._tail = b""
+        self._seen = 0  # decoded bytes so far, kept or not
 
     def __call__(self, chunk: bytes) -> bytes:
         try:
@@ -43,6 +48,15 @@ class StreamTee:
             self.decoder = None
         return chunk
 
+    def _mark(self, data: bytes) -> None:
+        # Blank lines end events; a terminator split between chunks is found with the last bytes kept.
+        joined = self._tail + data
+        n = _ends(joined) - _ends(self._tail)
+        self._tail = joined[-3:]
+        if n > 0:
+            self.marks.append((self._seen + len(data), time.time(), self._allocate(n), n))
+        self._seen += len(data)
+
     def _read(self, chunk: bytes) -> None:
         if chunk and self.first_chunk_at is None:
             self.first_chunk_at = time.time()
@@ -53,6 +67,8 @@ class StreamTee:
         data = self.decoder.decompress(chunk) if chunk else self.decoder.flush()
         if not data:
             return
+        if self.marks is not None:
+            self._mark(data)
         room = self.keep_limit - len(self.kept)
         if self.parser is not None:
             self.parser.feed(data)
@@ -64,3 +80,8 @@ class StreamTee:
             self.kept += data[:room]
         if len(data) > max(room, 0):
             self.truncated = True
+
+
+def _ends(data: bytes) -> int:
+    """Blank lines (event ends) in SSE bytes, counted at C speed."""
+    return data.count(b"\r\n\r\n") + data.count(b"\n\n") + data.count(b"\r\r")

@@ -47,6 +47,9 @@ class Capture:
     decode_error: str | None = None  # why the response body could not be read (whole)
     request_encoding: str | None = None  # the request's content-encoding, when it had one
     run_id: str | None = None  # the run it belongs to, when the recorder switches runs; None: the writer's own
+    # An MCP event stream: per chunk that ended events, (decoded offset past it, time, first completion
+    # number, events ended), so answers on a session's stream get their own times and order.
+    marks: list[tuple[int, float, int, int]] | None = None
 
 
 def to_wire(cap: Capture) -> Capture:

@@ -358,6 +358,11 @@ _HEADER_VALUES: dict[str, str] = {
     "x-stainless-poll-helper": r"true|false",
     "x-stainless-custom-poll-interval": r"\d{1,9}",
     "x-stainless-custom-event-handler": r"true|false",
+    # MCP: the revision, the method and what it acts on. Not Mcp-Session-Id (a capability on stateful
+    # servers) nor Mcp-Param-* (copies of tool arguments): those are dropped like any header not listed.
+    "mcp-protocol-version": _DAY,
+    "mcp-method": r"[a-z][A-Za-z/_]{0,63}",
+    "mcp-name": r"[\w.:/\-]{1,128}",
 }
 # A request id in a request is whatever the agent put there; in an answer, the provider's own.
 RESPONSE_ONLY = frozenset({"request-id", "x-request-id"})
@@ -399,7 +404,8 @@ def safe_headers(headers: Iterable[tuple[str, str]], secrets: Iterable[str] = ()
 # -- the URL ---------------------------------------------------------------------------------
 
 _SECRET_QUERY_KEYS = {"key", "api_key", "api-key", "apikey", "access_token", "token", "sig", "signature", "code",
-                      "x-goog-api-key", "x-amz-signature", "x-amz-credential", "x-amz-security-token"}
+                      "x-goog-api-key", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
+                      "session_id", "sessionid"}  # a legacy MCP session's POST endpoint
 
 
 def _secret_query_key(name: str) -> bool:

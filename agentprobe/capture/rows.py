@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..providers import load_json, provider_for
+from ..providers import detect, load_json, mcp, provider_for
 from ..providers.base import ParsedRequest, ParsedResponse, ParseError
 from ..providers.common import feed_in_pieces
 from ..util.clock import iso, new_id
@@ -21,13 +21,16 @@ from . import redact, tokens
 from .decoders import decode_body
 from .exchange import STORED_BODY_LIMIT, Capture
 from .linking import RunTracker
-
+from .mcp_rows import McpState, answered_at, fill_answer, fill_request, remember, scrub, stream_rows, transport_of, wait_for_stream
 
 @dataclass
 class Rows:
     call: dict[str, Any]
     bodies: list[dict[str, Any]] = field(default_factory=list)
     prompts: list[dict[str, Any]] = field(default_factory=list)
+    # Rows written earlier that this capture completes: (call id, {column: value}). A legacy MCP answer
+    # arriving on its session's stream; a tool execution whose result this LLM call sends back.
+    updates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 def request_digest(method: str, path: str, stored_body: bytes) -> str:
@@ -168,6 +171,7 @@ class RowBuilder:
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.tracker = RunTracker()
+        self.mcp = McpState()
 
     def build(self, cap: Capture) -> Rows:
         try:
@@ -188,7 +192,65 @@ class RowBuilder:
         rows = Rows(self._base_call(cap, secrets))
         if cap.dialect is None:
             return rows
+        if cap.dialect is mcp:
+            return self._mcp(cap, rows, secrets, content_type, resp_type)
         return self._llm(cap, rows, secrets, content_type, resp_type)
+
+    def _mcp(self, cap: Capture, rows: Rows, secrets: list[str], content_type, resp_type) -> Rows:
+        call = rows.call
+        if cap.method == "GET":
+            stream_rows(cap, rows, self.mcp, secrets, _body_row)
+            return rows
+        raw, failure = cap.request_body or b"", None
+        if cap.request_encoding and raw:
+            raw, failure = decode_body(raw, cap.request_encoding, limit=REQUEST_DECODED_LIMIT)
+        try:
+            body_json = load_json(raw)
+        except ParseError:
+            body_json = None
+        msgs = mcp.messages(body_json) if body_json is not None else []
+        if not msgs or not mcp.is_mcp(msgs):
+            # MCP headers or a JSON-RPC look, but no MCP body: perhaps an LLM call after all.
+            dialect = detect(cap.method, cap.host, cap.path, raw) if not failure else None
+            if dialect is None:
+                if failure or body_json is None:
+                    call["parse_error"] = f"request: {failure or 'not JSON'} (MCP headers)"
+                return rows
+            cap.dialect = dialect
+            if (resp_type or "").startswith("text/event-stream"):
+                cap.streamed, cap.stream_deferred = True, True
+            return self._llm(cap, rows, secrets, content_type, resp_type)
+        body_json = scrub(body_json, secrets)
+        req = mcp.read_request(mcp.messages(body_json))
+        stored = stored_request_body(body_json)
+        call["request_sha256"] = request_digest(cap.method or "", cap.path, stored)
+        body = _body_row(stored, content_type, False)
+        if body:
+            rows.bodies.append(body)
+            call["request_body"] = body["id"]
+        if cap.response_body:
+            text = redact.scrub_text(cap.response_body.decode("utf-8", "replace"), secrets)
+            body = _body_row(text.encode(), resp_type, cap.response_truncated)
+            if body:
+                rows.bodies.append(body)
+                call["response_body"] = body["id"]
+        transport = transport_of(cap)
+        key = fill_request(call, cap, req, transport, self.mcp, secrets)
+        if transport == "stdio":
+            call["error_type"] = None if not cap.error else "cancelled" if "cancel" in cap.error.lower() else "no_answer"
+        if req.kind == "request":
+            if transport == "http+sse" and cap.status == 202 and key:
+                wait_for_stream(self.mcp, call, key, req, cap.started_at)
+            else:
+                resp = mcp.read_response(cap.response_body, resp_type if cap.scheme != "stdio" else None, req.id)
+                fill_answer(call, resp, rows, secrets)
+                answered_at(call, cap, resp)
+                if not resp.found and call.get("error_type") is None:
+                    call["error_type"] = "no_answer"
+            if req.method == "tools/call" and req.target:
+                self.mcp.links.executed(call, req.target, call.get("arguments_sha256"), cap.started_at)
+        remember(self.mcp, call, cap, key)
+        return rows
 
     def _base_call(self, cap: Capture, secrets: list[str]) -> dict[str, Any]:
         return {
@@ -289,6 +351,10 @@ class RowBuilder:
             call["parse_error"] = redact.scrub_text("; ".join(errors), secrets)[:500]
         failed = bool(call["error_type"]) or cap.status is None or cap.status >= 400
         self.tracker.link(call, parsed, failed, cap.started_at, cap.ended_at)
+        if parsed is not None and parsed.tool_result_ids:
+            rows.updates.extend(self.mcp.links.returned(call["id"], parsed.tool_result_ids))
+        if not failed and call.get("tool_calls"):
+            self.mcp.links.model_asked(call["id"], json.loads(call["tool_calls"]), cap.ended_at)
         return rows
 
     def _response(self, cap: Capture, errors: list[str]) -> ParsedResponse | None:

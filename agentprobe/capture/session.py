@@ -8,11 +8,13 @@ from pathlib import Path
 from .. import __version__
 from ..addons.recorder import Recorder, RunState
 from ..addons.session_keys import SessionKeys
+from ..addons.stdio_sink import StdioSink
 from ..proxy import fastpath
 from ..proxy.ca import bundle_path
 from ..proxy.child_env import child_env
 from ..proxy.runner import ProxyConfig, ProxyThread, check_listen
 from ..store.db import resolve_path
+from ..stdio.sinks import PROXY_ENV, RUN_ENV
 from ..store.writer_process import WriterProcess
 from ..util.clock import new_id, now_iso
 from . import redact
@@ -68,9 +70,11 @@ class Recording:
             self.sessions = SessionTable(self._begin_session, self._end_session, idle_s=sessions.idle_s,
                                          alive=finder.alive if finder else None)
         # The session addon comes first, so that no other addon (nor the provider) sees agentprobe's
-        # headers; extra addons (e.g. the serve redirect) run before the recorder sees the flow.
+        # headers; extra addons (e.g. the serve redirect) run before the recorder sees the flow, and so
+        # does the stdio wrapper's sink, which marks its notices before the recorder numbers flows.
         self.session_keys = SessionKeys(self.sessions, sessions, finder=finder)
-        self.proxy = ProxyThread(proxy, [self.session_keys, *(addons or []), self.recorder])
+        self.proxy = ProxyThread(proxy, [self.session_keys, *(addons or []), StdioSink(self.recorder, self.run_id),
+                                         self.recorder])
         self._started = False
 
     def start(self) -> "Recording":
@@ -93,8 +97,11 @@ class Recording:
 
     def env(self, base: dict[str, str] | None = None, *, node_report: Path | None = None) -> dict[str, str]:
         """The environment for the traced command (see proxy/child_env.py for what each setting is for)."""
-        return child_env(self.url, self._bundle, base, java_truststore=self._java_truststore(base),
-                         node_report=node_report)
+        env = child_env(self.url, self._bundle, base, java_truststore=self._java_truststore(base),
+                        node_report=node_report)
+        # `agentprobe mcp -- SERVER` started by the command records its stdio server into this run.
+        env[RUN_ENV], env[PROXY_ENV] = self.run_id, self.url
+        return env
 
     def _java_truststore(self, base: dict[str, str] | None):
         import os

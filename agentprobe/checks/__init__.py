@@ -38,7 +38,7 @@ __all__ = ["ALL_CHECKS", "Finding", "MODES", "SEVERITIES", "ScanContext", "Thres
 def peers(db, run_ids: list[str], *, same_label_only: bool = False) -> tuple[list[str], dict[str, str]]:
     """(runs the cross-run rules may compare with, scanned run -> its previous run).
 
-    The previous run is the last earlier run with the same label that made LLM calls and that
+    The previous run is the last earlier run with the same label that made LLM or MCP calls and that
     agentprobe did not make itself (a failed empty run, or a replay, is no baseline); else the
     last earlier such run of any label. same_label_only: compare a run only with the last earlier
     run of its own label (a test's run with the same test's last run), never with other labels as
@@ -46,7 +46,7 @@ def peers(db, run_ids: list[str], *, same_label_only: bool = False) -> tuple[lis
     """
     cross, previous = set(run_ids), {}
     real = (f"NOT {MADE_BY_AGENTPROBE} AND EXISTS (SELECT 1 FROM calls c WHERE c.run_id = r.id"
-            " AND c.api IS NOT NULL)")
+            " AND (c.api IS NOT NULL OR c.provider = 'mcp'))")
     for run_id in run_ids:
         label = db.execute("SELECT label FROM runs WHERE id = ?", [run_id]).fetchone()[0]
         row = db.execute(
@@ -79,7 +79,7 @@ def thresholds_for(config: dict | None, **flags) -> Thresholds:
     """Defaults, overridden by the config's `thresholds`, overridden by flags that were given."""
     thresholds = Thresholds()
     overrides = (config or {}).get("thresholds") or {}
-    for name in ("context", "latency_ms", "usage_tolerance"):
+    for name in ("context", "latency_ms", "tool_latency_ms", "usage_tolerance"):
         value = flags.get(name) or overrides.get(name)
         if value:
             setattr(thresholds, name, value)

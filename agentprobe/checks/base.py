@@ -27,6 +27,14 @@ def generates(column: str = "api") -> str:
 # Runs agentprobe made itself (replays, offline serving, forks): never an environment to compare with,
 # never the "previous run" a prompt is diffed against. `r` is the runs table's alias.
 MADE_BY_AGENTPROBE = "(r.parent_run_id IS NOT NULL OR coalesce(r.label, '') IN ('replay', 'serve'))"
+# MCP tool executions (provider 'mcp' rows have no api: the LLM rules never read them).
+TOOL_CALLS = "provider = 'mcp' AND mcp_method = 'tools/call'"
+
+
+def tool_calls(alias: str = "") -> str:
+    """SQL: the row is an MCP tools/call (`alias` is a table alias, e.g. "c")."""
+    p = f"{alias}." if alias else ""
+    return f"{p}provider = 'mcp' AND {p}mcp_method = 'tools/call'"
 
 
 def severity_rank(severity: str) -> int:
@@ -56,6 +64,7 @@ class Finding:
 class Thresholds:
     context: float = 0.75
     latency_ms: float = 30_000
+    tool_latency_ms: float = 10_000  # an MCP tool call slower than this is reported
     usage_tolerance: float = 0.10  # relative, when our tokenizer is the model's own
     usage_tolerance_estimate: float = 0.35  # when the count is a labelled estimate
     # Providers add a few tokens of framing per message that a text count does not see; on

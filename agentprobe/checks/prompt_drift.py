@@ -11,6 +11,21 @@ from .base import Finding, ScanContext, generates
 _MAX_DIFF_LINES = 40
 
 
+# Which MCP server listed the tools: its name, else where it was reached (stdio: its command).
+_MCP_SERVER = "coalesce(mcp_server, host || ':' || coalesce(port, '') || path)"
+
+
+def _mcp_tool_hashes(ctx: ScanContext, run_id: str, column: str) -> dict[str | None, dict[str, dict]]:
+    """MCP server -> {tools/list hash: first call listing it}"""
+    out: dict[str | None, dict[str, dict]] = {}
+    for row in ctx.db.query(
+            f"SELECT id, run_id, min(seq) AS seq, {_MCP_SERVER} AS model, tools_sha256 AS h FROM calls WHERE run_id = ?"
+            " AND provider = 'mcp' AND mcp_method = 'tools/list' AND tools_sha256 IS NOT NULL"
+            f" GROUP BY {_MCP_SERVER}, tools_sha256 ORDER BY seq", [run_id]):
+        out.setdefault(row["model"], {})[row["h"]] = row
+    return out
+
+
 def _hashes(ctx: ScanContext, run_id: str, column: str) -> dict[str | None, dict[str, dict]]:
     """model -> {hash: first call using it}"""
     out: dict[str | None, dict[str, dict]] = {}
@@ -27,13 +42,14 @@ def unified(old: str, new: str, old_name: str, new_name: str) -> str:
     return textdiff.unified(old, new, old_name, new_name, context=1, max_lines=_MAX_DIFF_LINES)
 
 
-def _changed(ctx: ScanContext, column: str, rule: str, what: str, fix: str) -> list[Finding]:
+def _changed(ctx: ScanContext, column: str, rule: str, what: str, fix: str, hashes_fn=_hashes,
+             sender: str = "sent {model} a {what}") -> list[Finding]:
     out = []
     seen: dict[str, dict] = {}  # a run is often one run's "after" and the next one's "before"
 
     def hashes_of(run_id: str) -> dict:
         if run_id not in seen:
-            seen[run_id] = _hashes(ctx, run_id, column)
+            seen[run_id] = hashes_fn(ctx, run_id, column)
         return seen[run_id]
 
     for run_id in ctx.run_ids:
@@ -59,7 +75,8 @@ def _changed(ctx: ScanContext, column: str, rule: str, what: str, fix: str) -> l
                 out.append(Finding(
                     rule=rule, severity="high",
                     title=f"{what} for {model} changed since run {previous}",
-                    evidence=f"run {run_id} sent {model} a {what} with sha256 {h[:12]} (first at call {first['seq']});"
+                    evidence=f"run {run_id} {sender.format(model=model, what=what)} with sha256 {h[:12]}"
+                             f" (first at call {first['seq']});"
                              f" run {previous} used {base[:12]}.\n{diff}",
                     fix=fix, run_id=run_id, calls=[ctx.ref(first)],
                     data={"previous_run": previous, "old_sha256": base, "new_sha256": h, "diff": diff}))
@@ -93,10 +110,15 @@ def system_prompt_changed(ctx: ScanContext) -> list[Finding]:
 
 
 def tools_changed(ctx: ScanContext) -> list[Finding]:
+    """The tools sent to a model changed, or the tools an MCP server lists (tools/list) changed, between runs."""
     return _changed(
         ctx, "tools_sha256", "prompt_drift/tools_changed", "tool schema set",
         "Version tool schemas with the prompt: a renamed tool or changed parameter silently changes which tool"
-        " the model picks. Diff the schemas and rerun the benchmark before shipping.")
+        " the model picks. Diff the schemas and rerun the benchmark before shipping.") + _changed(
+        ctx, "tools_sha256", "prompt_drift/tools_changed", "MCP tool list",
+        "Pin the MCP server's version (or its tool list's sha256) and review its tool changes like a prompt change:"
+        " agents pass a server's tools to the model as they are, so its new or renamed tools change the agent.",
+        hashes_fn=_mcp_tool_hashes, sender="got from MCP server {model} an {what}")
 
 
 def sha256_text(text: str) -> str:

@@ -1,4 +1,5 @@
-"""race_condition: concurrent calls finishing out of order, tool results sent back reordered."""
+"""race_condition: concurrent calls finishing out of order, tool results sent back reordered, and tool
+executions (MCP tools/call) that overlapped and finished out of the order they were dispatched in."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from .base import Finding, ScanContext
+from ..capture.tool_links import model_tool_call_id
+from .base import Finding, ScanContext, tool_calls
 
 
 def inverted_pairs(calls: Iterable[tuple]) -> list[tuple[Any, Any]]:
@@ -90,4 +92,85 @@ def tool_result_order(ctx: ScanContext) -> list[Finding]:
     return out
 
 
-CHECKS = [completion_inversion, tool_result_order]
+def _model_order(ctx: ScanContext, llm_call_id: str) -> list[str]:
+    """The tool call ids an LLM answer issued, in its order."""
+    row = ctx.db.execute("SELECT tool_calls FROM calls WHERE id = ?", [llm_call_id]).fetchone()
+    try:
+        issued = json.loads(row[0]) if row and row[0] else []
+    except ValueError:
+        return []
+    return [model_tool_call_id(llm_call_id, k, c.get("id")) for k, c in enumerate(issued, 1)]
+
+
+def _returned_order(ctx: ScanContext, llm_call_id: str | None) -> list[str]:
+    row = ctx.db.execute("SELECT tool_result_ids FROM calls WHERE id = ?", [llm_call_id]).fetchone() \
+        if llm_call_id else None
+    try:
+        return [i for i in json.loads(row[0]) if i] if row and row[0] else []
+    except ValueError:
+        return []
+
+
+def tool_races(ctx: ScanContext) -> list[Finding]:
+    """Tool executions of one model turn that ran at once and finished out of dispatch order.
+
+    High when the results then reached the model in completion order rather than in the order the
+    model asked for them (the agent let the race decide); medium when the agent put them back in order.
+    Executions no model call is linked to are taken per run.
+    """
+    where, params = ctx.runs_sql()
+    rows = ctx.db.execute(
+        "SELECT id, run_id, seq, completion_seq, started_at, ended_at, mcp_name, tool_call_id, asked_by_call_id,"
+        f" returned_by_call_id FROM calls WHERE {where} AND {tool_calls()} ORDER BY +run_id, +seq", params).fetchall()
+    groups: dict[tuple, list[tuple]] = {}
+    for row in rows:
+        groups.setdefault((row[1], row[8]), []).append(row)
+    out = []
+    for (run_id, asked_by), group in sorted(groups.items(), key=lambda g: (g[0][0], g[1][0][2])):
+        if len(group) < 2:
+            continue
+        pairs = inverted_pairs([(r, r[3], r[4], r[5]) for r in group])
+        if not pairs:
+            continue
+        involved = sorted({r for pair in pairs for r in pair}, key=lambda r: r[2])
+        first, second = pairs[0]
+        dispatched = [f"{r[6]} (call {r[2]})" for r in group]
+        completed = [f"{r[6]} (call {r[2]})" for r in sorted(group, key=lambda r: r[3])]
+        asked = _model_order(ctx, asked_by) if asked_by else []
+        returners = sorted({r[9] for r in group if r[9]})
+        returned = _returned_order(ctx, returners[0]) if len(returners) == 1 else []
+        ours = {r[7] for r in group if r[7]}
+        by_completion = [r[7] for r in sorted(group, key=lambda r: r[3]) if r[7]]
+        asked_here = [i for i in asked if i in ours]
+        returned_here = [i for i in returned if i in ours]
+        raced = bool(returned_here) and returned_here == by_completion and returned_here != asked_here
+        calls = [{"run_id": run_id, "seq": r[2], "model": None, "call_id": r[0]} for r in involved]
+        data = {"dispatched": [r[2] for r in group], "completed": [r[2] for r in sorted(group, key=lambda r: r[3])],
+                "asked": asked_here, "returned": returned_here, "pairs": len(pairs)}
+        evidence = (f"in run {run_id}, {len(group)} tool calls ran at once; dispatched {', '.join(dispatched)};"
+                    f" completed {', '.join(completed)}: {first[6]} (call {first[2]}) started first and finished"
+                    f" after {second[6]} (call {second[2]}).")
+        if raced:
+            returner = ctx.db.execute("SELECT seq FROM calls WHERE id = ?", [returners[0]]).fetchone()
+            out.append(Finding(
+                rule="race_condition/tool_results_in_completion_order", severity="high",
+                title="parallel tool results reached the model in the order the tools finished, not the order asked",
+                evidence=evidence + f" LLM call {returner[0] if returner else '?'} then sent the results back as"
+                                    f" {returned_here}, their completion order; the model asked for {asked_here}.",
+                fix="Gather parallel tool results and send them back in the order of the model's tool calls (index"
+                    " each call, sort by it), not as they arrive: which tool is faster must not change what the"
+                    " model reads.",
+                run_id=run_id, calls=calls, data=data))
+        else:
+            out.append(Finding(
+                rule="race_condition/tool_completion_inversion", severity="medium",
+                title="parallel tool executions completed in reverse dispatch order",
+                evidence=evidence + (" Their results went back to the model in the order asked."
+                                     if returned_here and returned_here == asked_here else ""),
+                fix="Make every step after a parallel tool batch independent of completion order: key results by"
+                    " the tool call's id, and do not let side effects of one tool assume another finished first.",
+                run_id=run_id, calls=calls, data=data))
+    return out
+
+
+CHECKS = [completion_inversion, tool_result_order, tool_races]

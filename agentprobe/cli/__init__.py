@@ -18,7 +18,7 @@ def cli() -> None:
 
 # Modules under agentprobe/cli/ that define commands come in this order; any other module
 # with a COMMANDS list is registered after them, so adding a command never means editing here.
-COMMAND_ORDER = ["trace", "record", "ca", "browse", "scan", "diff", "traces", "replay", "serve", "analyze", "report", "datasette", "demo"]
+COMMAND_ORDER = ["trace", "record", "mcp", "ca", "browse", "scan", "diff", "traces", "replay", "serve", "analyze", "report", "datasette", "demo"]
 
 
 def command_modules() -> list[str]:

@@ -7,7 +7,7 @@ import json
 import click
 
 from ..store.db import open_db
-from ..store.queries import call_ref, decode_json_columns, iter_calls, list_runs, resolve_run
+from ..store.queries import call_ref, decode_json_columns, iter_calls, list_runs, resolve_run, tool_chain
 from .common import db_option, label_option
 from ..report.table import Column, cell
 from .errors import UserError
@@ -31,7 +31,9 @@ CALL_COLUMNS = [
                                                                             isinstance(v, (int, float)) else ""),
     Column("finish_reason", "finish"), Column("error_type", "error", max_width=28),
     Column("input_tokens", "in"), Column("output_tokens", "out"), Column("stream"), Column("attempt"),
-    Column("turn"), Column("completion_seq", "done#"), Column("ttft_ms", "ttft", wide=True),
+    Column("turn"), Column("completion_seq", "done#"),
+    # MCP: the chain model asks -> tool runs -> result returned, as call numbers.
+    Column("tools", wrap=True, max_width=40), Column("ttft_ms", "ttft", wide=True),
     Column("provider", wide=True), Column("api", wide=True), Column("host", wide=True),
     Column("retry_of", wide=True), Column("conversation_id", "conversation", wide=True),
     Column("parse_error", wide=True, wrap=True),
@@ -57,7 +59,10 @@ def calls(db, run_ref, fmt):
     """List the calls of one run in dispatch order."""
     database = open_db(db)
     run_id = resolve_run(database, run_ref)
-    rows = (decode_json_columns(r) for r in iter_calls(database, run_id))
+    rows = [decode_json_columns(r) for r in iter_calls(database, run_id)]
+    seq_of = {r["id"]: r["seq"] for r in rows}
+    for r in rows:
+        r["tools"] = tool_chain(r, seq_of)
     emit(rows, fmt, CALL_COLUMNS, title=f"calls of run {run_id}")
 
 

@@ -76,9 +76,11 @@ def select_runs(db, run_refs, all_runs: bool, label: str | None) -> list[str]:
 @click.option("--fail-on", type=click.Choice(SEVERITIES), help="Exit 1 if any finding is at or above this severity.")
 @click.option("--context-threshold", type=click.FloatRange(0, 1, min_open=True), help="Default 0.75.")
 @click.option("--latency-budget-ms", type=click.FloatRange(0, min_open=True), help="Default 30000.")
+@click.option("--tool-latency-budget-ms", type=click.FloatRange(0, min_open=True),
+              help="MCP tool calls slower than this are reported. Default 10000.")
 @click.option("--usage-tolerance", type=click.FloatRange(0, min_open=True), help="Default 0.10.")
 def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, as_json, output, fail_on, context_threshold,
-         latency_budget_ms, usage_tolerance):
+         latency_budget_ms, tool_latency_budget_ms, usage_tolerance):
     """Find temperature drift, context overflow, truncation, prompt drift, swallowed API errors and
     race conditions in recorded runs (default: the latest) and in an agent config.
 
@@ -93,7 +95,7 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, as_json, out
         raise UserError(f"cannot write {output}: its directory {output.resolve().parent} does not exist")
     config = load_config(config_path)
     thresholds = thresholds_for(config, context=context_threshold, latency_ms=latency_budget_ms,
-                                usage_tolerance=usage_tolerance)
+                                tool_latency_ms=tool_latency_budget_ms, usage_tolerance=usage_tolerance)
     run_ids: list[str] = []
     if config and env_name and env_name not in (config.get("environments") or {}):
         known = ", ".join(config.get("environments") or {}) or "none"

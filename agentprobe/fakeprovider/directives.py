@@ -46,8 +46,12 @@ class Directives:
     # providers cut tokens: a word (a key the model repeats, say) then spans several events.
     delta_chars: int | None = None
     tool_calls: int = 0
-    # The arguments of every tool call, a JSON object, base64url-encoded like reply_b64.
-    tool_args_b64: dict | None = None
+    # Which offered tools the calls ask for, in order (cycling when there are more calls than names);
+    # tool_calls defaults to their number. Each must be one of the request's tools.
+    tool_names: list[str] | None = None
+    # The calls' arguments, base64url JSON: one object for every call, or a list with one per call.
+    # Without it call k gets {"i": k}.
+    tool_args_b64: list[dict] | dict | None = None
     # The message of the error that `status` or `error_in_200` answers with, base64url-encoded.
     message_b64: str | None = None
     no_usage: bool = False
@@ -58,6 +62,17 @@ class Directives:
     def __post_init__(self):
         if self.reply_b64 is not None:
             self.reply = self.reply_b64
+        if self.tool_names and not self.tool_calls:
+            self.tool_calls = len(self.tool_names)
+
+    def tool_args(self, index: int) -> dict | None:
+        """The scripted arguments of call `index` (1-based), or None for the default."""
+        given = self.tool_args_b64
+        if given is None:
+            return None
+        if isinstance(given, dict):
+            return given
+        return given[(index - 1) % len(given)]
 
     @property
     def faulty(self) -> bool:
@@ -98,14 +113,23 @@ def _b64(value: str) -> str:
         raise ValueError(value) from None
 
 
-def _json_object_b64(value: str) -> dict:
+def _names(value: str) -> list[str]:
+    names = [name for name in value.split(",") if name]
+    if not names:
+        raise ValueError(value)
+    return names
+
+
+def _json_args(value: str) -> list[dict] | dict:
     try:
         parsed = json.loads(_b64(value))
     except json.JSONDecodeError:
         raise ValueError(value) from None
-    if not isinstance(parsed, dict):
-        raise ValueError(value)
-    return parsed
+    if isinstance(parsed, dict):
+        return parsed
+    if isinstance(parsed, list) and parsed and all(isinstance(item, dict) for item in parsed):
+        return parsed
+    raise ValueError(value)
 
 
 def _positive(value: str) -> int:
@@ -135,7 +159,8 @@ _CONVERTERS = {
     "reply_b64": _b64,
     "delta_chars": _positive,
     "tool_calls": _non_negative(int),
-    "tool_args_b64": _json_object_b64,
+    "tool_names": _names,
+    "tool_args_b64": _json_args,
     "message_b64": _b64,
     "no_usage": _flag,
     "error_in_200": _flag,

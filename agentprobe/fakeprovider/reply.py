@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .directives import Directives, strip
+from .directives import DirectiveError, Directives, strip
 
 DEFAULT_WORDS = 12
 PROMPT_ECHO_WORDS = 5
@@ -42,7 +42,8 @@ class Ask:
     ends_with_tool_result: bool = False
     max_tokens: int | None = None
     temperature: float | None = None
-    tool_name: str | None = None
+    tool_name: str | None = None  # the first tool offered
+    tool_names: list[str] = field(default_factory=list)  # every tool offered, by name
     include_usage: bool = False  # OpenAI chat streams only
     body: dict[str, Any] = field(default_factory=dict)
     held_tokens: int = 0  # context the provider keeps for this request (Responses previous_response_id)
@@ -73,11 +74,11 @@ class Ask:
 class ToolCall:
     index: int  # 1-based, so ids read call_1, toolu_1, ...
     name: str
-    given: dict | None = None  # the arguments the tool_args_b64 directive asked for
+    given_args: dict | None = None  # scripted with tool_args_b64
 
     @property
     def args(self) -> dict:
-        return self.given if self.given is not None else {"i": self.index}
+        return self.given_args if self.given_args is not None else {"i": self.index}
 
     @property
     def arguments(self) -> str:
@@ -146,7 +147,9 @@ def compose(ask: Ask, directives: Directives, vary: bool = False, words: int | N
     # Without this guard an agent looping on tool results would be asked for
     # tools forever, because the directive stays in its first user message.
     if directives.tool_calls and ask.tool_name and not ask.ends_with_tool_result:
-        calls = [ToolCall(k, ask.tool_name, directives.tool_args_b64) for k in range(1, directives.tool_calls + 1)]
+        names = directives.tool_names or [ask.tool_name]
+        calls = [ToolCall(k, names[(k - 1) % len(names)], directives.tool_args(k))
+                 for k in range(1, directives.tool_calls + 1)]
         return Reply(ask, [], calls, "tool_calls", usage=not directives.no_usage)
 
     if directives.reply is not None:
@@ -166,6 +169,14 @@ def compose(ask: Ask, directives: Directives, vary: bool = False, words: int | N
         chosen = chosen[: ask.max_tokens]
         finish = "length"
     return Reply(ask, chosen, [], finish, usage=not directives.no_usage, delta_chars=directives.delta_chars)
+
+
+def check(ask: Ask, directives: Directives) -> None:
+    """Directives that contradict the request: a tool name it does not offer."""
+    unknown = [name for name in directives.tool_names or () if name not in ask.tool_names]
+    if unknown:
+        raise DirectiveError(f"fake directive tool_names asks for {', '.join(unknown)}, which the request"
+                             f" does not offer (tools: {', '.join(ask.tool_names) or 'none'})")
 
 
 def random_id(length: int, alphabet: str = string.ascii_letters + string.digits) -> str:

@@ -24,7 +24,7 @@ from . import dialects, directives
 from .dialects.base import Dialect, Route, dumps
 from .directives import DirectiveError, Directives
 from .encoding import encode, encoder
-from .reply import Ask, Reply, compose
+from .reply import Ask, Reply, check, compose
 
 HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 120.0
@@ -145,6 +145,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             wanted = directives.parse(self.headers.get(directives.HEADER), ask.last_user_text)
+            check(ask, wanted)
         except DirectiveError as exc:
             self._send_json(400, dialect, Directives(), dialect.error(400, None, ask, str(exc)))
             return

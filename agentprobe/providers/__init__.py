@@ -15,6 +15,7 @@ from . import (
     gemini,
     gemini_count_tokens,
     gemini_embeddings,
+    mcp,
     openai_chat,
     openai_embeddings,
     openai_responses,
@@ -22,7 +23,7 @@ from . import (
 from .base import Dialect, ParsedRequest, ParsedResponse, ParseError
 from .common import load_json
 
-__all__ = ["DIALECTS", "detect", "provider_for", "load_json", "Dialect", "ParseError", "ParsedRequest",
+__all__ = ["DIALECTS", "detect", "detect_llm", "provider_for", "load_json", "Dialect", "ParseError", "ParsedRequest",
            "ParsedResponse"]
 
 DIALECTS = (openai_chat, openai_responses, openai_embeddings, anthropic, anthropic_count_tokens, gemini,
@@ -40,9 +41,17 @@ _GEMINI_METHODS = {"embedContent": gemini_embeddings, "batchEmbedContents": gemi
 
 
 def detect(method: str, host: str, path: str, body: bytes | None = None):
-    """The dialect module for an LLM API request, or None for any other traffic."""
+    """The dialect module for an LLM API request, or None for any other traffic (MCP: see providers.mcp)."""
     if method.upper() != "POST":
         return None
+    if mcp.looks_like_jsonrpc(body):
+        # MCP's JSON-RPC, whatever the path: the legacy HTTP+SSE transport POSTs to /messages/.
+        return None
+    return detect_llm(path)
+
+
+def detect_llm(path: str):
+    """detect() for a POST whose body is known not to be JSON-RPC: by path alone."""
     route = path.split("?", 1)[0]
     if _CHAT.search(route):
         return openai_chat

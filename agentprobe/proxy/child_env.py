@@ -32,8 +32,10 @@ NODE_PRELOAD = Path(__file__).resolve().parent / "nodehook" / "agentprobe-node.c
 def child_env(proxy_url: str, bundle: Path, base: dict[str, str] | None = None, *, python_hook: bool = True,
               java_truststore: Path | None = None, node_preload: Path | None = NODE_PRELOAD,
               node_report: Path | None = None) -> dict[str, str]:
-    """node_report: a file the Node preload appends one line per process to (which route it took)."""
-    """Environment for a process whose traffic should go through the proxy."""
+    """Environment for a process whose traffic should go through the proxy.
+
+    node_report: a file the Node preload appends one line per process to (which route it took).
+    """
     env = dict(os.environ if base is None else base)
     for name in PROXY_VARIABLES:
         env[name] = proxy_url

@@ -33,7 +33,7 @@ def call_view(db, run_id: str, seq: int, *, findings: list | None = None) -> dic
     view: dict[str, Any] = {
         "ref": f"{run_id}#{seq}",
         "call": {k: call.get(k) for k in ("id", "method", "host", "path", "provider", "api", "model",
-                                          "response_model")},
+                                          "response_model", "conversation_id", "turn", "attempt", "retry_of")},
         "settings": {k: call.get(k) for k in SETTINGS if call.get(k) is not None},
         "timing": {k: call.get(k) for k in TIMING},
         "usage": {k: call.get(k) for k in USAGE},

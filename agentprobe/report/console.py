@@ -104,6 +104,9 @@ def print_summary(summary: dict, as_json: bool = False) -> None:
         f"  calls {summary['calls']} (LLM {summary['llm_calls']}, conversations {summary['conversations']},"
         f" retries {summary['retries']}, streams cut {summary['streams_cut']})"
     )
+    if summary.get("mcp_calls"):
+        lines.append(f"  MCP {summary['mcp_calls']} (tool calls {summary.get('tool_calls', 0)},"
+                     f" failed {summary.get('tool_errors', 0)})")
     lines.append(f"  errors {summary['errors']} (by status: {errors})")
     for u in summary.get("unreachable") or ():
         lines.append(f"  ERROR: the proxy could not reach {u['host']}:{u['port']} ({u['calls']} call(s)): {u['cause']}"

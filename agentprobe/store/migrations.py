@@ -145,6 +145,32 @@ def m004_call_server_context(conn: sqlite3.Connection) -> None:
 
 
 @migration
+def m005_mcp(conn: sqlite3.Connection) -> None:
+    # MCP calls (provider 'mcp', no api): one row per JSON-RPC request with the answer it got.
+    for column, kind in (
+        ("mcp_method", "TEXT"),  # initialize, server/discover, tools/list, tools/call, prompts/get, ...
+        ("mcp_name", "TEXT"),  # what the method acts on: the tool, the prompt, the resource URI
+        ("mcp_id", "TEXT"),  # the JSON-RPC id as typed JSON (1 and "1" differ)
+        ("mcp_session", "TEXT"),  # a digest of the session id (Mcp-Session-Id, the legacy ?session_id=)
+        ("mcp_protocol", "TEXT"),  # protocol revision, e.g. 2025-11-25 or 2026-07-28
+        ("mcp_transport", "TEXT"),  # streamable_http | http+sse | stdio
+        ("mcp_server", "TEXT"),  # the server's name (serverInfo)
+        ("tool_arguments", "TEXT"),  # tools/call and prompts/get arguments, redacted canonical JSON (cut)
+        ("arguments_sha256", "TEXT"),  # digest of the whole arguments
+        ("tool_is_error", "INTEGER"),  # the result's isError
+        ("rpc_error_code", "INTEGER"),  # a JSON-RPC error's code
+        ("tool_call_id", "TEXT"),  # the model's tool call this execution ran
+        ("asked_by_call_id", "TEXT"),  # calls.id of the LLM call whose answer asked for it
+        ("returned_by_call_id", "TEXT"),  # calls.id of the LLM call that sent its result back to the model
+        ("tool_link", "TEXT"),  # how the execution was matched: arguments | name | repeat
+    ):
+        conn.execute(f"ALTER TABLE calls ADD COLUMN {column} {kind}")
+    conn.execute("CREATE INDEX calls_tool_call ON calls(tool_call_id)")
+    # The tool rules read only a run's MCP rows; partial, so recording an LLM call never touches it.
+    conn.execute("CREATE INDEX calls_mcp ON calls(run_id, mcp_method) WHERE provider = 'mcp'")
+
+
+@migration
 def m007_run_sessions(conn: sqlite3.Connection) -> None:
     # A long-running recorder splits its traffic into one run per agent session; each such run says
     # how it was keyed (header | traceparent | process | address | recorder) and who the client was.

@@ -143,9 +143,12 @@ def summarize(db: sqlite_utils.Database, run_id: str) -> dict:
     llm = db.execute(
         "SELECT count(*), count(DISTINCT conversation_id), sum(attempt > 1),"
         " sum(stream_complete = 0), group_concat(DISTINCT provider), group_concat(DISTINCT model)"
-        " FROM calls WHERE run_id = ? AND provider != 'unknown'",
+        " FROM calls WHERE run_id = ? AND provider NOT IN ('unknown', 'mcp')",
         [run_id],
     ).fetchone()
+    tools = db.execute(
+        "SELECT count(*), sum(mcp_method = 'tools/call'), sum(mcp_method = 'tools/call' AND error_type IS NOT NULL)"
+        " FROM calls WHERE run_id = ? AND provider = 'mcp' AND mcp_method IS NOT NULL", [run_id]).fetchone()
     wall = None
     if run["started_at"] and run["ended_at"]:
         import datetime as dt
@@ -162,6 +165,9 @@ def summarize(db: sqlite_utils.Database, run_id: str) -> dict:
         "command": run["command"],
         "calls": run["calls"],
         "llm_calls": llm[0] or 0,
+        "mcp_calls": tools[0] or 0,  # MCP requests (streams and notifications aside)
+        "tool_calls": tools[1] or 0,  # of them, tools/call
+        "tool_errors": tools[2] or 0,  # tools/call that failed (isError, a JSON-RPC error, no answer)
         "conversations": llm[1] or 0,
         "retries": llm[2] or 0,
         "streams_cut": llm[3] or 0,
@@ -202,3 +208,25 @@ def decode_json_columns(row: dict) -> dict:
             except ValueError:
                 pass
     return out
+
+
+def tool_chain(row: dict, seq_of: dict[str, int]) -> str | None:
+    """The call's place in model asks -> tool runs -> result returned."""
+    if row.get("provider") == "mcp":
+        what = " ".join(filter(None, (row.get("mcp_method"), row.get("mcp_name")))) or \
+            f"{row.get('mcp_transport') or 'mcp'} stream"
+        parts = [what]
+        if row.get("tool_call_id"):
+            asked = seq_of.get(row.get("asked_by_call_id"))
+            parts.append(f"runs {row['tool_call_id']}" + (f" asked in call {asked}" if asked else ""))
+        elif row.get("mcp_method") == "tools/call":
+            parts.append("asked by no model call")
+        if row.get("returned_by_call_id"):
+            parts.append(f"result back in call {seq_of.get(row['returned_by_call_id'], '?')}")
+        return "; ".join(parts)
+    parts = []
+    if isinstance(row.get("tool_calls"), list) and row["tool_calls"]:
+        parts.append("asks " + ", ".join(f"{c.get('id') or '?'} {c.get('name')}" for c in row["tool_calls"]))
+    if isinstance(row.get("tool_result_ids"), list) and row["tool_result_ids"]:
+        parts.append("returns " + ", ".join(map(str, row["tool_result_ids"])))
+    return "; ".join(parts) or None

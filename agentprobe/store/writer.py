@@ -106,18 +106,17 @@ class Writer:
             self._lost(1, "writer queue full")
 
     # -- lifecycle --------------------------------------------------------------------
-    def start(self, *, resume: bool | list[str] = False) -> int:
+    def start(self, *, resume: bool = False) -> int:
         """Open the database and begin; returns the rows the run already has.
 
-        resume: carry on a run another writer (one that died) began, marking it degraded; a list:
-        the ids of every run the recording has begun (its sessions), whose rows are all counted.
+        resume: carry on a run another writer (one that died) began, marking it degraded.
         """
         self._conn = connect(self.path, create=True)
         self._reserve.hold()
         rows = 0
         try:
             if resume:
-                rows = count_calls(self._conn, resume if isinstance(resume, list) else [self.run["id"]])
+                rows = self._conn.execute("SELECT count(*) FROM calls WHERE run_id = ?", [self.run["id"]]).fetchone()[0]
                 self._conn.execute("UPDATE runs SET status = 'degraded' WHERE id = ?", [self.run["id"]])
             else:
                 self._insert_run()
@@ -429,6 +428,11 @@ def insert_rows(conn: sqlite3.Connection, built: list) -> None:
         [prompt for rows in built for prompt in rows.prompts],
     )
     insert_calls(conn, [rows.call for rows in built])
+    # Rows completed by a later capture (MCP answers on a session stream, tool results returned),
+    # after the inserts: the row may be in this same batch.
+    for call_id, fields in (u for rows in built for u in getattr(rows, "updates", ())):
+        conn.execute(f"UPDATE calls SET {', '.join(f'{c} = ?' for c in fields)} WHERE id = ?",
+                     [*fields.values(), call_id])
 
 
 def insert_calls(conn: sqlite3.Connection, calls: list[dict]) -> None:

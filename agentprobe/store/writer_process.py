@@ -129,7 +129,7 @@ class WriterProcess:
         threading.Thread(target=self._listen, args=(self._child,), name="agentprobe-writer-stats",
                          daemon=True).start()
 
-    def _spawn(self, *, resume: bool | list[str]) -> tuple[_Child, int]:
+    def _spawn(self, *, resume: bool) -> tuple[_Child, int]:
         """A started writer process, and the rows the run already has (when resuming)."""
         # A fresh interpreter, not multiprocessing: spawn and forkserver re-import the caller's
         # __main__ in the child, which would re-run an unguarded script that embeds a Recording.
@@ -307,19 +307,19 @@ class WriterProcess:
         self._survived.update(self._segments)
         self.last_error = f"the writer process died ({how})"
         dead.close_pipes()
-        replacement, rows = None, None
+        # Counted before another writer adds rows, and from the database, not from the dead one's
+        # last stats (sent every few hundred ms, so behind what it committed): exact.
+        rows = self._rows_in_db()
+        replacement = None
         if self.deaths <= MAX_RESTARTS:
             try:
-                replacement, rows = self._spawn(resume=list(self._run_ids))
+                replacement, _ = self._spawn(resume=True)
             except (StoreError, OSError) as e:
                 self.last_error += f"; could not restart it: {e}"
         handed_to_dead = self._handed_to_dead + dead.handed
         self._handed_to_dead = handed_to_dead
-        if rows is not None:
-            # Exact: every call the dead writers were handed is now a row, or lost.
-            self._lost_with_dead = max(0, handed_to_dead - rows)
-        else:
-            self._lost_with_dead = handed_to_dead - self.calls_written
+        # Every call the dead writers were handed is now a row, or lost.
+        self._lost_with_dead = max(0, handed_to_dead - (self.calls_written if rows is None else rows))
         self.calls_lost = self._lost_here + self._lost_with_dead
         if replacement is not None:
             try:  # its run row shows the loss from now on, and its count includes it
@@ -344,6 +344,21 @@ class WriterProcess:
 
     _handed_to_dead = 0
     _lost_with_dead_sent = 0
+
+    def _rows_in_db(self) -> int | None:
+        """The calls rows of every run this recorder wrote to; None if the database cannot say."""
+        import sqlite3
+
+        from .writer import count_calls
+
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+            try:
+                return count_calls(conn, self._run_ids)
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return None
 
     def _settle_in_parent(self, fields: dict, handed: int) -> None:
         """End the run row ourselves when no writer is left to do it."""

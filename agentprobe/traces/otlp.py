@@ -111,10 +111,23 @@ def call_span(call: dict, findings: Iterable[dict] = ()) -> dict:
         "agentprobe.counted_input_tokens": call.get("counted_input_tokens"),
         "agentprobe.tokenizer": call.get("tokenizer"),
     }
+    mcp_method = call.get("mcp_method") if call.get("provider") == "mcp" else None
+    if mcp_method:  # OpenTelemetry's MCP conventions; a tools/call is a GenAI execute_tool span
+        attrs.update({
+            "mcp.method.name": mcp_method,
+            "mcp.protocol.version": call.get("mcp_protocol"),
+            "jsonrpc.request.id": call.get("mcp_id"),
+            "rpc.jsonrpc.error_code": call.get("rpc_error_code"),
+            "gen_ai.operation.name": "execute_tool" if mcp_method == "tools/call" else None,
+            "gen_ai.tool.name": call.get("mcp_name") if mcp_method == "tools/call" else None,
+            "gen_ai.tool.call.id": call.get("tool_call_id"),
+            "network.transport": "pipe" if call.get("mcp_transport") == "stdio" else None,
+        })
     span = {
         "traceId": trace_id(call["run_id"]),
         "spanId": span_id(call["id"]),
-        "name": f"{operation} {model}".strip() if call.get("api") else f"{call.get('method')} {call.get('host')}",
+        "name": f"{operation} {model}".strip() if call.get("api") else
+        f"{mcp_method} {call.get('mcp_name') or ''}".strip() if mcp_method else f"{call.get('method')} {call.get('host')}",
         "kind": SPAN_KIND_CLIENT,
         "startTimeUnixNano": _nanos(call.get("started_at")),
         "endTimeUnixNano": _nanos(call.get("ended_at")),

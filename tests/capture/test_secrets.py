@@ -17,6 +17,7 @@ from urllib.parse import quote, unquote
 
 import sqlite_utils
 
+
 from agentprobe.capture.exchange import Capture
 from agentprobe.capture.redact import REDACTED, SHAPES
 from agentprobe.capture.rows import RowBuilder
@@ -437,3 +438,77 @@ def test_keys_in_answers_and_tool_arguments_are_scrubbed_like_the_body():
     assert json.loads(json.loads(RowBuilder("run-1").build(
         dataclasses.replace(cap, status=200, response_body=json.dumps(answer).encode())).call["tool_calls"])[0][
         "arguments"]) == {"token": REDACTED, "env": "prod"}
+
+
+MCP_SECRETS = {
+    "bearer": "mcpPLANTEDoauthTOKEN0123456789abcdef",
+    "api_key_header": "mcpPLANTEDapiKEYheader0123456789",
+    "session": "mcpPLANTEDsessionID0123456789abcdef",
+    "param": "mcpPLANTEDparamHEADER0123456789abc",
+    "argument": "mcpPLANTEDargumentFIELD0123456789",
+    "echoed": "sk-proj-mcpPLANTEDechoedByTheTool0123456789",
+    "stdio": "sk-proj-mcpPLANTEDstdioARGUMENT0123456789",
+    "state": "mcpPLANTEDrequestSTATE0123456789abcd",
+}
+
+MCP_AGENT = textwrap.dedent(
+    """
+    import json, os, subprocess, sys, httpx2
+    s = json.loads(os.environ["SECRETS"])
+    url = os.environ["MCP_URL"]
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    headers = {"accept": "application/json, text/event-stream", "mcp-protocol-version": "2026-07-28",
+               "mcp-method": "tools/call", "mcp-name": "fast_lookup", "authorization": "Bearer " + s["bearer"],
+               "x-api-key": s["api_key_header"], "mcp-session-id": s["session"], "mcp-param-token": s["param"]}
+    with httpx2.Client() as c:
+        for k, args in enumerate(({"city": s["echoed"]}, {"city": "Oslo", "api_key": s["argument"]})):
+            c.post(url, headers=headers, json={"jsonrpc": "2.0", "id": k + 1, "method": "tools/call", "params": {
+                "name": "fast_lookup", "arguments": args, "requestState": s["state"], "_meta": meta}})
+    # A wrapped stdio server, its run in the same database.
+    line = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "fast_lookup", "arguments": {"city": s["stdio"]}}}
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25",
+            "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    proc = subprocess.Popen([sys.executable, "-m", "agentprobe", "mcp", "--", sys.executable, os.environ["SERVER"],
+                             "stdio"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ,
+                             "AGENTPROBE_RUN_ID": "", "AGENTPROBE_PROXY_URL": ""})
+    proc.stdin.write((json.dumps(init) + "\\n").encode()); proc.stdin.flush(); proc.stdout.readline()
+    proc.stdin.write((json.dumps(line) + "\\n").encode()); proc.stdin.flush(); proc.stdout.readline()
+    proc.communicate(timeout=60)
+    """
+)
+
+
+def test_planted_mcp_keys_never_leave(tmp_path):
+    """Credentials in MCP headers (OAuth bearer, API key, session id, Mcp-Param-*), in tool arguments, in a
+    tool's answer, in an opaque requestState and in a stdio server's arguments stay out of every output."""
+    from mcp_servers import SERVER, start_server
+
+    (tmp_path / "agent.py").write_text(MCP_AGENT)
+    proc, port = start_server("http")
+    env = {"MCP_URL": f"http://127.0.0.1:{port}/mcp", "SECRETS": json.dumps(MCP_SECRETS), "SERVER": SERVER,
+           "AGENTPROBE_DB": str(tmp_path / "ap.db"), "AGENTPROBE_CONFDIR": str(tmp_path / "conf")}
+    try:
+        traced = run_cli("trace", "--", sys.executable, str(tmp_path / "agent.py"), env=env, timeout=180)
+        assert traced.returncode == 0, traced.stderr
+        outputs = {"trace stdout": traced.stdout, "trace stderr": traced.stderr}
+        for args in (["calls", "--json"], ["runs", "--json"], ["scan", "--format", "json"], ["report", "-o", "-"],
+                     ["export", "--format", "json"], ["export", "--format", "har"]):
+            out = run_cli(*args, env=env)
+            assert out.returncode in (0, 1), (args, out.stderr)
+            outputs[" ".join(args)] = out.stdout + out.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    for path in tmp_path.rglob("*"):
+        if path.is_file() and path.suffix != ".py":
+            outputs[str(path.relative_to(tmp_path))] = path.read_bytes().decode("latin-1")
+    db = sqlite_utils.Database(tmp_path / "ap.db")
+    stored = [r["content"] for r in db.query("SELECT content FROM bodies")]
+    assert sum(REDACTED in (c.decode() if isinstance(c, bytes) else c) for c in stored) >= 4
+    assert [(r["mcp_transport"], r["mcp_method"]) for r in db.query("SELECT * FROM calls ORDER BY run_id, seq")] == [
+        ("streamable_http", "tools/call"), ("streamable_http", "tools/call"),  # the trace's run
+        ("stdio", "initialize"), ("stdio", "tools/call")]  # the wrapper's own (AGENTPROBE_RUN_ID set empty)
+    for name, text in outputs.items():
+        for kind, secret in MCP_SECRETS.items():
+            assert secret not in text, f"the {kind} secret leaked into {name}"

@@ -142,6 +142,56 @@ def test_chat_stream_tool_calls(fake_provider_tls, client_ssl):
     ]
 
 
+TOOLS_TWO = [{"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+             for name in ("lookup", "fetch")]
+
+
+def b64(value) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+def test_named_tools_with_scripted_arguments(fake_provider_tls, client_ssl):
+    """tool_names picks offered tools by name (tool_calls defaults to their number); tool_args_b64 scripts
+    each call's arguments, streamed or not."""
+    client = make_openai(fake_provider_tls, client_ssl)
+    args = b64([{"key": "alpha"}, {"key": "beta", "n": [1, 2]}])
+    text = f"[fake tool_names=fetch,lookup tool_args_b64={args}] go"
+    completion = client.chat.completions.create(model="gpt-4o", messages=user(text), tools=TOOLS_TWO)
+    assert [(c.id, c.function.name, json.loads(c.function.arguments))
+            for c in completion.choices[0].message.tool_calls] == [
+        ("call_1", "fetch", {"key": "alpha"}), ("call_2", "lookup", {"key": "beta", "n": [1, 2]})]
+    stream = client.chat.completions.create(model="gpt-4o", messages=user(text), tools=TOOLS_TWO, stream=True)
+    pieces: dict[int, str] = {}
+    for chunk in stream:
+        for delta in chunk.choices[0].delta.tool_calls or []:
+            pieces[delta.index] = pieces.get(delta.index, "") + ((delta.function.arguments or "") if delta.function else "")
+    assert [json.loads(v) for _, v in sorted(pieces.items())] == [{"key": "alpha"}, {"key": "beta", "n": [1, 2]}]
+    # One object is every call's; more calls than names cycle through the names.
+    one = client.chat.completions.create(model="gpt-4o", tools=TOOLS_TWO, messages=user(
+        f"[fake tool_calls=3 tool_names=lookup,fetch tool_args_b64={b64({'q': 1})}] go"))
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in one.choices[0].message.tool_calls] == [
+        ("lookup", {"q": 1}), ("fetch", {"q": 1}), ("lookup", {"q": 1})]
+
+
+def test_named_tools_in_anthropic_messages(fake_provider_tls, client_ssl):
+    client = make_anthropic(fake_provider_tls, client_ssl)
+    tools = TOOLS_ANTHROPIC + [{"name": "fetch", "input_schema": {"type": "object", "properties": {}}}]
+    final = client.messages.create(model="claude-test-1", max_tokens=100, tools=tools, messages=user(
+        f"[fake tool_names=fetch tool_args_b64={b64({'url': 'x'})}] go"))
+    assert [(b.name, b.input) for b in final.content] == [("fetch", {"url": "x"})]
+
+
+def test_named_tool_not_offered_is_a_400(fake_provider_tls, client_ssl):
+    client = make_openai(fake_provider_tls, client_ssl, max_retries=0)
+    with pytest.raises(openai.BadRequestError, match="nope"):
+        client.chat.completions.create(model="gpt-4o", tools=TOOLS_TWO, messages=user("[fake tool_names=nope] go"))
+    with pytest.raises(openai.BadRequestError, match="tool_args_b64"):
+        client.chat.completions.create(model="gpt-4o", tools=TOOLS_TWO,
+                                       messages=user(f"[fake tool_names=fetch tool_args_b64={b64([1])}] go"))
+
+
 def test_tool_results_end_the_tool_loop(fake_provider_tls, client_ssl):
     client = make_openai(fake_provider_tls, client_ssl)
     messages = user("[fake tool_calls=1] find it") + [

@@ -250,3 +250,60 @@ def test_report_renders_in_headless_chromium(two_run_report, runs):
     for name, rgb in (("call bar", (0x3B, 0x82, 0xF6)), ("error bar", (0xDC, 0x26, 0x26)),
                       ("inversion outline", (0xF5, 0x9E, 0x0B))):
         assert rgb in pixels, f"no {name} pixels in the screenshot"
+
+
+def _detail(text: str, run: str, seq: int) -> str:
+    m = re.search(rf'<tr class="detail" id="call-{run}-{seq}-detail" hidden>(.*?)</tr>', text, re.S)
+    assert m, f"no expandable detail row for call {seq} of {run}"
+    return m.group(1)
+
+
+def test_each_call_row_expands_to_its_request_and_answer(two_run_report, runs):
+    _, (a, b), _ = runs
+    text = two_run_report.read_text()
+    first = _detail(text, a, 1)
+    # What `agentprobe show` prints: the system prompt, the messages, the settings and the answer.
+    assert "You are a careful analyst." in first and "Summarise the report." in first
+    assert "temperature=0" in first and "<h4>answer</h4><pre>" in first and "(no answer recorded)" not in first
+    assert re.search(r"<b>usage</b> in [1-9][\d,]* / out [1-9]", first)
+    assert "sent #1, finished #1" in first and "conversation " in first  # what narrow windows hide
+    failed = _detail(text, b, 5)
+    assert "server_error" in failed and "house-7b" not in _detail(text, b, 1)
+    assert PLANTED_SCRIPT not in first  # the planted system prompt is escaped in the expansion too
+    # The toggle sits in the row and names the detail row it opens.
+    assert f'aria-controls="call-{a}-1-detail"' in text
+    # B − A of 1 error against 1 is 0: a difference of nothing is never painted as worse.
+    errors_row = re.search(r'<th scope="row">errors</th>(.*?)</tr>', text, re.S).group(1)
+    assert '<td class="delta">0</td>' in errors_row and "worse" not in errors_row
+
+
+@pytest.mark.parametrize("width", [800, 1400])
+def test_report_fits_the_window_at_800_and_1400_px(two_run_report, runs, width):
+    from PIL import Image
+
+    _, (a, _), tmp = runs
+    dom = _browse(two_run_report, tmp, "--dump-dom", f"--window-size={width},1600")
+    assert dom.returncode == 0 and _console_problems(dom.stderr) == [], dom.stderr[-2000:]
+    [body] = Elements(dom.stdout).find("body")
+    assert body.get("data-report-ready") == "true"
+    # No sideways scrolling: not the page, and no table in a box of its own.
+    assert int(body["data-scroll-width"]) <= width, body["data-scroll-width"]
+    assert body["data-overflowing"] == "", f"sections wider than {width} px: {body['data-overflowing']}"
+    shot = tmp / f"report-{width}.png"
+    r = _browse(two_run_report, tmp, f"--screenshot={shot}", f"--window-size={width},1600", "--hide-scrollbars")
+    assert r.returncode == 0 and shot.exists(), r.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    colors = image.getcolors(maxcolors=1 << 20)
+    assert len(colors) > 50 and max(colors)[0] / (image.width * image.height) < 0.97, "a nearly blank page"
+
+
+def test_a_link_to_a_call_opens_its_detail(two_run_report, runs):
+    _, (a, _), tmp = runs
+    page = two_run_report.resolve().as_uri() + f"#call-{a}-2"
+    dom = subprocess.run(
+        [_chromium(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={tmp / 'chromium-profile'}", "--dump-dom", page],
+        capture_output=True, text=True, timeout=90)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert f'<tr class="detail" id="call-{a}-2-detail">' in dom.stdout  # opened: no longer hidden
+    assert f'<tr class="detail" id="call-{a}-3-detail" hidden="">' in dom.stdout

@@ -158,6 +158,21 @@ calls.request_body TEXT
 calls.response_body TEXT
 calls.parse_error TEXT
 calls.server_context TEXT
+calls.mcp_method TEXT
+calls.mcp_name TEXT
+calls.mcp_id TEXT
+calls.mcp_session TEXT
+calls.mcp_protocol TEXT
+calls.mcp_transport TEXT
+calls.mcp_server TEXT
+calls.tool_arguments TEXT
+calls.arguments_sha256 TEXT
+calls.tool_is_error INTEGER
+calls.rpc_error_code INTEGER
+calls.tool_call_id TEXT
+calls.asked_by_call_id TEXT
+calls.returned_by_call_id TEXT
+calls.tool_link TEXT
 prompts.sha256 TEXT PRIMARY KEY
 prompts.kind TEXT
 prompts.text TEXT
@@ -183,9 +198,11 @@ runs.client_command TEXT
 runs.client_address TEXT
 runs.trace_id TEXT
 index calls_conversation: calls(conversation_id, turn)
+index calls_mcp: calls(run_id, mcp_method) WHERE provider = 'mcp'
 index calls_prompt_sha: calls(system_prompt_sha256)
 index calls_request_sha: calls(request_sha256)
 index calls_run_seq: calls(run_id, seq)
+index calls_tool_call: calls(tool_call_id)
 index runs_label: runs(label)
 """
 

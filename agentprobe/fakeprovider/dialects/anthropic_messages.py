@@ -75,6 +75,7 @@ class AnthropicMessages(Dialect):
             max_tokens=body.get("max_tokens"),
             temperature=body.get("temperature"),
             tool_name=tools[0].get("name") if tools else None,
+            tool_names=[t.get("name") for t in tools if isinstance(t, dict) and t.get("name")],
             body=body,
         )
 

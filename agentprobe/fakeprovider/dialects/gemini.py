@@ -69,6 +69,7 @@ class Gemini(Dialect):
             max_tokens=_either(config, "maxOutputTokens", "max_output_tokens"),
             temperature=config.get("temperature"),
             tool_name=declarations[0].get("name") if declarations else None,
+            tool_names=[d.get("name") for d in declarations if isinstance(d, dict) and d.get("name")],
             body=body,
         )
 

@@ -64,6 +64,7 @@ class OpenAIChat(OpenAIFamily):
             max_tokens=limit,
             temperature=body.get("temperature"),
             tool_name=tool_name,
+            tool_names=[(t.get("function") or {}).get("name") or t.get("type") for t in tools if isinstance(t, dict)],
             include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
             body=body,
         )

@@ -63,6 +63,7 @@ class OpenAIResponses(OpenAIFamily):
             max_tokens=body.get("max_output_tokens"),
             temperature=body.get("temperature"),
             tool_name=tool_name,
+            tool_names=[t.get("name") or t.get("type") for t in tools if isinstance(t, dict)],
             body=body,
             held_tokens=self._held.get(body.get("previous_response_id"), 0)
             if isinstance(body.get("previous_response_id"), str) else 0,

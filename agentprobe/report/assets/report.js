@@ -31,7 +31,37 @@
     });
   });
 
+  // A call's row expands to its request and answer; a link to a call (a finding's) opens it.
+  function expand(button, open) {
+    var row = document.getElementById(button.getAttribute("aria-controls"));
+    if (!row) return;
+    button.setAttribute("aria-expanded", String(open));
+    button.textContent = open ? "▾" : "▸";
+    row.hidden = !open;
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("button.expand"), function (button) {
+    button.addEventListener("click", function () {
+      expand(button, button.getAttribute("aria-expanded") !== "true");
+    });
+  });
+  function openTarget() {
+    var id = decodeURIComponent(location.hash.slice(1));
+    var row = id && document.getElementById(id);
+    var button = row && row.querySelector("button.expand");
+    if (button) expand(button, true);
+  }
+  window.addEventListener("hashchange", openTarget);
+  openTarget();
+
   // What ran, for anyone (or any test) checking the page came up whole.
   body.setAttribute("data-bars", String(document.querySelectorAll("svg.timeline rect.bar").length));
+  body.setAttribute("data-scroll-width", String(document.documentElement.scrollWidth));
+  // The sections of blocks whose content is wider than the window gives them (they scroll sideways).
+  body.setAttribute("data-overflowing", Array.prototype.filter.call(
+    document.querySelectorAll(".wide"), function (el) { return el.scrollWidth > el.clientWidth + 1; }
+  ).map(function (el) {
+    var section = el.closest("section");
+    return (section && section.id) || "?";
+  }).join(" "));
   body.setAttribute("data-report-ready", "true");
 })();

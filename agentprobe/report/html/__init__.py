@@ -17,7 +17,7 @@ import sqlite_utils
 
 from ... import __version__
 from ...checks import Thresholds
-from .data import load_run, run_findings
+from .data import load_details, load_run, run_findings
 from .sections import (
     calls_section,
     context_section,
@@ -50,6 +50,8 @@ def render_report(db: sqlite_utils.Database, run_ids: list[str], *, thresholds: 
     windows = dict(context_windows or {})
     views = [load_run(db, r) for r in run_ids]
     findings = run_findings(db, run_ids, thresholds, windows, config)
+    for view in views:
+        load_details(db, view, findings)
     names = [run_name(v, i, len(views)) for i, v in enumerate(views)]
     nonce = secrets.token_urlsafe(16)
     generated_at = generated_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -85,7 +87,7 @@ def render_report(db: sqlite_utils.Database, run_ids: list[str], *, thresholds: 
         f"<title>{esc(title)}</title><style>{_asset('report.css')}</style></head>"
         f'<body data-runs="{esc(" ".join(run_ids))}">'
         f'<header class="top"><h1>agentprobe report</h1><p>{esc(" vs ".join(names))} · generated {esc(generated_at)}'
-        f" · agentprobe {esc(__version__)}</p>"
+        f' · <span class="version">agentprobe {esc(__version__)}</span></p>'
         f"<nav>{links}</nav></header>"
         f'<main>{"".join(body)}</main>'
         f'<script nonce="{nonce}">{_asset("report.js")}</script></body></html>\n'

@@ -9,7 +9,7 @@ import sqlite_utils
 
 from ...checks import Finding, ScanContext, Thresholds, peers, run_checks
 from ...checks.race_condition import inverted_pairs
-from ...store.queries import summarize
+from ...store.queries import decode_json_columns, summarize, tool_chain
 from .text import epoch
 
 # Caps that keep a report of a huge run openable; each one is announced on the page when hit.
@@ -30,7 +30,9 @@ TIME_BUCKETS = 40
 
 _CALL_COLUMNS = ("id, seq, completion_seq, started_at, first_byte_at, ended_at, latency_ms, ttft_ms, provider, api,"
                  " model, status, error_type, error_message, attempt, retry_of, conversation_id, turn, input_tokens,"
-                 " output_tokens, counted_input_tokens, finish_reason, stream, stream_complete")
+                 " output_tokens, counted_input_tokens, finish_reason, stream, stream_complete, tool_calls,"
+                 " tool_result_ids, mcp_method, mcp_name, mcp_server, mcp_transport, tool_call_id, asked_by_call_id,"
+                 " returned_by_call_id")
 
 
 @dataclass
@@ -55,6 +57,7 @@ class RunView:
     span: float = 0.0
     inversions: list[tuple[dict, dict]] = field(default_factory=list)
     truncated_timeline: int = 0
+    details: dict[int, dict] = field(default_factory=dict)  # seq -> report.call_view for the calls table
 
 
 def is_error(call: dict) -> bool:
@@ -68,8 +71,23 @@ def _inversions(calls: list[dict]) -> list[tuple[dict, dict]]:
     return [(calls[a], calls[b]) for a, b in inverted_pairs(llm)]
 
 
+def load_details(db: sqlite_utils.Database, view: RunView, findings: list) -> None:
+    """What each listed call asked and got, for the calls table's expandable rows."""
+    from ..call_view import call_view
+
+    for call in view.calls[:MAX_TABLE_CALLS]:
+        try:
+            view.details[call["seq"]] = call_view(db, view.run_id, call["seq"], findings=findings)
+        except LookupError:
+            continue
+
+
 def load_run(db: sqlite_utils.Database, run_id: str) -> RunView:
-    calls = list(db.query(f"SELECT {_CALL_COLUMNS} FROM calls WHERE run_id = ? ORDER BY seq", [run_id]))
+    calls = [decode_json_columns(c) for c in
+             db.query(f"SELECT {_CALL_COLUMNS} FROM calls WHERE run_id = ? ORDER BY seq", [run_id])]
+    seq_of = {c["id"]: c["seq"] for c in calls}
+    for c in calls:
+        c["tools"] = tool_chain(c, seq_of)  # model asks -> tool runs -> result returned
     view = RunView(run_id, summarize(db, run_id), calls)
     view.inversions = _inversions(calls)
     inverted = {c["seq"] for pair in view.inversions for c in pair}

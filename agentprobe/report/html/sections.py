@@ -33,6 +33,9 @@ def run_name(view: RunView, index: int, total: int) -> str:
     return f"{prefix}{view.run_id}{label}"
 
 
+BAD_WHEN_MORE = ("errors", "calls_lost", "streams_cut", "bypassed_connections")
+
+
 def summary_section(views: list[RunView]) -> str:
     def errors_by_status(s: dict) -> str:
         if not s["errors_by_status"] and not s["errors"]:
@@ -60,7 +63,13 @@ def summary_section(views: list[RunView]) -> str:
          else number(s["bypassed_connections"]), "bypassed_connections"),
     ]
     two = len(views) == 2
-    head = "".join(f"<th>{esc(run_name(v, i, len(views)))}</th>" for i, v in enumerate(views))
+    def head_cell(v: RunView, i: int) -> str:
+        # The id on a line of its own, never broken: a narrow window wraps the label, not the id.
+        label = f" ({v.summary['label']})" if v.summary.get("label") else ""
+        name = f"run {'AB'[i]}" if len(views) == 2 else "run"
+        return f'<th>{esc(name + label)}<br><span class="id">{esc(v.run_id)}</span></th>'
+
+    head = "".join(head_cell(v, i) for i, v in enumerate(views))
     if two:
         head += "<th>B − A</th>"
     body = []
@@ -68,13 +77,14 @@ def summary_section(views: list[RunView]) -> str:
         cells = "".join(f'<td data-key="{esc(key or name)}">{esc(fmt(v.summary))}</td>' for v in views)
         if two:
             a, b = (v.summary.get(key) if key else None for v in views)
-            delta = ""
+            delta, worse = "", False
             if isinstance(a, (int, float)) and isinstance(b, (int, float)):
                 d = b - a
                 sign = "+" if d > 0 else "−" if d < 0 else ""
                 delta = sign + (duration(abs(d)) if key == "wall_time_s" else number(abs(d)))
-            cells += f'<td class="delta">{esc(delta)}</td>'
-        cls = ' class="bad"' if key in ("errors", "calls_lost", "streams_cut", "bypassed_connections") and any(
+                worse = key in BAD_WHEN_MORE and d > 0  # only more errors is worse: zero or fewer is not red
+            cells += f'<td class="delta{" worse" if worse else ""}">{esc(delta)}</td>'
+        cls = ' class="bad"' if key in BAD_WHEN_MORE and any(
             (v.summary.get(key) or 0) > 0 for v in views) else ""
         body.append(f"<tr{cls}><th scope=\"row\">{esc(name)}</th>{cells}</tr>")
     cards = []
@@ -91,7 +101,8 @@ def summary_section(views: list[RunView]) -> str:
             f'<div class="card"><b>{esc(len(v.inversions))}</b><span>inversions</span></div>'
             "</div>")
     return (f'<section id="summary"><h2>Summary</h2>{"".join(cards)}'
-            f'<table class="summary"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+            f'<div class="wide plain"><table class="summary"><thead><tr><th></th>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table></div>'
             "</section>")
 
 
@@ -329,32 +340,90 @@ def over_time_section(view: RunView, name: str) -> str:
             f" {duration(span / n)}.</p></div>")
 
 
+DETAIL_TEXT_LIMIT = 4000  # characters of one prompt, message or answer shown in a call's detail row
+
+
+def _clip(text: str | None) -> str:
+    text = text or ""
+    return text if len(text) <= DETAIL_TEXT_LIMIT else text[:DETAIL_TEXT_LIMIT] + f"… ({len(text):,} characters)"
+
+
+def call_detail(view: dict) -> str:
+    """A call's request and answer (what `agentprobe show` prints), for its row's expansion."""
+    req, answer = view["request"], view["answer"]
+    parts = []
+    settings = ", ".join(f"{k}={v}" for k, v in view["settings"].items()) or "none sent (provider defaults)"
+    t, c = view["timing"], view["call"]
+    place = [f"sent #{t.get('seq')}, finished #{t.get('completion_seq')}", f"started {t.get('started_at') or '–'}"]
+    if t.get("ttft_ms") is not None:
+        place.append(f"first byte {number(round(t['ttft_ms']))} ms")
+    for key, what in (("conversation_id", "conversation"), ("turn", "turn"), ("attempt", "attempt")):
+        if c.get(key) is not None:
+            place.append(f"{what} {c[key]}")
+    parts.append(f"<p><b>call</b> {esc(' · '.join(place))}</p>")
+    parts.append(f"<p><b>settings</b> {esc(settings)}</p>")
+    if req.get("system"):
+        parts.append(f"<h4>system prompt</h4><pre>{esc(_clip(req['system']))}</pre>")
+    for m in req.get("messages") or ():
+        calls = "".join(f"\n→ {tc.get('name')}({tc.get('arguments')})" for tc in m.get("tool_calls") or ())
+        parts.append(f'<h4>{esc(m.get("role"))}</h4><pre>{esc(_clip(str(m.get("content") or "")) + calls)}</pre>')
+    if req.get("tools"):
+        names = [((t.get("function") or {}).get("name") or t.get("name") or "?") if isinstance(t, dict) else "?"
+                 for t in req["tools"]]
+        parts.append(f"<p><b>tools</b> {esc(', '.join(names))}</p>")
+    calls = "".join(f"\n→ {tc.get('name')}({tc.get('arguments')})" for tc in answer.get("tool_calls") or ())
+    parts.append(f"<h4>answer</h4><pre>{esc(_clip(answer.get('text')) + calls) or '(no answer recorded)'}</pre>")
+    outcome = view["outcome"]
+    if outcome.get("error_message"):
+        parts.append(f"<p><b>error</b> {esc(outcome.get('error_type'))}: {esc(outcome['error_message'])}</p>")
+    u = view["usage"]
+    parts.append(f"<p><b>usage</b> in {esc(number(u.get('input_tokens')))} / out {esc(number(u.get('output_tokens')))}"
+                 f" ({esc(u.get('usage_source') or 'not reported')}); counted {esc(number(u.get('counted_input_tokens')))}"
+                 f" with {esc(u.get('tokenizer') or '–')}</p>")
+    for f in view["findings"]:
+        parts.append(f'<p class="sev-{esc(f["severity"])}"><b>{esc(f["rule"])}</b> {esc(f["title"])}</p>')
+    return "".join(parts)
+
+
 def calls_section(view: RunView, name: str) -> str:
     inverted = {c["seq"] for pair in view.inversions for c in pair}
     rows = []
+    columns = 13
     for c in view.calls[:MAX_TABLE_CALLS]:
         start = epoch(c["started_at"])
         offset = start - view.t0 if start is not None and view.t0 is not None else None
         cls = " ".join(filter(None, ["error" if is_error(c) else "", "inverted" if c["seq"] in inverted else ""]))
-        error = c["error_type"] or ""
-        if c["error_message"]:
-            error += f": {c['error_message'][:200]}"
         conv = f"…{c['conversation_id'][-6:]} / {c['turn']}" if c["conversation_id"] else ""
+        detail = view.details.get(c["seq"])
+        anchor = _call_anchor(view.run_id, c["seq"])
+        toggle = (f'<button class="expand" aria-expanded="false" aria-controls="{esc(anchor)}-detail"'
+                  f' title="request and answer">▸</button>' if detail else "")
         rows.append(
-            f'<tr id="{esc(_call_anchor(view.run_id, c["seq"]))}" class="{cls}">'
-            f"<td>{esc(c['seq'])}</td><td>{esc(c['completion_seq'])}</td><td>{esc(duration(offset))}</td>"
-            f"<td>{esc(number(round(c['latency_ms'])) if c['latency_ms'] is not None else '–')}</td><td>{esc(c['model'] or c['api'] or '')}</td>"
+            f'<tr id="{esc(anchor)}" class="{cls}">'
+            f"<td>{toggle}{esc(c['seq'])}</td><td class=\"opt\">{esc(c['completion_seq'])}</td>"
+            f"<td class=\"opt\">{esc(duration(offset))}</td>"
+            f"<td>{esc(number(round(c['latency_ms'])) if c['latency_ms'] is not None else '–')}</td>"
+            f'<td class="id">{esc(c["model"] or c["api"] or c.get("mcp_server") or "")}</td>'
             f"<td>{esc(c['status'] if c['status'] is not None else 'none')}</td><td>{esc(c['finish_reason'])}</td>"
             f"<td>{esc(number(c['input_tokens']))}</td><td>{esc(number(c['output_tokens']))}</td>"
-            f"<td>{esc(conv)}</td><td>{esc(c['attempt'] if (c['attempt'] or 1) > 1 else '')}</td>"
-            f'<td class="err">{esc(error)}</td></tr>')
+            f'<td class="id opt">{esc(conv)}</td><td class="opt">{esc(c["attempt"] if (c["attempt"] or 1) > 1 else "")}</td>'
+            f'<td class="tools">{esc(c.get("tools") or "")}</td>'
+            # The error's type in the row; its message, like the request and answer, in the expansion.
+            f'<td class="id err" title="{esc(c["error_message"] or "")}">{esc(c["error_type"] or "")}</td></tr>')
+        if detail:
+            rows.append(f'<tr class="detail" id="{esc(anchor)}-detail" hidden><td colspan="{columns}">'
+                        f"{call_detail(detail)}</td></tr>")
     more = (f'<p class="note">Only the first {MAX_TABLE_CALLS:,} of {len(view.calls):,} calls are listed;'
             " `agentprobe calls --run RUN --json` lists them all.</p>" if len(view.calls) > MAX_TABLE_CALLS else "")
     return (f'<div class="run-block"><h3>{esc(name)}</h3>'
             '<label class="filter"><input type="checkbox" class="only-errors"> only failed or out-of-order calls</label>'
-            '<div class="scroll"><table class="calls"><thead><tr><th>seq</th><th>done</th><th>start</th>'
-            "<th>latency ms</th><th>model</th><th>status</th><th>finish</th><th>in</th><th>out</th>"
-            f"<th>conversation / turn</th><th>attempt</th><th>error</th></tr></thead><tbody>{''.join(rows)}"
+            # Columns marked opt give way in a narrow window; the row's expansion still has them.
+            '<div class="wide"><table class="calls"><thead><tr><th>seq</th><th class="opt">done</th>'
+            '<th class="opt">start</th><th>latency ms</th><th>model</th><th>status</th><th>finish</th><th>in</th>'
+            '<th>out</th><th class="opt">conversation / turn</th><th class="opt">attempt</th>'
+            '<th class="tools" title="MCP tool calls: asked by call, run as call, result returned by call">tools</th>'
+            "<th>error</th></tr>"
+            f"</thead><tbody>{''.join(rows)}"
             f"</tbody></table></div>{more}</div>")
 
 
