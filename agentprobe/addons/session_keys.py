@@ -17,8 +17,16 @@ import logging
 from mitmproxy import connection, http
 
 from ..capture.client_process import ProcessFinder, is_local
-from ..capture.sessions import (HEADER_PREFIX, LABEL_HEADER, RUN_HEADER, TRACEPARENT, SessionPolicy, SessionTable,
-                                clean_name, trace_id)
+from ..capture.sessions import (
+    HEADER_PREFIX,
+    LABEL_HEADER,
+    RUN_HEADER,
+    TRACEPARENT,
+    SessionPolicy,
+    SessionTable,
+    clean_name,
+    trace_id,
+)
 
 log = logging.getLogger("agentprobe.sessions")
 

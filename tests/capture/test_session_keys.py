@@ -9,8 +9,7 @@ import pytest
 
 from agentprobe.addons.recorder import RunState
 from agentprobe.capture.client_process import ProcessFinder, _hex_endpoint, command_line, is_local
-from agentprobe.capture.sessions import (SessionError, SessionPolicy, SessionTable, clean_name, parse_duration,
-                                         trace_id)
+from agentprobe.capture.sessions import SessionError, SessionPolicy, SessionTable, clean_name, parse_duration, trace_id
 
 
 @pytest.mark.parametrize("header, expected", [
