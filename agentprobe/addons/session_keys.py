@@ -31,6 +31,9 @@ from ..capture.sessions import (
 log = logging.getLogger("agentprobe.sessions")
 
 _PREFIX = HEADER_PREFIX.encode()
+_OURS = b"\n" + _PREFIX
+_TRACEPARENT_NAME = TRACEPARENT.encode()
+_TRACEPARENT = b"\n" + _TRACEPARENT_NAME + b"\n"
 _RUN = RUN_HEADER.encode()
 _LABEL = LABEL_HEADER.encode()
 REAP_EVERY_S = 1.0
@@ -75,9 +78,12 @@ class SessionKeys:
     # -- each request -------------------------------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         headers = flow.request.headers
-        name = label = None
         fields = headers.fields
-        if any(k[:13].lower() == _PREFIX for k, _ in fields):
+        # One lower-cased string of every header name says which of ours are there: a few C calls,
+        # where a lookup by name in mitmproxy's headers walks them in Python (measured: 5x the cost).
+        names = b"\n" + b"\n".join([k for k, _ in fields]).lower() + b"\n"
+        name = label = None
+        if _OURS in names:
             # Ours, never the provider's: removed whether or not they are obeyed.
             for k, v in fields:
                 lower = k.lower()
@@ -97,7 +103,7 @@ class SessionKeys:
                     key = ("header", name)
                     break
             elif kind == "traceparent":
-                trace = trace_id(headers.get(TRACEPARENT))
+                trace = trace_id(_value(fields, _TRACEPARENT_NAME)) if _TRACEPARENT in names else None
                 if trace:
                     key = ("traceparent", trace)
                     break
@@ -152,6 +158,14 @@ class SessionKeys:
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
+
+
+def _value(fields: tuple, name: bytes) -> str | None:
+    """The first value of header `name` (lower case), straight from the raw fields."""
+    for k, v in fields:
+        if len(k) == len(name) and k.lower() == name:
+            return v.decode("latin-1")
+    return None
 
 
 def _address(ip: str) -> str:
