@@ -77,6 +77,8 @@ class SessionKeys:
 
     # -- each request -------------------------------------------------------------------------------
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get("agentprobe.internal"):  # the stdio wrapper's notice, for the proxy itself
+            return
         headers = flow.request.headers
         fields = headers.fields
         # One lower-cased string of every header name says which of ours are there: a few C calls,

@@ -69,11 +69,13 @@ class Recording:
             finder = ProcessFinder() if "process" in sessions.order else None
             self.sessions = SessionTable(self._begin_session, self._end_session, idle_s=sessions.idle_s,
                                          alive=finder.alive if finder else None)
-        # The session addon comes first, so that no other addon (nor the provider) sees agentprobe's
-        # headers; extra addons (e.g. the serve redirect) run before the recorder sees the flow, and so
-        # does the stdio wrapper's sink, which marks its notices before the recorder numbers flows.
+        # The stdio wrapper's sink comes first: it marks its notices (which name this recording in
+        # X-Agentprobe-Run and are answered here, never sent upstream) before the session addon, which
+        # leaves them alone, and before the recorder numbers flows. The session addon comes next, so that
+        # no other addon (nor the provider) sees agentprobe's headers; extra addons (e.g. the serve
+        # redirect) run before the recorder sees the flow.
         self.session_keys = SessionKeys(self.sessions, sessions, finder=finder)
-        self.proxy = ProxyThread(proxy, [self.session_keys, *(addons or []), StdioSink(self.recorder, self.run_id),
+        self.proxy = ProxyThread(proxy, [StdioSink(self.recorder, self.run_id), self.session_keys, *(addons or []),
                                          self.recorder])
         self._started = False
 
