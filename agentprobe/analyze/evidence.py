@@ -53,6 +53,9 @@ class Section:
 
 def gather(db, run_ids: list[str], config: dict | None = None, env: str | None = None) -> Evidence:
     """Findings exactly as `agentprobe scan` would report them, plus the statistics behind them."""
+    from ..checks.agent_config import check_environment
+
+    check_environment(config, env)
     thresholds = Thresholds()
     for name, value in ((config or {}).get("thresholds") or {}).items():
         setattr(thresholds, name, value)

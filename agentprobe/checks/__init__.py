@@ -5,6 +5,7 @@ few rows a finding cites, so a million recorded calls scan in seconds."""
 from __future__ import annotations
 
 from . import (
+    agent_config,
     api_latency,
     config_checks,
     context_overflow,
@@ -96,7 +97,9 @@ def windows_for(config: dict | None) -> dict[str, int]:
 
 def scan_runs(db, run_ids: list[str], *, config: dict | None = None, env: str | None = None,
               thresholds: Thresholds | None = None, same_label_only: bool = False) -> list[Finding]:
-    """Every finding for these runs, plus the config's own when one is given."""
+    """Every finding for these runs, plus the config's own when one is given; ConfigError for an `env` the
+    config lacks (matching runs against an environment that does not exist would find nothing, silently)."""
+    agent_config.check_environment(config, env)
     windows = windows_for(config)
     extra = config_checks.static(config, windows) if config else []
     # The rules read the calls table a score of times; mapped pages save each read's copy

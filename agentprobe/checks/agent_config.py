@@ -16,6 +16,17 @@ class ConfigError(Exception):
     """A config a user must fix; the message names the file and the field."""
 
 
+def check_environment(config: dict | None, env: str | None) -> None:
+    """An environment to match runs against is one the config defines; without a config it means nothing."""
+    if env is None:
+        return
+    if not config:
+        raise ConfigError(f"--env {env} names an environment of an agent config: give --config too")
+    envs = config.get("environments") or {}
+    if env not in envs:
+        raise ConfigError(f"--env {env}: the config has no such environment (it defines: {', '.join(envs) or 'none'})")
+
+
 def schema() -> dict:
     return json.loads(resources.files("agentprobe.schemas").joinpath("agent_config.schema.json").read_text())
 

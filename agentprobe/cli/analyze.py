@@ -15,7 +15,7 @@ from ..clients.send import Request, Route, SendError, send
 from ..store.db import open_db, resolve_path
 from ..store.queries import resolve_run
 from ..util.userfile import read_user_text
-from .common import db_option, load_config
+from .common import check_environment, db_option, load_config
 from .errors import UserError
 from .output import json_option
 
@@ -95,6 +95,7 @@ def analyze(db, architecture, scenario, run_refs, config_path, env_name, budget,
         raise click.UsageError("--architecture and --scenario are required (or --answer to check a saved answer)")
 
     config = load_config(config_path)
+    check_environment(config, env_name)
     section = None
     if run_refs or config:
         database = open_db(db) if run_refs else None

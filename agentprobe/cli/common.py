@@ -46,6 +46,16 @@ def load_config(path) -> dict | None:
         raise UserError(str(e)) from None
 
 
+def check_environment(config: dict | None, env: str | None) -> None:
+    """--env names an environment of the --config given; else one line, exit 2."""
+    from ..checks import agent_config
+
+    try:
+        agent_config.check_environment(config, env)
+    except agent_config.ConfigError as e:
+        raise UserError(str(e)) from None
+
+
 def check_ca_file(_ctx, _param, value):
     """--upstream-ca: a regular file under the cap, with at least one PEM certificate in it."""
     if value is None:

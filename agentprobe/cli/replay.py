@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-from contextlib import contextmanager
 
 import click
 
@@ -15,6 +13,7 @@ from ..proxy.ca import default_confdir
 from ..proxy.runner import ProxyConfig
 from ..store.db import open_db
 from ..store.queries import resolve_run
+from ..util.progress import progress
 from .common import confdir_option, db_option, upstream_ca_option
 from .errors import UserError
 from .output import json_option
@@ -80,7 +79,7 @@ def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, header
         + "".join(f" --set {s}" for s in settings)
     recording = Recording(db, config, label="replay", command=command, parent_run_id=run_id).start()
     try:
-        with progress_reporter(f"replaying {len(items)} call(s) x{times}", len(items) * times) as advance:
+        with progress(f"replaying {len(items)} call(s) x{times}", len(items) * times) as advance:
             outcomes = run_replay(items, opts, proxy_url=recording.url, trust=recording.env()["SSL_CERT_FILE"],
                                   progress=advance)
     finally:
@@ -95,31 +94,6 @@ def replay(run_ref, trace_file, db, confdir, times, threshold, base_urls, header
     else:
         _print(summary)
     return 1 if summary["deterministic"] + summary["errors"] < summary["calls"] else 0
-
-
-@contextmanager
-def progress_reporter(what: str, total: int, every_s: float = 5.0):
-    """A progress bar at a terminal; off it (a CI log), a line every few seconds. Yields `advance()`."""
-    import sys
-
-    if sys.stderr.isatty():
-        from rich.console import Console
-        from rich.progress import Progress
-
-        with Progress(transient=True, console=Console(stderr=True)) as bar:
-            task = bar.add_task(what, total=total)
-            yield lambda: bar.advance(task)
-        return
-    done, last = 0, time.monotonic()
-
-    def advance() -> None:
-        nonlocal done, last
-        done += 1
-        if time.monotonic() - last >= every_s:
-            last = time.monotonic()
-            click.echo(f"agentprobe: {what}: {done} of {total} done", err=True)
-
-    yield advance
 
 
 def _print(summary: dict) -> None:

@@ -11,7 +11,7 @@ from ..checks.config_checks import static
 from ..report import render
 from ..store.db import open_db
 from ..store.queries import resolve_run
-from .common import db_option, label_option, load_config
+from .common import check_environment, db_option, label_option, load_config
 from .errors import UserError
 from .output import json_option, write_output
 
@@ -97,9 +97,7 @@ def scan(db, run_refs, all_runs, label, config_path, env_name, fmt, as_json, out
     thresholds = thresholds_for(config, context=context_threshold, latency_ms=latency_budget_ms,
                                 tool_latency_ms=tool_latency_budget_ms, usage_tolerance=usage_tolerance)
     run_ids: list[str] = []
-    if config and env_name and env_name not in (config.get("environments") or {}):
-        known = ", ".join(config.get("environments") or {}) or "none"
-        raise UserError(f"--env {env_name}: the config has no such environment (it defines: {known})")
+    check_environment(config, env_name)
     if not config or run_refs or all_runs or label:
         database = open_db(db)
         run_ids = select_runs(database, run_refs, all_runs, label)

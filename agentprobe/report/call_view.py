@@ -15,6 +15,7 @@ from ..providers.base import ParseError
 from ..store.queries import body_text, decode_json_columns
 
 SETTINGS = ("temperature", "top_p", "max_tokens", "seed", "stream", "parallel_tool_calls", "include_usage")
+FLAGS = ("stream", "parallel_tool_calls", "include_usage")  # stored as 0/1: shown as the booleans that were sent
 TIMING = ("started_at", "ended_at", "latency_ms", "ttft_ms", "seq", "completion_seq")
 USAGE = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "usage_source",
          "counted_input_tokens", "tokenizer")
@@ -34,7 +35,7 @@ def call_view(db, run_id: str, seq: int, *, findings: list | None = None) -> dic
         "ref": f"{run_id}#{seq}",
         "call": {k: call.get(k) for k in ("id", "method", "host", "path", "provider", "api", "model",
                                           "response_model", "conversation_id", "turn", "attempt", "retry_of")},
-        "settings": {k: call.get(k) for k in SETTINGS if call.get(k) is not None},
+        "settings": {k: bool(call[k]) if k in FLAGS else call[k] for k in SETTINGS if call.get(k) is not None},
         "timing": {k: call.get(k) for k in TIMING},
         "usage": {k: call.get(k) for k in USAGE},
         "outcome": {k: call.get(k) for k in OUTCOME if call.get(k) is not None},

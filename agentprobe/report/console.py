@@ -46,31 +46,37 @@ def call_refs(calls: list[dict], limit: int = 8) -> str:
 
 
 def print_findings(findings: list[Finding], meta: dict, console: Console | None = None) -> None:
-    from rich.padding import Padding
-
     console = console or terminal()
     scanned = scanned_text(meta)
     if not findings:
-        console.print(f"[green]no findings[/green] in {escape(scanned)}")
+        if scanned == "no runs":  # not "no findings in no runs"
+            console.print("no findings: there was no run to scan")
+        else:
+            console.print(f"[green]no findings[/green] in {escape(scanned)}")
         return
     counts = {s: sum(f.severity == s for f in findings) for s in ("critical", "high", "medium", "low")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     console.print(f"[bold]{len(findings)} finding(s)[/bold] in {escape(scanned)}: {summary}\n")
 
-    def indented(text: Text) -> Padding:  # wrapped lines keep the indent
-        return Padding(text, (0, 0, 0, 4))
+    def indented(text: Text) -> None:  # wrapped lines keep the indent, and get no trailing blanks
+        for line in text.wrap(console, max(console.width - 4, 20)):
+            line.rstrip()
+            console.print(Text("    ") + line)
 
     for f in findings:
         head = Text()
         head.append(f" {f.severity.upper()} ", style=SEVERITY_STYLE[f.severity])
-        head.append(f" {f.rule}  ", style="bold")
-        head.append(f.title)
-        console.print(head)
+        head.append(f" {f.rule}", style="bold")
+        if head.cell_len + 2 + Text(f.title).cell_len <= console.width:
+            console.print(head + Text("  " + f.title))
+        else:  # a title that would wrap under the severity goes on its own, indented, line
+            console.print(head)
+            indented(Text(f.title))
         for line in f.evidence.splitlines():
-            console.print(indented(Text(line, style="dim" if line.startswith(("+", "-", "@")) else "")))
+            indented(Text(line, style="dim" if line.startswith(("+", "-", "@")) else ""))
         if f.calls:
-            console.print(indented(Text(f"calls: {call_refs(f.calls)}", style="dim")))
-        console.print(indented(Text("fix: ", style="green") + Text(f.fix)))
+            indented(Text(f"calls: {call_refs(f.calls)}", style="dim"))
+        indented(Text("fix: ", style="green") + Text(f.fix))
         console.print()
 
 
@@ -170,8 +176,8 @@ def no_llm_call_lines(summary: dict) -> list[str]:
         causes.append(f"{summary['calls']} request(s) did go through the proxy, but none to an API agentprobe"
                       " recognises as an LLM's (`agentprobe calls` lists them)")
     causes += [
-        "a client that ignores HTTPS_PROXY: Node's built-in fetch before Node 24 (the openai, Anthropic and"
-        " Vercel AI npm SDKs use it), aiohttp without trust_env=True",
+        "a client that reads no proxy setting (a raw socket, http.client, aiohttp with an explicit"
+        " trust_env=False, a process the command did not start itself)",
         "NO_PROXY (or no_proxy) names the provider's host, e.g. localhost or 127.0.0.1 for a local model server",
         "a base URL (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, base_url=...) pointing at a server the client reaches"
         " without the proxy: `agentprobe record --upstream URL` records it in reverse mode",
@@ -346,10 +352,17 @@ def print_call(view: dict, console: Console | None = None) -> None:
         console.print(Text("(no answer recorded)", style="dim"))
     console.print(Rule(style="dim"))
     t, u = view["timing"], view["usage"]
-    console.print(f"timing: latency {cell(t.get('latency_ms'))} ms, first byte {cell(t.get('ttft_ms'))} ms,"
-                  f" sent #{t.get('seq')}, finished #{t.get('completion_seq')}, started {t.get('started_at')}")
-    console.print(f"usage: in {cell(u.get('input_tokens'))} / out {cell(u.get('output_tokens'))}"
-                  f" ({u.get('usage_source') or 'not reported'}); counted {cell(u.get('counted_input_tokens'))}"
+
+    def ms(value) -> str:  # a time that was never measured (no first byte) is "-", not " ms"
+        return "-" if value is None else f"{cell(value)} ms"
+
+    def n(value) -> str:
+        return "-" if value is None else cell(value)
+
+    console.print(f"timing: latency {ms(t.get('latency_ms'))}, first byte {ms(t.get('ttft_ms'))},"
+                  f" sent #{t.get('seq')}, finished #{n(t.get('completion_seq'))}, started {t.get('started_at')}")
+    console.print(f"usage: in {n(u.get('input_tokens'))} / out {n(u.get('output_tokens'))}"
+                  f" ({u.get('usage_source') or 'not reported'}); counted {n(u.get('counted_input_tokens'))}"
                   f" with {u.get('tokenizer') or '-'}")
     rest = {k: v for k, v in outcome.items() if k != "status"}
     if rest:

@@ -102,7 +102,12 @@ def render(rows: Iterable[dict], columns: Sequence[Column], *, title: str | None
     rows = list(rows)
     width = terminal_width() if width is None else width
     wanted = choose(columns, wide=wide or width is None, names=names)
-    shown = wanted if names else fit(rows, wanted, width)
+    if wide or names:
+        # Asked for by name or all of them: every one at its natural width, however long the lines
+        # get (the terminal wraps them, `less -S` scrolls), rather than squeezed until ids are cut.
+        shown, width = wanted, None
+    else:
+        shown = fit(rows, wanted, width)
     table = Table(title=title, show_lines=False)
     for col in shown:
         table.add_column(col.title, no_wrap=not col.wrap, overflow="fold" if col.wrap else "ellipsis")

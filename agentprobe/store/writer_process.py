@@ -313,7 +313,9 @@ class WriterProcess:
         replacement = None
         if self.deaths <= MAX_RESTARTS:
             try:
-                replacement, _ = self._spawn(resume=True)
+                replacement, resumed_rows = self._spawn(resume=True)
+                if rows is None and not self._segment:  # the replacement's own count of the run, then
+                    rows = resumed_rows
             except (StoreError, OSError) as e:
                 self.last_error += f"; could not restart it: {e}"
         handed_to_dead = self._handed_to_dead + dead.handed

@@ -44,7 +44,12 @@ def load_file(db_path, path, *, label: str | None = None) -> str:
                 from .har import load_har
 
                 return load_har(conn, f, path, label=label)
-            exists = conn.execute("SELECT 1 FROM runs WHERE id = ?", [run["id"]]).fetchone() is not None
+            existing = conn.execute("SELECT label FROM runs WHERE id = ?", [run["id"]]).fetchone()
+            exists = existing is not None
+            if exists and label is not None and existing[0] != label:
+                raise TraceError(f"{path}: run {run['id']} is already in this database, labelled {existing[0]!r},"
+                                 f" and is not imported again, so label {label!r} would be ignored: import it into"
+                                 " another database to label it")
             load(conn, f, path, run, write=not exists)
             return run["id"]
 

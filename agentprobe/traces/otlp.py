@@ -13,6 +13,7 @@ import json
 import logging
 import queue
 import threading
+import time
 import urllib.request
 from collections.abc import Iterable
 from typing import Any
@@ -173,7 +174,8 @@ def post(endpoint: str, spans: list[dict], timeout: float = 10) -> None:
 class LiveExporter:
     """Sends spans as calls are written, from its own thread: a slow collector never slows the writer."""
 
-    def __init__(self, endpoint: str, batch: int = 256, *, yield_cpu: bool = False) -> None:
+    def __init__(self, endpoint: str, batch: int = 256, *, yield_cpu: bool = False,
+                 announce_after_s: float = 10.0) -> None:
         self.endpoint = endpoint
         self.batch = batch
         self.yield_cpu = yield_cpu  # in the writer process: export only with CPU the agent leaves idle
@@ -181,6 +183,9 @@ class LiveExporter:
         self.sent = 0
         self.failed = 0
         self._error: str | None = None
+        self.announce_after_s = announce_after_s
+        self._failing_since: float | None = None
+        self._said = False
         self._thread = threading.Thread(target=self._loop, name="agentprobe-otlp", daemon=True)
         self._thread.start()
 
@@ -225,7 +230,13 @@ class LiveExporter:
                     self.sent += len(calls)
                 except Exception as e:  # noqa: BLE001 - the collector being down is not our agent's problem
                     self.failed += len(calls)
-                    if self._error is None:  # said once, now; the count comes at the end
-                        warn(f"OTLP export to {self.endpoint} failed ({type(e).__name__}: {e}); the calls are still"
-                             " recorded, and the spans not exported are counted")
                     self._error = f"{type(e).__name__}: {e}"
+                    now = time.monotonic()
+                    if self._failing_since is None:
+                        self._failing_since = now
+                    # A short run (a `trace`) gets one line, the count at the end; a long-running recorder
+                    # is told once, while it runs, when the collector has been failing for a while.
+                    if not self._said and not done and now - self._failing_since >= self.announce_after_s:
+                        self._said = True
+                        warn(f"OTLP export to {self.endpoint} is failing ({self._error}); the calls are still"
+                             " recorded, and the spans not exported are counted when the run ends")

@@ -113,7 +113,7 @@ def test_a_run_without_an_llm_call_says_so_with_the_likely_causes(agent):
     start = lines.index("agentprobe: WARNING: no LLM call was recorded in this run. Likely causes:")
     causes = "\n".join(lines[start + 1:])
     assert "1 connection(s) went around the proxy" in causes
-    assert "Node's built-in fetch before Node 24" in causes and "aiohttp without trust_env=True" in causes
+    assert "a client that reads no proxy setting" in causes and "trust_env=False" in causes
     assert "NO_PROXY" in causes and "base URL" in causes and "agentprobe record --upstream" in causes
     assert "the command failed before its first call (it exited with 3)" in causes
     assert f"(pid {pid})" in r.stderr  # and the bypass line names the process

@@ -17,7 +17,9 @@ def test_metadata_matches_schema_and_queries_answer(recorded, fake_provider_tls)
     threads = []
     for i in range(3):
         t = threading.Thread(target=client.chat.completions.create, kwargs=dict(
-            model="m", messages=[{"role": "user", "content": f"p{i}"}], extra_headers={"x-fake": f"delay={0.3 - 0.1 * i}"}))
+            # 0.4 s apart: wide enough that a loaded machine (the suite under xdist) keeps the reverse order.
+            model="m", messages=[{"role": "user", "content": f"p{i}"}],
+            extra_headers={"x-fake": f"delay={1.2 - 0.4 * i:.1f}"}))
         t.start()
         threads.append(t)
         time.sleep(0.03)

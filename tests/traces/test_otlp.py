@@ -59,10 +59,31 @@ def test_collector_down_does_not_break_recording(tmp_path, tls_ca_bundle, fake_p
     r = run_cli("trace", "--otlp", "http://127.0.0.1:9", "--upstream-ca", tls_ca_bundle, "--", sys.executable,
                 str(tmp_path / "agent.py"), env=env)
     assert r.returncode == 0 and "calls 2" in r.stderr
-    # Said once, with the prefix, when it happened; counted at the end; never one line per batch.
-    lines = [line for line in r.stderr.splitlines() if "OTLP" in line or "span(s)" in line]
-    assert len(lines) == 2 and all(line.startswith("agentprobe: WARNING: ") for line in lines), r.stderr
-    assert "2 of 2 span(s) were not exported to http://127.0.0.1:9" in lines[1]
+    # Said once, with the prefix and the count; never one line per batch.
+    lines = [line for line in r.stderr.splitlines() if "OTLP" in line or "span" in line]
+    assert len(lines) == 1 and lines[0].startswith("agentprobe: WARNING: "), r.stderr
+    assert "2 of 2 span(s) were not exported to http://127.0.0.1:9" in lines[0]
+    assert "Connection refused" in lines[0] and "agentprobe export RUN --format otlp" in lines[0]
+
+
+def test_a_long_running_recorder_is_told_while_it_runs_and_counted_at_the_end(monkeypatch):
+    from agentprobe.traces import otlp
+
+    said = []
+    monkeypatch.setattr(otlp, "warn", said.append)
+    exporter = otlp.LiveExporter("http://127.0.0.1:9", batch=1, announce_after_s=0.2)
+    import time
+
+    from proxy_fixtures import wait_until
+
+    for i in range(3):
+        exporter.submit([{"id": f"C{i}", "run_id": "R1", "api": "chat.completions", "model": "m"}])
+        assert wait_until(lambda: exporter.failed == i + 1)
+        time.sleep(0.15)
+    exporter.close()
+    assert len(said) == 2, said  # once while it runs (after 0.2 s of failing), once with the count
+    assert said[0].startswith("OTLP export to http://127.0.0.1:9 is failing")
+    assert said[1].startswith("3 of 3 span(s) were not exported")
 
 
 @pytest.mark.parametrize("api,operation", [("embeddings", "embeddings"), ("batchEmbedContents", "embeddings"),
