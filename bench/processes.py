@@ -210,7 +210,7 @@ def start_agentprobe(tmp: Path, name: str, fastpath: str | None = None) -> tuple
                        "--confdir", str(tmp / "agentprobe-conf"), "--label", "bench"],
                 env=child_env({FASTPATH_ENV: value}), cwd=ROOT)
     try:
-        m = proc.wait_for(r"recording run \S+ on http://127\.0\.0\.1:(\d+)")
+        m = proc.wait_for(r"recording .*? on http://127\.0\.0\.1:(\d+)")
         proc.fastpath = check_fastpath(proc, db, value)
     except BaseException:
         proc.stop()

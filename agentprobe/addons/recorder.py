@@ -55,7 +55,8 @@ class Recorder:
     """Hands one Capture per finished exchange to `sink` (the writer's submit).
 
     A flow belongs to the run that was current when its request began (`switch_run`), even
-    if it completes after the next run has begun.
+    if it completes after the next run has begun; or, on a recorder split into sessions, to
+    the run of its session.
     """
 
     def __init__(self, sink: Callable[[Capture], None], *, body_limit: int = STORED_BODY_LIMIT) -> None:
@@ -76,7 +77,8 @@ class Recorder:
         if flow.metadata.get("agentprobe.internal"):  # agentprobe's own messages (the stdio wrapper's)
             return
         self.dispatched += 1
-        run = self.current
+        # A session's run, chosen by the session addon (addons/session_keys.py), else the current one.
+        run = flow.metadata.get("agentprobe.session_run") or self.current
         run.dispatched += 1
         flow.metadata["agentprobe.run"] = run
         flow.metadata["agentprobe.seq"] = run.dispatched

@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 from .. import __version__
-from ..addons.recorder import Recorder
+from ..addons.recorder import Recorder, RunState
+from ..addons.session_keys import SessionKeys
 from ..addons.stdio_sink import StdioSink
 from ..proxy import fastpath
 from ..proxy.ca import bundle_path
@@ -17,6 +18,8 @@ from ..stdio.sinks import PROXY_ENV, RUN_ENV
 from ..store.writer_process import WriterProcess
 from ..util.clock import new_id, now_iso
 from . import redact
+from .client_process import ProcessFinder
+from .sessions import SessionPolicy, SessionTable
 
 log = logging.getLogger("agentprobe")
 
@@ -34,7 +37,10 @@ class Recording:
         addons: list | None = None,
         otlp_endpoint: str | None = None,
         busy_timeout_ms: int = 5000,
+        sessions: "SessionPolicy | None" = None,
     ) -> None:
+        """sessions: split the traffic into one run per agent session (`record`); None: one run (and
+        the runs begin_run() starts), as `trace` and the pytest plugin record."""
         self.db_path = resolve_path(db)
         self.proxy_config = proxy
         self.run_id = new_id()
@@ -50,13 +56,28 @@ class Recording:
             "agentprobe_version": __version__,
             "fastpath": fastpath.plan(proxy.fastpath).describe(),
         }
+        if sessions is not None:
+            run["session_key_by"] = "recorder"  # what no session key claims (or everything, --runs-by recorder)
         self.writer = WriterProcess(self.db_path, run, busy_timeout_ms=busy_timeout_ms, otlp_endpoint=otlp_endpoint)
         self.recorder = Recorder(self.writer.submit)
-        # Extra addons (e.g. the serve redirect) run before the recorder sees the flow, and so does the
-        # stdio wrapper's sink, which marks its notices before the recorder numbers flows.
-        self.proxy = ProxyThread(proxy, [*(addons or []), StdioSink(self.recorder, self.run_id), self.recorder])
-        self._started = False
         self._run_template = {k: v for k, v in run.items() if k in ("mode", "agentprobe_version", "fastpath")}
+        self._session_run = {"label": run["label"], "command": run["command"], "config_sha256": config_sha256}
+        self.session_run_ids: list[str] = []  # the session runs begun, in order
+        self.sessions: SessionTable | None = None
+        finder = None
+        if sessions is not None and sessions.splits:
+            finder = ProcessFinder() if "process" in sessions.order else None
+            self.sessions = SessionTable(self._begin_session, self._end_session, idle_s=sessions.idle_s,
+                                         alive=finder.alive if finder else None)
+        # The stdio wrapper's sink comes first: it marks its notices (which name this recording in
+        # X-Agentprobe-Run and are answered here, never sent upstream) before the session addon, which
+        # leaves them alone, and before the recorder numbers flows. The session addon comes next, so that
+        # no other addon (nor the provider) sees agentprobe's headers; extra addons (e.g. the serve
+        # redirect) run before the recorder sees the flow.
+        self.session_keys = SessionKeys(self.sessions, sessions, finder=finder)
+        self.proxy = ProxyThread(proxy, [StdioSink(self.recorder, self.run_id), self.session_keys, *(addons or []),
+                                         self.recorder])
+        self._started = False
 
     def start(self) -> "Recording":
         # The bundle is written up front so containers sharing the confdir can trust the proxy.
@@ -118,6 +139,17 @@ class Recording:
         self.recorder.switch_run(run_id)
         return run_id
 
+    # -- sessions: begun and ended on the proxy's event loop, so never waiting on the writer's pipe ----
+    def _begin_session(self, row: dict) -> RunState:
+        run_id = new_id()
+        self.writer.begin_run({**self._run_template, **self._session_run, "id": run_id, "started_at": now_iso(),
+                               "parent_run_id": None, **row}, block=False)
+        self.session_run_ids.append(run_id)
+        return RunState(run_id)
+
+    def _end_session(self, state: RunState, status: str) -> None:
+        self.writer.end_run(state.run_id, status=status, ended_at=now_iso(), block=False)
+
     def end_run(self, run_id: str, *, status: str = "completed", wait_s: float = 5.0, **fields) -> bool:
         """End a run begun with begin_run: wait (up to wait_s) for its calls still in flight, settle its
         row, and make this recording's own run current again. False if calls were still in flight."""
@@ -157,6 +189,10 @@ class Recording:
         self.proxy.stop()
         # What the proxy really ran (an install that failed falls back), not what was planned at start.
         ran = {"fastpath": self.proxy.fastpath.describe()} if self.proxy.fastpath else {}
+        if self.sessions is not None:
+            # The proxy has stopped: no flow is left to join a session, so each ends with the recording.
+            self.sessions.end_all(status)
+            ran["drop_if_empty"] = True  # the recorder's run held only what no session claimed
         self.writer.close(status=status, exit_code=exit_code, ended_at=now_iso(), **run, **ran)
 
     def __enter__(self) -> "Recording":

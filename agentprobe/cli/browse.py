@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import click
 
@@ -13,13 +14,22 @@ from ..report.table import Column, cell
 from .errors import UserError
 from .output import emit, json_option, output_options
 
+SESSION_COLUMNS = [Column("session", max_width=24, wide=True), Column("client", max_width=40, wide=True),
+                   Column("trace_id", "trace", fmt=lambda v: str(v or "")[:8], wide=True)]
+
 # In order of importance: a narrow terminal keeps the first ones.
 RUN_COLUMNS = [
     Column("id"), Column("started_at", "started", fmt=lambda v: str(v or "")[5:19].replace("T", " ")),
     Column("calls"), Column("errors"), Column("status"), Column("label", max_width=24),
     Column("input_tokens", "tokens in"), Column("output_tokens", "tokens out"),
     Column("calls_lost", "lost"), Column("bypassed_connections", "bypassed"),
-    Column("command", wrap=True, max_width=60), Column("ended_at", "ended", wide=True),
+    Column("command", wrap=True, max_width=60),
+    # A session of a long-running recorder: the client's name for it, who sent it, its trace. Last, so
+    # a terminal too narrow for them loses them first; shown by default only when a run listed has them
+    # (session_columns), so that databases without sessions keep their tables as they were.
+    *SESSION_COLUMNS,
+    Column("ended_at", "ended", wide=True),
+    Column("session_key_by", "keyed by", wide=True),
     Column("fastpath", wide=True), Column("parent_run_id", "parent", wide=True),
 ]
 CALL_COLUMNS = [
@@ -50,7 +60,14 @@ def runs(db, label, limit, fmt):
         what = f"no run labelled {label!r}" if label else "no runs"
         click.echo(f"agentprobe: {what} in this database yet: record one with agentprobe trace -- CMD", err=True)
         return
-    emit(found, fmt, RUN_COLUMNS, title="runs")
+    emit(found, fmt, session_columns(found), title="runs")
+
+
+def session_columns(rows: list[dict]) -> list[Column]:
+    """RUN_COLUMNS, with the session columns shown by default when a run listed came from a session."""
+    if not any(r.get("session") or r.get("client") or r.get("trace_id") for r in rows):
+        return RUN_COLUMNS
+    return [replace(c, wide=False) if c in SESSION_COLUMNS else c for c in RUN_COLUMNS]
 
 
 @click.command()

@@ -174,6 +174,21 @@ def m005_mcp(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX calls_mcp ON calls(run_id, mcp_method) WHERE provider = 'mcp'")
 
 
+@migration
+def m006_run_sessions(conn: sqlite3.Connection) -> None:
+    # A long-running recorder splits its traffic into one run per agent session; each such run says
+    # how it was keyed (header | traceparent | process | address | recorder) and who the client was.
+    for column, kind in (
+        ("session", "TEXT"),  # the client's name for the run (X-Agentprobe-Run), when it gave one
+        ("session_key_by", "TEXT"),
+        ("client_pid", "INTEGER"),  # the client process on the recorder's host
+        ("client_command", "TEXT"),  # its command line, scrubbed as every stored command is
+        ("client_address", "TEXT"),  # the client's IP address
+        ("trace_id", "TEXT"),  # the W3C trace id (32 hex digits) of a run keyed by traceparent
+    ):
+        conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+
+
 def dialect_of(conn) -> str:
     return getattr(conn, "dialect", "sqlite")
 

@@ -90,6 +90,16 @@ class PipeFeed:
             if self._dead:
                 raise OSError(self.error or "the writer process is gone")
 
+    def queue_control(self, message: tuple) -> None:
+        """A message for the child in order after the calls queued so far, from the event loop: written
+        now if the pipe has room, else when it is writable (as calls are), never blocking the loop."""
+        with self._lock:
+            if self._dead:
+                raise OSError(self.error or "the writer process is gone")
+            self._pickle_pending()
+            self._push(pickle.dumps(message), 0)
+            self._write(block=asyncio._get_running_loop() is None)
+
     def finish(self, control: tuple) -> None:
         """Write everything queued, then `control`, blocking: the proxy has stopped by now."""
         with self._lock:

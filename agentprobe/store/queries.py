@@ -68,7 +68,14 @@ def list_runs(db: sqlite_utils.Database, *, limit: int | None = None, label: str
     if limit:
         sql += " LIMIT ?"
         params.append(limit)
-    return list(db.query(sql, params))
+    return [{**row, "client": client_of(row)} for row in db.query(sql, params)]
+
+
+def client_of(run: dict) -> str | None:
+    """Who sent a session's calls, as `runs` shows it: the process (pid and command line), else the address."""
+    if run.get("client_pid") is not None:
+        return f"{run['client_pid']} {run.get('client_command') or ''}".rstrip()
+    return run.get("client_address")
 
 
 def get_run(db: sqlite_utils.Database, run_id: str) -> dict:

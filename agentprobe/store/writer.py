@@ -7,6 +7,7 @@ within one batch interval; `close()` drains the queue before returning.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import sqlite3
@@ -24,6 +25,9 @@ from .db import StoreError, connect, is_postgres
 log = logging.getLogger("agentprobe.writer")
 
 _STOP = object()
+
+# How a run was keyed and whose traffic it holds (a session of a long-running recorder).
+SESSION_COLUMNS = ("session", "session_key_by", "client_pid", "client_command", "client_address", "trace_id")
 
 
 @dataclass
@@ -160,9 +164,11 @@ class Writer:
     def _insert_run(self, run: dict[str, Any] | None = None, *, ignore_existing: bool = False) -> None:
         assert self._conn is not None
         self._conn.execute(
-            f"INSERT {'OR IGNORE ' if ignore_existing else ''}INTO runs (id, started_at, label, command, config_sha256, status, calls_lost, mode,"
-            " parent_run_id, agentprobe_version, fastpath) VALUES (:id, :started_at, :label, :command,"
-            " :config_sha256, 'running', 0, :mode, :parent_run_id, :agentprobe_version, :fastpath)",
+            f"INSERT {'OR IGNORE ' if ignore_existing else ''}INTO runs (id, started_at, label, command,"
+            " config_sha256, status, calls_lost, mode, parent_run_id, agentprobe_version, fastpath, "
+            + ", ".join(SESSION_COLUMNS) + ") VALUES (:id,"
+            " :started_at, :label, :command, :config_sha256, 'running', 0, :mode, :parent_run_id, :agentprobe_version,"
+            " :fastpath, " + ", ".join(":" + c for c in SESSION_COLUMNS) + ")",
             {
                 "label": None,
                 "command": None,
@@ -171,16 +177,24 @@ class Writer:
                 "parent_run_id": None,
                 "agentprobe_version": None,
                 "fastpath": None,
+                **dict.fromkeys(SESSION_COLUMNS),
                 **(self.run if run is None else run),
             },
         )
 
-    def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str, **run: str) -> None:
+    def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str,
+              drop_if_empty: bool = False, **run: str) -> None:
+        """drop_if_empty: the recorder's own run only stood behind its session runs; if it holds no call
+        and lost none, delete it rather than leave an empty run in every listing."""
         self._stop_workers()
         if self._pg:  # a server that went away during the run gets one more chance to take the run's end
             self._reconnect_at = 0.0
             self._connected()
         self._update_run(ended_at=ended_at, status=status, exit_code=exit_code, **run)
+        if drop_if_empty:
+            with suppress(sqlite3.DatabaseError):
+                self._conn.execute("DELETE FROM runs WHERE id = ? AND calls_lost = 0 AND NOT EXISTS"
+                                   " (SELECT 1 FROM calls WHERE run_id = ?)", (self.run["id"], self.run["id"]))
         for run_id, lost_before in list(self._segments.items()):  # begun and never ended: the recorder stopped
             with suppress(sqlite3.DatabaseError):
                 self._update_run_row(run_id, {"status": "interrupted", "ended_at": ended_at,
@@ -430,6 +444,16 @@ class Writer:
                     log.error("could not update run %s: %s", self.run["id"], e)
                     return
                 released = True
+
+
+def count_calls(conn: sqlite3.Connection, run_ids: list[str]) -> int:
+    """The calls recorded in these runs (a recording with thousands of session runs: one parameter)."""
+    if getattr(conn, "dialect", "sqlite") == "postgresql":
+        return conn.execute("SELECT count(*) FROM calls WHERE run_id IN"
+                            " (SELECT jsonb_array_elements_text(CAST(? AS jsonb)))",
+                            [json.dumps(run_ids)]).fetchone()[0]
+    return conn.execute("SELECT count(*) FROM calls WHERE run_id IN (SELECT value FROM json_each(?))",
+                        [json.dumps(run_ids)]).fetchone()[0]
 
 
 def insert_rows(conn: sqlite3.Connection, built: list) -> None:

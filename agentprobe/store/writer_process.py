@@ -104,8 +104,13 @@ class WriterProcess:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._last_loss_log = 0.0
-        self._segment: dict[str, Any] | None = None  # the run begun by begin_run(), until end_run()
-        self._run_ids: list[str] = [self.run["id"]]  # every run this recorder wrote calls to
+        # Runs begun by begin_run(), until end_run(): one at a time for the pytest plugin, one per live
+        # session for a recorder that splits its traffic. A replacement writer begins them again.
+        self._segments: dict[str, dict[str, Any]] = {}
+        self._run_ids = [run["id"]]  # every run this recording has begun: the rows a replacement counts
+        self._unsettled: dict[str, dict[str, Any]] = {}  # runs ended while no writer could take it
+        self._survived: set[str] = set()  # runs that were live when a writer died
+        self._lost_at_begin: dict[str, int] = {}  # the recording's loss count when each run began
         self._flushes: dict[int, threading.Event] = {}
         self._flush_ids = itertools.count(1)
 
@@ -176,17 +181,24 @@ class WriterProcess:
             warn(f"{self.calls_lost} call record(s) lost so far: {self.last_error}")
 
     # -- runs after the first: one recorder, one run at a time (e.g. one per test) -------------
-    def begin_run(self, run: dict[str, Any]) -> None:
-        """Insert another run row; calls tagged with its id (Capture.run_id) are written to it."""
-        self._segment = run
-        self._run_ids.append(run["id"])
-        self._control(("begin", run))
+    def begin_run(self, run: dict[str, Any], *, block: bool = True) -> None:
+        """Insert another run row; calls tagged with its id (Capture.run_id) are written to it.
 
-    def end_run(self, run_id: str, **fields: Any) -> None:
+        block=False: from the proxy's event loop (a session's first call), which must not wait on the pipe.
+        """
+        self._segments[run["id"]] = run
+        self._run_ids.append(run["id"])
+        self._lost_at_begin[run["id"]] = self.calls_lost
+        self._control(("begin", run), block=block)
+
+    def end_run(self, run_id: str, *, block: bool = True, **fields: Any) -> None:
         """Settle a run begun with begin_run (ended_at, status, ...), after every call handed before this."""
-        if self._segment is not None and self._segment["id"] == run_id:
-            self._segment = None
-        self._control(("end", {"id": run_id, **fields}))
+        self._segments.pop(run_id, None)
+        if run_id in self._survived and fields.get("status") == "completed":
+            fields["status"] = "degraded"  # a writer died during it: calls may be missing (counted on the
+            # recording's own run)
+        if not self._control(("end", {"id": run_id, **fields}), block=block):
+            self._unsettled[run_id] = fields
 
     def flush(self, timeout: float = 15.0) -> bool:
         """Block until every call handed so far is committed (or the writer is gone); False on timeout."""
@@ -199,12 +211,15 @@ class WriterProcess:
         self._flushes.pop(token, None)
         return ok
 
-    def _control(self, message: tuple) -> bool:
+    def _control(self, message: tuple, *, block: bool = True) -> bool:
         child = self._child
         if child is None:
             return False
         try:
-            child.feed.send_control(message)
+            if block:
+                child.feed.send_control(message)
+            else:
+                child.feed.queue_control(message)
             return True
         except OSError as e:
             self.last_error = f"writer process unreachable: {e}"
@@ -291,6 +306,7 @@ class WriterProcess:
         code = dead.proc.wait()
         how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
         self.deaths += 1
+        self._survived.update(self._segments)
         self.last_error = f"the writer process died ({how})"
         dead.close_pipes()
         # Counted before another writer adds rows, and from the database, not from the dead one's
@@ -313,8 +329,8 @@ class WriterProcess:
             try:  # its run row shows the loss from now on, and its count includes it
                 replacement.feed.send_control((_LOST, self._lost_with_dead - self._lost_with_dead_sent))
                 self._lost_with_dead_sent = self._lost_with_dead
-                if self._segment is not None:  # the run in progress goes on (its row is kept if it exists)
-                    replacement.feed.send_control(("begin", self._segment))
+                for segment in list(self._segments.values()):  # runs in progress go on (rows kept if they exist)
+                    replacement.feed.send_control(("begin", segment))
             except OSError:
                 pass
         with self._lock:
@@ -338,6 +354,7 @@ class WriterProcess:
         import sqlite3
 
         from .db import is_postgres
+        from .writer import count_calls
 
         try:
             if is_postgres(self.path):
@@ -347,9 +364,7 @@ class WriterProcess:
             else:
                 conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
             try:
-                marks = ",".join("?" * len(self._run_ids))
-                return conn.execute(f"SELECT count(*) FROM calls WHERE run_id IN ({marks})",
-                                    self._run_ids).fetchone()[0]
+                return count_calls(conn, self._run_ids)
             finally:
                 conn.close()
         except sqlite3.Error:
@@ -360,6 +375,7 @@ class WriterProcess:
         import sqlite3
 
         from .db import is_postgres
+        from .writer import count_calls
 
         try:
             if is_postgres(self.path):
@@ -369,14 +385,20 @@ class WriterProcess:
             else:
                 conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
             try:
-                marks = ",".join("?" * len(self._run_ids))
-                rows = conn.execute(f"SELECT count(*) FROM calls WHERE run_id IN ({marks})",
-                                    self._run_ids).fetchone()[0]
+                rows = count_calls(conn, self._run_ids)
                 self.calls_lost = max(self.calls_lost,
                                       self._lost_here + self._handed_to_dead + handed - rows)
                 conn.execute("UPDATE runs SET status = ?, ended_at = ?, exit_code = ?, calls_lost = ? WHERE id = ?",
                              [fields.get("status") or "degraded", fields.get("ended_at"), fields.get("exit_code"),
                               self.calls_lost, self.run["id"]])
+                # Session runs no writer could end: ended here, degraded, each with the calls lost while it
+                # was live (which of the concurrent sessions a lost call was is unknown: each counts it).
+                ends = {**{run_id: {} for run_id in self._segments}, **self._unsettled}
+                for run_id, end in ends.items():
+                    conn.execute("UPDATE runs SET status = 'degraded', ended_at = ?, calls_lost = ? WHERE id = ?"
+                                 " AND ended_at IS NULL",
+                                 [end.get("ended_at") or fields.get("ended_at"),
+                                  max(0, self.calls_lost - self._lost_at_begin.get(run_id, 0)), run_id])
             finally:
                 conn.close()
         except sqlite3.Error as e:

@@ -120,7 +120,7 @@ def _start_record(args, env):
     proc = subprocess.Popen([sys.executable, "-m", "agentprobe", "record", *args], env={**base, **env},
                             stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()
-    assert "recording run" in line, line
+    assert "agentprobe: recording " in line, line
     return proc
 
 

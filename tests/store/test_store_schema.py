@@ -191,6 +191,12 @@ runs.agentprobe_version TEXT
 runs.fastpath TEXT
 runs.bypassed_connections INTEGER
 runs.bypass_detail TEXT
+runs.session TEXT
+runs.session_key_by TEXT
+runs.client_pid INTEGER
+runs.client_command TEXT
+runs.client_address TEXT
+runs.trace_id TEXT
 index calls_conversation: calls(conversation_id, turn)
 index calls_mcp: calls(run_id, mcp_method) WHERE provider = 'mcp'
 index calls_prompt_sha: calls(system_prompt_sha256)
