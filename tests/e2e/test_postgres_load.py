@@ -185,28 +185,11 @@ def test_the_database_going_away_under_record(tmp_path, tls_ca_bundle, fake_prov
 def test_a_writer_killed_mid_run_on_postgres(tmp_path, tls_ca_bundle, fake_provider_tls, pg_url):
     """test_writer_death's kill -9 of the writer process, recording into PostgreSQL: replaced, and every
     call answered is a row or counted."""
-    import subprocess
 
-    from e2e.test_writer_death import AGENT, _writers_of
+    from e2e.test_writer_death import trace_and_kill_the_writer
 
-    (tmp_path / "agent.py").write_text(AGENT)
-    ready = tmp_path / "ready"
-    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update(AGENTPROBE_DB=pg_url, AGENTPROBE_CONFDIR=str(tmp_path / "conf"), FAKE_URL=fake_provider_tls.url,
-               CALLS="200", SIGNAL_AT="120", READY=str(ready))
-    trace = subprocess.Popen([sys.executable, "-m", "agentprobe", "trace", "--upstream-ca", tls_ca_bundle, "--",
-                              sys.executable, str(tmp_path / "agent.py")], env=env, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(trace.stderr), daemon=True)
-    reader.start()
-    assert wait_until(ready.exists, timeout=120)
-    [writer] = _writers_of(trace.pid)
-    os.kill(writer, signal.SIGKILL)
-    assert wait_until(lambda: any("WARNING: the writer process died" in line for line in lines), timeout=30), lines
-    ready.unlink()
-    assert trace.wait(120) == 0
-    reader.join(10)
-    assert PASSWORD not in "".join(lines)
+    err = trace_and_kill_the_writer(tmp_path, pg_url, tls_ca_bundle, fake_provider_tls.url)
+    assert PASSWORD not in err
     db = open_db(pg_url)
     status, lost = db.execute("SELECT status, calls_lost FROM runs").fetchone()
     rows = db.execute("SELECT count(*) FROM calls").fetchone()[0]

@@ -49,12 +49,13 @@ def _writers_of(pid: int) -> list[int]:
     return found
 
 
-def test_a_writer_killed_mid_run_is_replaced_and_nothing_goes_uncounted(tmp_path, tls_ca_bundle, fake_provider_tls):
+def trace_and_kill_the_writer(tmp_path, db: str, tls_ca_bundle: str, fake_url: str) -> str:
+    """`trace` an agent of 200 calls into `db`, kill -9 its writer after call 120, let it finish; its stderr."""
     (tmp_path / "agent.py").write_text(AGENT)
     ready = tmp_path / "ready"
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-    env.update(AGENTPROBE_DB=str(tmp_path / "ap.db"), AGENTPROBE_CONFDIR=str(tmp_path / "conf"),
-               FAKE_URL=fake_provider_tls.url, CALLS="200", SIGNAL_AT="120", READY=str(ready))
+    env.update(AGENTPROBE_DB=db, AGENTPROBE_CONFDIR=str(tmp_path / "conf"),
+               FAKE_URL=fake_url, CALLS="200", SIGNAL_AT="120", READY=str(ready))
     trace = subprocess.Popen([sys.executable, "-m", "agentprobe", "trace", "--upstream-ca", tls_ca_bundle, "--",
                               sys.executable, str(tmp_path / "agent.py")], env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
@@ -67,7 +68,11 @@ def test_a_writer_killed_mid_run_is_replaced_and_nothing_goes_uncounted(tmp_path
     ready.unlink()
     assert trace.wait(120) == 0
     reader.join(10)
-    err = "".join(lines)
+    return "".join(lines)
+
+
+def test_a_writer_killed_mid_run_is_replaced_and_nothing_goes_uncounted(tmp_path, tls_ca_bundle, fake_provider_tls):
+    err = trace_and_kill_the_writer(tmp_path, str(tmp_path / "ap.db"), tls_ca_bundle, fake_provider_tls.url)
     assert "killed by signal 9" in err and "restarted it" in err, err
     db = sqlite_utils.Database(tmp_path / "ap.db")
     run = db.execute("SELECT status, calls_lost FROM runs").fetchone()
