@@ -36,25 +36,26 @@ class ClientProcess:
         return (self.pid, self.start)
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as compared here: the zone dropped, an IPv4-mapped IPv6 address as its IPv4 one."""
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped
+    return address
+
+
 def is_local(peer_ip: str, local_ip: str | None) -> bool:
     """Does a connection from peer_ip (to local_ip, the address it reached) come from this host?"""
-    try:
-        peer = ipaddress.ip_address(peer_ip.split("%", 1)[0])
-    except ValueError:
+    peer = _address(peer_ip)
+    if peer is None:
         return False
-    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped:
-        peer = peer.ipv4_mapped
     if peer.is_loopback:
         return True
-    if local_ip is None:
-        return False
-    try:
-        local = ipaddress.ip_address(local_ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(local, ipaddress.IPv6Address) and local.ipv4_mapped:
-        local = local.ipv4_mapped
-    return peer == local  # a client on this host that dialled one of its own addresses
+    local = _address(local_ip) if local_ip is not None else None
+    return local is not None and peer == local  # a client on this host that dialled one of its own addresses
 
 
 class ProcessFinder:
