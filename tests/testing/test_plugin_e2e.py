@@ -161,3 +161,21 @@ def test_new_episodes_records_what_the_cassette_lacks(project, fake_provider_tls
     r = pytest_in(project, "-k", "openai_chat", "--agentprobe-record-mode=none", env={"FAKE_URL": url,
                                                                                      "PROMPT_SUFFIX": " (v2)"})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_plugin_records_into_postgresql(project, fake_provider_tls, tls_ca_bundle, pg_url):
+    """--agentprobe-db postgresql://...: each test's run lands in the team database, cassettes as on SQLite."""
+    from agentprobe.store.db import open_db
+
+    r = pytest_in(project, f"--agentprobe-db={pg_url}", "--agentprobe-record-mode=once",
+                  f"--agentprobe-upstream-ca={tls_ca_bundle}", "-k", "openai", env=keys(fake_provider_tls.url))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 passed" in r.stdout
+    db = open_db(pg_url)
+    runs = {row["label"]: row for row in db.query("SELECT id, label, status FROM runs")}
+    three = runs["test_agent.py::test_openai_stream_and_three_calls"]
+    assert three["status"] == "completed"
+    assert [c["seq"] for c in db.query("SELECT seq FROM calls WHERE run_id = ? ORDER BY seq", [three["id"]])] == [1, 2, 3]
+    assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == fake_provider_tls.count() == 4
+    assert (project / "cassettes/test_agent/test_openai_chat.json").is_file()
+    assert not (project.parent / "ap.db").exists()  # nothing went to the SQLite default
