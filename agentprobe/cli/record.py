@@ -114,7 +114,8 @@ def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstrea
         running.withdraw(confdir)
     database = open_db(db)
     runs = [recording.run_id] if recording.sessions is None else recording.session_run_ids
-    if recording.sessions is not None and database["runs"].count_where("id = ?", [recording.run_id]):
+    if recording.sessions is not None and database.execute("SELECT count(*) FROM runs WHERE id = ?",
+                                                            [recording.run_id]).fetchone()[0]:
         runs = [recording.run_id, *runs]  # calls no session claimed
     for run_id in runs[:SUMMARIES]:
         print_summary(summarize(database, run_id))

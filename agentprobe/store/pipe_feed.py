@@ -119,6 +119,28 @@ class PipeFeed:
             self._dead = True
             self.error = "the recording has ended"
 
+    def abandon(self, reason: str) -> None:
+        """The child is gone: write nothing more (its pipe is about to close, and the number of a
+        closed descriptor is soon another pipe's), and stop watching the descriptor on the loop."""
+        with self._lock:
+            if not self._dead:
+                self._give_up(OSError(reason))
+                self.error = reason
+            loop, self._writer_loop = self._writer_loop, None
+        if loop is not None and not loop.is_closed():
+            done = threading.Event()
+
+            def forget() -> None:
+                try:
+                    loop.remove_writer(self.fd)
+                finally:
+                    done.set()
+            try:
+                loop.call_soon_threadsafe(forget)
+                done.wait(2.0)  # before the descriptor closes, so no newer pipe's watch is removed
+            except RuntimeError:
+                pass
+
     # -- inside the lock ----------------------------------------------------------------
     def _pickle_pending(self) -> None:
         items, self._pending = self._pending, []

@@ -49,6 +49,8 @@ PIPE_BYTES = 1024 * 1024
 # A writer that dies (kill -9, the OOM killer) is replaced this many times in a run; after that
 # the proxy keeps serving and only counts what it cannot record.
 MAX_RESTARTS = 3
+# Calls held while a dead writer is replaced (a restart takes about a second).
+HELD_WHILE_RESTARTING = 20_000
 
 
 class _Child:
@@ -98,6 +100,9 @@ class WriterProcess:
         self.deaths = 0  # writer processes that died during the run
         self.last_error: str | None = None
         self._child: _Child | None = None
+        # While a dead writer is being replaced: the calls that arrive meanwhile, handed to the
+        # replacement once it runs (bounded; past the bound they are counted as lost).
+        self._held: list[Any] | None = None
         self._lost_here = 0  # refused before reaching a writer: queue full, no writer
         self._lost_with_dead = 0  # handed to writers that died without writing them
         self._closing = False
@@ -171,6 +176,11 @@ class WriterProcess:
         if child is not None and child.feed.put(to_wire(item)):
             child.handed += 1
             return
+        if self._held is not None:  # the writer is being replaced: this call waits for the new one
+            with self._lock:
+                if self._held is not None and len(self._held) < HELD_WHILE_RESTARTING:
+                    self._held.append(to_wire(item))
+                    return
         self._lost_here += 1
         self.calls_lost += 1
         self.last_error = (child.feed.error if child else None) or ("writer queue full" if child else
@@ -308,6 +318,9 @@ class WriterProcess:
         self.deaths += 1
         self._survived.update(self._segments)
         self.last_error = f"the writer process died ({how})"
+        with self._lock:  # from now until a replacement runs, calls wait in _held
+            self._held = [] if self.deaths <= MAX_RESTARTS else None
+        dead.feed.abandon("the writer process died")
         dead.close_pipes()
         # Counted before another writer adds rows, and from the database, not from the dead one's
         # last stats (sent every few hundred ms, so behind what it committed): exact.
@@ -316,7 +329,7 @@ class WriterProcess:
         if self.deaths <= MAX_RESTARTS:
             try:
                 replacement, resumed_rows = self._spawn(resume=True)
-                if rows is None and not self._segment:  # the replacement's own count of the run, then
+                if rows is None and not self._segments:  # the replacement's own count of the run, then
                     rows = resumed_rows
             except (StoreError, OSError) as e:
                 self.last_error += f"; could not restart it: {e}"
@@ -334,6 +347,17 @@ class WriterProcess:
             except OSError:
                 pass
         with self._lock:
+            held, self._held = self._held or [], None
+            if replacement is not None and not self._closing:
+                for item in held:  # after the run rows it needs, before any newer call
+                    if replacement.feed.put(item):
+                        replacement.handed += 1
+                    else:
+                        self._lost_here += 1
+                        self.calls_lost += 1
+            else:
+                self._lost_here += len(held)
+                self.calls_lost += len(held)
             self._child = replacement
             closing = self._closing
         if replacement is None:

@@ -304,3 +304,64 @@ def test_bad_session_options_are_one_line(tmp_path, args, needle):
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "ap.db").exists()
+
+
+def test_a_writer_killed_while_sessions_are_live_loses_nothing_uncounted(start, fake_provider_tls):
+    """kill -9 of the writer with two named sessions live, and calls made while it is replaced: the
+    replacement begins both runs again, every call lands in its own session's run, none is lost."""
+    from e2e.test_writer_death import _writers_of
+
+    rec = start()
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(rec.proc.stderr), daemon=True)
+    reader.start()
+    clients = {name: rec.openai(fake_provider_tls, default_headers={"X-Agentprobe-Run": name})
+               for name in ("alpha", "beta")}
+
+    def calls(n: int) -> None:
+        for i in range(n):
+            for name, client in clients.items():
+                client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": f"{name}{i}"}])
+
+    calls(5)
+    assert wait_until(lambda: sum(r["calls"] for r in rec.sessions()) == 10, timeout=10)
+    [writer] = _writers_of(rec.proc.pid)
+    os.kill(writer, signal.SIGKILL)
+    calls(5)  # while the writer is being replaced: these wait for the new one
+    assert wait_until(lambda: any("restarted it" in line for line in lines), timeout=30), lines
+    calls(5)  # and after
+    rec.proc.send_signal(signal.SIGINT)
+    assert rec.proc.wait(60) == 0
+    reader.join(10)
+    err = "".join(lines)
+    assert "the writer process died (killed by signal 9); restarted it" in err, err
+    sessions = {r["session"]: r for r in rec.sessions()}
+    assert set(sessions) == {"alpha", "beta"}  # the same two runs went on: no third, no duplicate
+    assert fake_provider_tls.count() == 30
+    # Calls sent before the proxy noticed the death went down the dead writer's pipe: counted, on the
+    # recorder's own run, exactly (a recorder run left with no call and no loss is dropped at the end).
+    # The rest are rows of their own session's run.
+    lost = sum(r["calls_lost"] or 0 for r in rec.runs() if r["session_key_by"] == "recorder")
+    rows = sum(r["calls"] for r in rec.runs())
+    assert rows + lost == 30, (rows, lost, err)
+    assert all(10 <= r["calls"] <= 15 for r in sessions.values()), sessions  # before and after the restart
+    assert f"{lost} call record(s) lost with it" in err, err
+    assert all(r["status"] == "degraded" and r["ended_at"] for r in sessions.values())  # a writer died in them
+
+
+def test_sessions_recorded_into_postgresql(start, fake_provider_tls, pg_url):
+    """A session-splitting recorder with --db postgresql://: each named session is a run in the team
+    database, and stopping the recorder prints their summaries (no traceback, exit 0)."""
+    from agentprobe.store.db import open_db
+
+    rec = start("--db", pg_url)
+    for name in ("alpha", "beta"):
+        client = rec.openai(fake_provider_tls, default_headers={"X-Agentprobe-Run": name})
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": name}])
+    err = rec.stop()
+    assert "Traceback" not in err and err.count("agentprobe: run ") == 2, err
+    db = open_db(pg_url)
+    rows = db.execute("SELECT r.session, count(c.id) FROM runs r JOIN calls c ON c.run_id = r.id"
+                      " GROUP BY r.session ORDER BY r.session").fetchall()
+    assert [tuple(r) for r in rows] == [("alpha", 1), ("beta", 1)]
+    assert fake_provider_tls.count() == 2

@@ -32,7 +32,8 @@ KILL_AT_S = 4.0
 def _start_recorder(url: str, upstream: str, label: str, confdir: Path) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     proc = subprocess.Popen([sys.executable, "-m", "agentprobe", "record", "--upstream", upstream, "--port", "0",
-                             "--label", label, "--confdir", str(confdir), "--db", url],
+                             "--label", label, "--confdir", str(confdir), "--db", url,
+                             "--runs-by", "recorder"],  # one run per recorder: the runs the test compares
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = []
     deadline = time.monotonic() + 60
