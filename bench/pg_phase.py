@@ -81,9 +81,11 @@ async def _durability(tmp: Path, url: str, probes: int) -> dict:
 
     fake, provider = start_fake()
     proc = Proc("agentprobe-pg", [PY, "-m", "agentprobe", "record", "--port", "0", "--db", url, "--confdir",
-                                  str(tmp / "agentprobe-pg-conf"), "--label", "bench"], env=child_env(), cwd=ROOT)
+                                  str(tmp / "agentprobe-pg-conf"), "--label", "bench", "--runs-by", "recorder"],
+                # one run: the probes are read back from the recorder's own run
+                env=child_env(), cwd=ROOT)
     try:
-        port = int(proc.wait_for(r"recording run \S+ on http://127\.0\.0\.1:(\d+)").group(1))
+        port = int(proc.wait_for(r"recording .*? on http://127\.0\.0\.1:(\d+)").group(1))
         target = Target("agentprobe-pg", ("127.0.0.1", port), provider, True)
         return await measure_durability(target, url, probes)
     finally:
