@@ -172,11 +172,6 @@ _LATER = ("EXISTS (SELECT 1 FROM calls n WHERE n.run_id = c.run_id AND n.seq > c
           " AND (n.api IS NOT NULL OR n.provider = 'mcp'))")
 
 
-def _tool_refs(ctx: ScanContext, rows: list[dict]) -> list[dict]:
-    return [{"run_id": r["run_id"], "seq": r["seq"], "model": None, "call_id": r["id"]}
-            for r in rows[:ctx.thresholds.max_call_refs]]
-
-
 def _names(rows: list[dict], limit: int = 6) -> str:
     shown = ", ".join(f"{r['mcp_name']} (call {r['seq']})" for r in rows[:limit])
     return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
@@ -208,7 +203,7 @@ def tool_error_ignored(ctx: ScanContext) -> list[Finding]:
             fix="Check every tool result's isError (and JSON-RPC errors): retry transient failures with backoff, and"
                 " otherwise stop the step or tell the model plainly that the tool failed, instead of treating the"
                 " error text as data.",
-            run_id=run_id, calls=_tool_refs(ctx, mine), data={"calls": len(mine), "returned_to_model": fed}))
+            run_id=run_id, calls=ctx.refs(mine), data={"calls": len(mine), "returned_to_model": fed}))
     return out
 
 
@@ -228,7 +223,7 @@ def tool_slow(ctx: ScanContext) -> list[Finding]:
                      f" {worst['mcp_name']} (call {worst['seq']}), took {worst['latency_ms']:,.0f} ms.",
             fix="Give each tool call a timeout just above its budget, run slow tools in the background or cache"
                 " them, and decide what the agent does when a tool is late (retry, a fallback, or a clear failure).",
-            run_id=run_id, calls=_tool_refs(ctx, mine),
+            run_id=run_id, calls=ctx.refs(mine),
             data={"calls": len(mine), "max_latency_ms": worst["latency_ms"], "budget_ms": budget}))
     return out
 
@@ -251,7 +246,7 @@ def tool_timeout(ctx: ScanContext) -> list[Finding]:
                      + (f" after {waits[0]:,.0f} to {waits[-1]:,.0f} ms." if waits else "."),
             fix="Set the tool call timeout above the tool's slowest expected run, make the tool report progress, and"
                 " handle a timed-out call explicitly (retry if it is idempotent, or fail the step).",
-            run_id=run_id, calls=_tool_refs(ctx, mine), data={"calls": len(mine), "kinds": kinds}))
+            run_id=run_id, calls=ctx.refs(mine), data={"calls": len(mine), "kinds": kinds}))
     return out
 
 
@@ -317,7 +312,7 @@ def tool_gaps(ctx: ScanContext) -> list[Finding]:
                          " answer (by tool name and arguments).",
                 fix="Make sure tools run only on the model's request, or record why the agent calls them itself;"
                     " an execution nobody asked for is often a duplicate retry or a stale plan.",
-                run_id=run_id, calls=_tool_refs(ctx, rows), data={"calls": len(rows)}))
+                run_id=run_id, calls=ctx.refs(rows), data={"calls": len(rows)}))
     return out
 
 
