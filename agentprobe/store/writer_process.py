@@ -173,13 +173,14 @@ class WriterProcess:
     def submit(self, item: Any) -> None:
         """Called on the proxy's event loop: never blocks, never raises."""
         child = self._child
-        if child is not None and child.feed.put(to_wire(item)):
+        wire = to_wire(item)
+        if child is not None and child.feed.put(wire):
             child.handed += 1
             return
         if self._held is not None:  # the writer is being replaced: this call waits for the new one
             with self._lock:
                 if self._held is not None and len(self._held) < HELD_WHILE_RESTARTING:
-                    self._held.append(to_wire(item))
+                    self._held.append(wire)
                     return
         self._lost_here += 1
         self.calls_lost += 1
