@@ -29,6 +29,8 @@ class StdioSink:
         self.run_id = run_id
         # (wrapper, token) -> (run, seq)
         self.seqs: LRU[tuple[str, int], tuple[RunState, int]] = LRU(IN_FLIGHT_REMEMBERED)
+        # A notice the wrapper sent again after its connection broke may have been taken already.
+        self.completed: LRU[tuple[str, int], bool] = LRU(IN_FLIGHT_REMEMBERED)
 
     def _ours(self, flow: http.HTTPFlow) -> bool:
         req = flow.request
@@ -56,11 +58,16 @@ class StdioSink:
         for event, request, answer in events:
             key = (wrapper, int(event["token"]))
             if event["k"] == "d":
+                if self.seqs.get(key) is not None or self.completed.get(key):
+                    continue
                 run = rec.current  # the run being recorded now (a test's, under the pytest plugin)
                 rec.dispatched += 1
                 run.dispatched += 1
                 self.seqs[key] = (run, run.dispatched)
             elif event["k"] == "c":
+                if self.completed.get(key):
+                    continue
+                self.completed[key] = True
                 run, seq = self.seqs.get(key) or (rec.current, None)
                 if seq is None:  # its dispatch was forgotten (or never sent): numbered now
                     rec.dispatched += 1

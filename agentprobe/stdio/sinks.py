@@ -9,12 +9,13 @@ linking, losses counted) like every other call. Standalone, the wrapper writes a
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
 import threading
 import time
-import urllib.request
+import urllib.parse
 from typing import Any
 
 from ..capture.exchange import Capture
@@ -27,7 +28,6 @@ PROXY_ENV = "AGENTPROBE_PROXY_URL"
 SINK_PATH = "/__agentprobe/stdio"
 SINK_URL = "http://agentprobe.invalid" + SINK_PATH
 RUN_HEADER = "x-agentprobe-run"
-BATCH_LINGER_S = 0.005
 
 
 def capture(seq: int, completion: int, command: str, request: bytes, started: float, answer: bytes | None,
@@ -61,14 +61,29 @@ def decode(body: bytes) -> tuple[dict, list[tuple[dict, bytes | None, bytes | No
     return header, out
 
 
+class _Barrier:
+    """Set once every notice queued before it has reached the proxy (or cannot)."""
+
+    def __init__(self, done) -> None:
+        self.done = done
+
+
 class ProxySink:
-    """Notices to a trace's proxy, sent in order from a thread so the server's bytes never wait."""
+    """Notices to a trace's proxy, sent in order from a thread.
+
+    The proxy numbers a notice when it arrives, so a line that starts or ends a call must not
+    reach the other side before its notice has: otherwise the agent's next LLM call, caused by
+    that answer, could be numbered first (a completion order that never happened). The wrapper
+    therefore waits on `barrier` for such lines; everything queued before it is sent at once.
+    """
 
     def __init__(self, proxy_url: str, run_id: str, command: str) -> None:
         self.run_id = run_id
         self.command = command
         self.wrapper = f"{os.getpid()}-{time.time_ns()}"
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy_url}))
+        where = urllib.parse.urlsplit(proxy_url)
+        self.proxy = (where.hostname or "127.0.0.1", where.port or 8080)
+        self.connection: http.client.HTTPConnection | None = None  # one kept open: a notice costs a round trip
         self.queue: queue.Queue = queue.Queue()
         self.tokens = 0
         self.failed = False
@@ -86,6 +101,10 @@ class ProxySink:
                  "req": len(request), "resp": None if answer is None else len(answer)}
         self.queue.put((event, [request] + ([answer] if answer is not None else [])))
 
+    def barrier(self, done) -> None:
+        """Call done() once all the notices queued so far are at the proxy (or never will be)."""
+        self.queue.put(_Barrier(done))
+
     def close(self, timeout: float = 10) -> None:
         self.queue.put(None)
         self.thread.join(timeout)
@@ -93,31 +112,46 @@ class ProxySink:
     def _send_loop(self) -> None:
         done = False
         while not done:
-            item = self.queue.get()
-            batch = [item]
-            time.sleep(BATCH_LINGER_S)
+            items = [self.queue.get()]
             while True:
                 try:
-                    batch.append(self.queue.get_nowait())
+                    items.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            if None in batch:
+            if None in items:
                 done = True
-                batch = batch[:batch.index(None)]
-            if batch and not self.failed:
-                self._send(batch)
+                items = items[:items.index(None)]
+            batch = [i for i in items if not isinstance(i, _Barrier)]
+            try:
+                if batch and not self.failed:
+                    self._send(batch)
+            finally:
+                for item in items:
+                    if isinstance(item, _Barrier):
+                        item.done()
 
     def _send(self, batch: list) -> None:
         body = encode(self.wrapper, self.command, [e for e, _ in batch], [b for _, blobs in batch for b in blobs])
-        request = urllib.request.Request(SINK_URL, data=body, method="POST",
-                                         headers={RUN_HEADER: self.run_id, "content-type": "application/x-agentprobe"})
-        try:
-            with self.opener.open(request, timeout=10) as response:
+        headers = {RUN_HEADER: self.run_id, "content-type": "application/x-agentprobe"}
+        for attempt in (1, 2):  # a kept connection the proxy has since closed gets one fresh retry
+            try:
+                if self.connection is None:
+                    self.connection = http.client.HTTPConnection(*self.proxy, timeout=10)
+                self.connection.request("POST", SINK_URL, body=body, headers=headers)
+                response = self.connection.getresponse()
                 response.read()
-        except OSError as e:
-            # The server's traffic goes on; only the recording of it stops, and says so once.
-            self.failed = True
-            warn(f"the stdio wrapper cannot reach the trace's proxy ({e}); this server's calls are not recorded")
+                if response.status >= 300:
+                    warn(f"the trace's proxy refused a stdio notice (HTTP {response.status}); "
+                         f"{len(batch)} event(s) of this server are not recorded")
+                return
+            except (OSError, http.client.HTTPException) as e:
+                self.connection.close()
+                self.connection = None
+                if attempt == 2 or isinstance(e, ConnectionRefusedError):
+                    # The server's traffic goes on; only the recording of it stops, and says so once.
+                    self.failed = True
+                    warn(f"the stdio wrapper cannot reach the trace's proxy ({e}); "
+                         "this server's calls are not recorded")
 
 
 class OwnRunSink:
@@ -145,6 +179,9 @@ class OwnRunSink:
         with self.lock:
             self.dispatched += 1
             return self.dispatched
+
+    def barrier(self, done) -> None:
+        done()  # numbered here, in order, already: nothing to wait for
 
     def complete(self, seq: int, request: bytes, started: float, answer: bytes | None, ended: float,
                  error: str | None) -> None:

@@ -3,8 +3,10 @@
 The client's bytes go to the server's stdin and the server's stdout comes back exactly as
 read (unbuffered, chunk by chunk); stderr is the server's own, inherited. A copy of each
 chunk is queued, with its time, for a recording thread that splits lines, pairs requests
-with answers and hands each call to a sink, so reading JSON never delays a byte. The exit
-code is the server's. Recording problems are said on stderr and never stop the traffic.
+with answers and hands each call to a sink. Standalone, no byte waits for that. Under a
+trace, a chunk that ends a line is passed on only once its notices are at the proxy (see
+ProxySink), within SETTLE_TIMEOUT_S; past that the wrapper says so and stops waiting. The
+exit code is the server's. Recording problems are said on stderr and never stop the traffic.
 """
 
 from __future__ import annotations
@@ -22,11 +24,25 @@ from .pairing import LineSplitter, Pairing
 from .sinks import PROXY_ENV, RUN_ENV, OwnRunSink, ProxySink
 
 READ_BYTES = 65536
+SETTLE_TIMEOUT_S = 2.0
 _CLIENT, _SERVER, _END = "client", "server", "end"
 
 
-def _pump(src: int, dst: int, direction: str, tap: queue.Queue, on_eof) -> None:
-    """Copy src to dst until EOF, queuing every chunk for the recorder."""
+class Settling:
+    """Whether lines wait for their notices, shared by both directions; off for good after one timeout."""
+
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def wait(self, settled: threading.Event) -> None:
+        if self.on and not settled.wait(SETTLE_TIMEOUT_S):
+            self.on = False
+            warn(f"the trace's proxy took over {SETTLE_TIMEOUT_S:g} s to take a stdio notice; the wrapper stops "
+                 "waiting for it, so this server's calls may be numbered after calls they caused")
+
+
+def _pump(src: int, dst: int, direction: str, record, on_eof) -> None:
+    """Copy src to dst until EOF, handing every chunk to record() before it is passed on."""
     try:
         while True:
             try:
@@ -35,11 +51,11 @@ def _pump(src: int, dst: int, direction: str, tap: queue.Queue, on_eof) -> None:
                 data = b""
             if not data:
                 break
+            record(direction, time.time(), data)
             view = memoryview(data)
             while view:
                 written = os.write(dst, view)
                 view = view[written:]
-            tap.put((direction, time.time(), data))
     except OSError:
         pass  # the other side went away: nothing more can pass
     finally:
@@ -47,39 +63,61 @@ def _pump(src: int, dst: int, direction: str, tap: queue.Queue, on_eof) -> None:
 
 
 class _Recorder:
-    """The recording thread: lines -> pairing -> sink."""
+    """Lines -> pairing -> sink: on a thread of its own (standalone), or in the pump that read them (settling)."""
 
-    def __init__(self, sink) -> None:
+    def __init__(self, sink, settling: Settling) -> None:
         self.sink = sink
+        self.settling = settling
         self.splitters = {_CLIENT: LineSplitter(), _SERVER: LineSplitter()}
         self.pairing = Pairing(sink.dispatch, sink.complete)
+        self.lock = threading.Lock()  # the two pumps, under settling, take lines in one order
         self.tap: queue.Queue = queue.Queue()
         self.broken = False
         self.thread = threading.Thread(target=self._run, name="agentprobe-stdio-recorder", daemon=True)
         self.thread.start()
+
+    def record(self, direction: str, at: float, data: bytes) -> None:
+        if not self.settling.on:
+            self.tap.put((direction, at, data))
+            return
+        with self.lock:
+            self._take(direction, at, data)
+            if b"\n" not in data:
+                return
+            settled = threading.Event()
+            try:
+                self.sink.barrier(settled.set)
+            except Exception:  # noqa: BLE001 - never hold the traffic for a recording fault
+                return
+        self.settling.wait(settled)
+
+    def _take(self, direction: str, at: float, data: bytes) -> None:
+        if self.broken:
+            return
+        try:
+            for line in self.splitters[direction].feed(data):
+                if direction == _CLIENT:
+                    self.pairing.client_line(line, at)
+                else:
+                    self.pairing.server_line(line, at)
+        except Exception as e:  # noqa: BLE001 - a recorder bug must not touch the traffic
+            self.broken = True
+            warn(f"the stdio wrapper stopped recording: {type(e).__name__}: {e}")
 
     def _run(self) -> None:
         while True:
             direction, at, data = self.tap.get()
             if direction == _END:
                 break
-            if self.broken:
-                continue
-            try:
-                for line in self.splitters[direction].feed(data):
-                    if direction == _CLIENT:
-                        self.pairing.client_line(line, at)
-                    else:
-                        self.pairing.server_line(line, at)
-            except Exception as e:  # noqa: BLE001 - a recorder bug must not touch the traffic
-                self.broken = True
-                warn(f"the stdio wrapper stopped recording: {type(e).__name__}: {e}")
+            with self.lock:
+                self._take(direction, at, data)
         try:
-            # An unterminated last answer line still counts, when it is one.
-            rest = self.splitters[_SERVER].rest()
-            if rest:
-                self.pairing.server_line(rest, time.time())
-            self.pairing.close(time.time())
+            with self.lock:
+                # An unterminated last answer line still counts, when it is one.
+                rest = self.splitters[_SERVER].rest()
+                if rest:
+                    self.pairing.server_line(rest, time.time())
+                self.pairing.close(time.time())
         except Exception as e:  # noqa: BLE001
             warn(f"the stdio wrapper could not finish recording: {type(e).__name__}: {e}")
 
@@ -135,8 +173,9 @@ def run(argv: list[str], db=None, label: str | None = None) -> int:
         warn(f"cannot start the MCP server {argv[0]!r}: {e}")
         return 127
     sink = open_sink(command, db, label)
-    recorder = _Recorder(sink) if sink is not None else None
-    tap = recorder.tap if recorder else _Discard()
+    settling = Settling(isinstance(sink, ProxySink))
+    recorder = _Recorder(sink, settling) if sink is not None else None
+    record = recorder.record if recorder else _discard
 
     def forward(signum, _frame) -> None:
         try:
@@ -156,9 +195,9 @@ def run(argv: list[str], db=None, label: str | None = None) -> int:
         except OSError:
             pass
 
-    upstream = threading.Thread(target=_pump, args=(0, child.stdin.fileno(), _CLIENT, tap, close_server_stdin),
+    upstream = threading.Thread(target=_pump, args=(0, child.stdin.fileno(), _CLIENT, record, close_server_stdin),
                                 name="agentprobe-stdio-in", daemon=True)
-    downstream = threading.Thread(target=_pump, args=(child.stdout.fileno(), 1, _SERVER, tap, lambda: None),
+    downstream = threading.Thread(target=_pump, args=(child.stdout.fileno(), 1, _SERVER, record, lambda: None),
                                   name="agentprobe-stdio-out", daemon=True)
     upstream.start()
     downstream.start()
@@ -178,6 +217,5 @@ def run(argv: list[str], db=None, label: str | None = None) -> int:
     return code if code >= 0 else 128 - code
 
 
-class _Discard:
-    def put(self, _item) -> None:
-        pass
+def _discard(_direction: str, _at: float, _data: bytes) -> None:
+    pass
