@@ -195,6 +195,16 @@ class Recording:
             ran["drop_if_empty"] = True  # the recorder's run held only what no session claimed
         self.writer.close(status=status, exit_code=exit_code, ended_at=now_iso(), **run, **ran)
 
+    def end_not_written(self) -> str | None:
+        """After stop(): why the run's end is not in the database (it cannot be reached), else None."""
+        if getattr(self.writer, "run_ended", None) is not False:
+            return None
+        cause = (self.writer.last_error or "the database did not answer").rsplit(": ", 1)[-1]
+        lost = self.writer.calls_lost
+        return (f"could not end run {self.run_id} in {self.db_path} ({cause})"
+                + (f"; {lost} call(s) were lost" if lost else "")
+                + "; its calls up to then are kept, and once the database is back `agentprobe runs` shows it as stale")
+
     def __enter__(self) -> "Recording":
         return self.start()
 

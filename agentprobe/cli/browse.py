@@ -61,6 +61,11 @@ def runs(db, label, limit, fmt):
         click.echo(f"agentprobe: {what} in this database yet: record one with agentprobe trace -- CMD", err=True)
         return
     emit(found, fmt, session_columns(found), title="runs")
+    stale = [r for r in found if r["status"] == "stale"]
+    if stale:
+        click.echo(f"agentprobe: {len(stale)} run(s) stale: the recorder stopped stamping them without ending them"
+                   f" (killed, or cut off from this database), the last at {max(r['alive_at'] for r in stale)};"
+                   " what they recorded until then is kept", err=True)
 
 
 def session_columns(rows: list[dict]) -> list[Column]:

@@ -112,6 +112,9 @@ def record(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstrea
     finally:
         recording.stop()
         running.withdraw(confdir)
+    problem = recording.end_not_written()
+    if problem:
+        raise UserError(problem)
     database = open_db(db)
     runs = [recording.run_id] if recording.sessions is None else recording.session_run_ids
     if recording.sessions is not None and database.execute("SELECT count(*) FROM runs WHERE id = ?",

@@ -104,6 +104,9 @@ def trace(db, confdir, label, otlp_endpoint, ssl_insecure, upstream_ca, upstream
                        **run_columns(bypass))
         if backend:
             backend.stop()
+    problem = recording.end_not_written()
+    if problem:
+        raise UserError(problem)
     print_summary(summarize(open_db(db), recording.run_id), as_json)
     if backend:
         print_serve_summary(backend.summary())

@@ -189,6 +189,15 @@ def m006_run_sessions(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
 
+@migration
+def m007_run_alive(conn: sqlite3.Connection) -> None:
+    # A recorder killed outright (or cut off from its database) cannot end its runs: they would show
+    # as running for ever. The writer stamps its live runs every `alive_every_s`; a reader that sees
+    # a running run whose stamp is well past due knows its recorder is gone (queries.liveness).
+    conn.execute("ALTER TABLE runs ADD COLUMN alive_at TEXT")
+    conn.execute("ALTER TABLE runs ADD COLUMN alive_every_s REAL")
+
+
 def dialect_of(conn) -> str:
     return getattr(conn, "dialect", "sqlite")
 

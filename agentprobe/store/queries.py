@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -58,6 +59,35 @@ def call_ref(db: sqlite_utils.Database, ref: str) -> tuple[str, int]:
     return resolve_run(db, run_part or "latest"), int(seq)
 
 
+# A live run whose stamp is this many of its recorder's beats overdue (plus slack for a busy writer
+# and clocks a little apart) has no recorder any more.
+STALE_AFTER_BEATS = 3
+STALE_SLACK_S = 2.0
+LIVE_STATUSES = ("running", "degraded")
+
+
+def liveness(run: dict, now: dt.datetime | None = None) -> str | None:
+    """'stale' for a run that says it is recording but whose recorder stopped stamping it, else None.
+
+    Runs written before the stamp existed (no alive_at) cannot be told apart: they keep their status."""
+    if run.get("ended_at") or run.get("status") not in LIVE_STATUSES or not run.get("alive_at"):
+        return None
+    try:
+        seen = dt.datetime.fromisoformat(run["alive_at"])
+    except (TypeError, ValueError):
+        return None
+    every = float(run.get("alive_every_s") or 30)
+    overdue = ((now or dt.datetime.now(dt.UTC)) - seen).total_seconds()
+    return "stale" if overdue > STALE_AFTER_BEATS * every + STALE_SLACK_S else None
+
+
+def with_liveness(run: dict, now: dt.datetime | None = None) -> dict:
+    """The run as listings show it: status `stale` (and the status it was left in) when its recorder is gone."""
+    if liveness(run, now) == "stale":
+        return {**run, "status": "stale", "left_as": run["status"]}
+    return run
+
+
 def list_runs(db: sqlite_utils.Database, *, limit: int | None = None, label: str | None = None) -> list[dict]:
     sql = _RUN_STATS
     params: list[Any] = []
@@ -68,7 +98,7 @@ def list_runs(db: sqlite_utils.Database, *, limit: int | None = None, label: str
     if limit:
         sql += " LIMIT ?"
         params.append(limit)
-    return [{**row, "client": client_of(row)} for row in db.query(sql, params)]
+    return [with_liveness({**row, "client": client_of(row)}) for row in db.query(sql, params)]
 
 
 def client_of(run: dict) -> str | None:
@@ -82,7 +112,7 @@ def get_run(db: sqlite_utils.Database, run_id: str) -> dict:
     rows = list(db.query(_RUN_STATS + " WHERE runs.id = ?", [run_id]))
     if not rows:
         raise StoreError(f"no run {run_id!r} in this database: `agentprobe runs` lists them")
-    return rows[0]
+    return with_liveness(rows[0])
 
 
 def iter_calls(db: sqlite_utils.Database, run_id: str) -> Iterator[dict]:

@@ -71,10 +71,14 @@ def _prune(conn, cutoff: str, label: str | None, dry_run: bool, pg: bool) -> Pru
         for table in ("prune_runs", "prune_bodies", "prune_prompts"):
             conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {table} (k TEXT PRIMARY KEY)")
             conn.execute(f"DELETE FROM temp.{table}")
-        out.kept_running = conn.execute(f"SELECT count(*) FROM runs WHERE {where} AND status = 'running'",
-                                        params).fetchone()[0]
-        conn.execute(f"INSERT INTO temp.prune_runs SELECT id FROM runs WHERE {where}"
-                     " AND coalesce(status, '') != 'running'", params)
+        # Still recording: not ended, and stamped by its recorder within the retention window (or
+        # written before runs were stamped). A run whose recorder died long ago goes like any other.
+        live = ("(ended_at IS NULL AND coalesce(status, '') IN ('running', 'degraded')"
+                " AND (alive_at IS NULL OR alive_at >= ?))")
+        out.kept_running = conn.execute(f"SELECT count(*) FROM runs WHERE {where} AND {live}",
+                                        [*params, cutoff]).fetchone()[0]
+        conn.execute(f"INSERT INTO temp.prune_runs SELECT id FROM runs WHERE {where} AND NOT {live}",
+                     [*params, cutoff])
         pruned = "run_id IN (SELECT k FROM temp.prune_runs)"
         for table, columns in (("prune_bodies", BODY_COLUMNS), ("prune_prompts", PROMPT_COLUMNS)):
             for column in columns:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catch_up import CatchUp
+from ..util.clock import now_iso
 from .db import StoreError, connect, is_postgres
 
 log = logging.getLogger("agentprobe.writer")
@@ -57,6 +59,10 @@ DISK_FULL_PAUSE_S = 2.0
 # A PostgreSQL server that went away is asked again at most this often; meanwhile batches are counted lost.
 RECONNECT_EVERY_S = 1.0
 CHECKPOINT_BYTES = 8 * 1024 * 1024
+# The writer stamps its live runs (runs.alive_at) this often, and says so on the row (alive_every_s),
+# so a reader can tell a run still recording from one whose recorder was killed (queries.liveness).
+# The variable is for tests and for gateways that want a closer watch.
+HEARTBEAT_S = max(0.1, float(os.environ.get("AGENTPROBE_HEARTBEAT_S") or 30))
 
 
 class Writer:
@@ -86,6 +92,7 @@ class Writer:
         self.calls_written = 0
         self.calls_lost = 0
         self.last_error: str | None = None
+        self.run_ended: bool | None = None  # after close(): whether the run row took its end
         self._conn: sqlite3.Connection | None = None
         self._wal_bytes = 0  # written since the last checkpoint, roughly
         self._checkpoint_partial = False
@@ -95,6 +102,7 @@ class Writer:
         # away is reconnected to (see _commit).
         self._pg = is_postgres(path)
         self._reconnect_at = 0.0
+        self._beat_next = time.monotonic() + HEARTBEAT_S
         self._reserve = NoReserve() if self._pg else Reserve(path.with_name(path.name + "-reserve"))
         self._drained = threading.Event()
         # Runs begun after the first one (a recorder switching runs, e.g. one per test): id -> calls
@@ -123,7 +131,8 @@ class Writer:
         try:
             if resume:
                 rows = self._conn.execute("SELECT count(*) FROM calls WHERE run_id = ?", [self.run["id"]]).fetchone()[0]
-                self._conn.execute("UPDATE runs SET status = 'degraded' WHERE id = ?", [self.run["id"]])
+                self._conn.execute("UPDATE runs SET status = 'degraded', alive_at = ?, alive_every_s = ? WHERE id = ?",
+                                   [now_iso(), HEARTBEAT_S, self.run["id"]])
             else:
                 self._insert_run()
         except sqlite3.DatabaseError as e:
@@ -165,11 +174,13 @@ class Writer:
         assert self._conn is not None
         self._conn.execute(
             f"INSERT {'OR IGNORE ' if ignore_existing else ''}INTO runs (id, started_at, label, command,"
-            " config_sha256, status, calls_lost, mode, parent_run_id, agentprobe_version, fastpath, "
-            + ", ".join(SESSION_COLUMNS) + ") VALUES (:id,"
+            " config_sha256, status, calls_lost, mode, parent_run_id, agentprobe_version, fastpath, alive_at,"
+            " alive_every_s, " + ", ".join(SESSION_COLUMNS) + ") VALUES (:id,"
             " :started_at, :label, :command, :config_sha256, 'running', 0, :mode, :parent_run_id, :agentprobe_version,"
-            " :fastpath, " + ", ".join(":" + c for c in SESSION_COLUMNS) + ")",
+            " :fastpath, :alive_at, :alive_every_s, " + ", ".join(":" + c for c in SESSION_COLUMNS) + ")",
             {
+                "alive_at": now_iso(),
+                "alive_every_s": HEARTBEAT_S,
                 "label": None,
                 "command": None,
                 "config_sha256": None,
@@ -190,7 +201,7 @@ class Writer:
         if self._pg:  # a server that went away during the run gets one more chance to take the run's end
             self._reconnect_at = 0.0
             self._connected()
-        self._update_run(ended_at=ended_at, status=status, exit_code=exit_code, **run)
+        self.run_ended = self._update_run(ended_at=ended_at, status=status, exit_code=exit_code, **run)
         if drop_if_empty:
             with suppress(sqlite3.DatabaseError):
                 self._conn.execute("DELETE FROM runs WHERE id = ? AND calls_lost = 0 AND NOT EXISTS"
@@ -286,13 +297,15 @@ class Writer:
                         _, item = self.queue.get(
                             timeout=CHECKPOINT_RETRY_S if self._checkpoint_partial else CHECKPOINT_IDLE_S)
                     else:
-                        _, item = self.queue.get()
+                        _, item = self.queue.get(timeout=max(0.01, self._beat_next - time.monotonic()))
                 except queue.Empty:
                     if built:
                         self._commit_batch(built)
                         built = []
                     else:
-                        self._checkpoint()
+                        if self._wal_bytes:
+                            self._checkpoint()
+                        self._beat_if_due()
                     continue
             if item is _STOP:
                 if built:
@@ -326,6 +339,24 @@ class Writer:
         if self._wal_bytes > CHECKPOINT_BYTES and not self._pg:
             self._checkpoint()
         self.catch_up.committed()
+        self._beat_if_due()
+
+    def _beat_if_due(self) -> None:
+        """Stamp the runs this writer is recording, at most every HEARTBEAT_S."""
+        now = time.monotonic()
+        if now < self._beat_next:
+            return
+        self._beat_next = now + HEARTBEAT_S
+        conn = self._conn
+        if conn is None or (self._pg and conn.closed):
+            return  # the outage is counted elsewhere; the next beat after reconnecting stamps them
+        each = ("SELECT jsonb_array_elements_text(CAST(? AS jsonb))" if self._pg
+                else "SELECT value FROM json_each(?)")
+        try:
+            conn.execute(f"UPDATE runs SET alive_at = ? WHERE ended_at IS NULL AND id IN ({each})",
+                         [now_iso(), json.dumps([self.run["id"], *self._segments])])
+        except sqlite3.DatabaseError as e:  # busy, or gone: the next beat tries again
+            log.debug("heartbeat skipped: %s", e)
 
     def _build_into(self, built: list, item: Any) -> None:
         try:
@@ -427,7 +458,7 @@ class Writer:
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         self._conn.execute(f"UPDATE runs SET {sets} WHERE id = :run_id", {**fields, "run_id": run_id})
 
-    def _update_run(self, **fields: Any) -> None:
+    def _update_run(self, **fields: Any) -> bool:
         fields["calls_lost"] = self.calls_lost
         sets = ", ".join(f"{k} = :{k}" for k in fields)
         assert self._conn is not None
@@ -437,13 +468,15 @@ class Writer:
                 self._conn.execute(f"UPDATE runs SET {sets} WHERE id = :run_id", {**fields, "run_id": self.run["id"]})
                 if released:
                     self._reserve.hold()  # take back what is left, for the next update
-                return
+                return True
             except sqlite3.DatabaseError as e:
                 # On a full disk, the reserve makes room for the run row, so the loss is on record.
                 if not (_full(e) and self._reserve.release()):
-                    log.error("could not update run %s: %s", self.run["id"], e)
-                    return
+                    self.last_error = f"could not update run {self.run['id']}: {e}"
+                    log.debug("%s", self.last_error)
+                    return False
                 released = True
+        return False
 
 
 def count_calls(conn: sqlite3.Connection, run_ids: list[str]) -> int:

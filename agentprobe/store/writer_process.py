@@ -99,6 +99,7 @@ class WriterProcess:
         self.boosts = 0  # times the writer fell behind and took normal CPU priority to catch up
         self.deaths = 0  # writer processes that died during the run
         self.last_error: str | None = None
+        self.run_ended: bool | None = None  # after close(): whether the run row took its end
         self._child: _Child | None = None
         # While a dead writer is being replaced: the calls that arrive meanwhile, handed to the
         # replacement once it runs (bounded; past the bound they are counted as lost).
@@ -300,6 +301,7 @@ class WriterProcess:
             self.last_error = stats["last_error"] or self.last_error
             if kind == "closed":  # its count includes what was lost on this side
                 self.calls_lost = stats["lost"]
+                self.run_ended = stats.get("ended")
                 child.closed_cleanly = True
                 self._closed.set()
                 return
@@ -426,8 +428,10 @@ class WriterProcess:
                                   max(0, self.calls_lost - self._lost_at_begin.get(run_id, 0)), run_id])
             finally:
                 conn.close()
+            self.run_ended = True
         except sqlite3.Error as e:
-            warn(f"could not end run {self.run['id']} in {self.path}: {e}")
+            self.run_ended = False
+            self.last_error = f"could not update run {self.run['id']}: {e}"
 
 
 def _widen(fd: int) -> None:
@@ -508,7 +512,7 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
 
     def stats() -> dict:
         return {"written": writer.calls_written, "lost": writer.calls_lost, "last_error": writer.last_error,
-                "boosts": writer.boosts}
+                "boosts": writer.boosts, "ended": writer.run_ended}
 
     last, last_sent = None, 0.0
     final = ("close", {"status": "interrupted", "exit_code": None, "ended_at": None, "lost_before": 0})

@@ -197,6 +197,8 @@ runs.client_pid INTEGER
 runs.client_command TEXT
 runs.client_address TEXT
 runs.trace_id TEXT
+runs.alive_at TEXT
+runs.alive_every_s REAL
 index calls_conversation: calls(conversation_id, turn)
 index calls_mcp: calls(run_id, mcp_method) WHERE provider = 'mcp'
 index calls_prompt_sha: calls(system_prompt_sha256)
