@@ -4,9 +4,13 @@
    redaction, token counting, batched inserts) fed the same synthetic chat calls, once into a
    SQLite file and once into a PostgreSQL database, alternating, best of the rounds. The goal is
    the ratio PG/SQLite >= 0.9.
-2. Durability lag through `record --db postgresql://...`: the durability phase's probes, each
+2. Proxy throughput: `record --db postgresql://...` against `record --db file.db`, the same closed
+   loop (c=16, small chat calls) through each, alternating, best of the rounds; every call
+   answered must be a row. The writer is a separate process, so the goal is the matrix's:
+   PostgreSQL's req/s >= 0.9 of SQLite's.
+3. Durability lag through `record --db postgresql://...`: the durability phase's probes, each
    timed from the end of its response to its row being readable from another connection to PG;
-3. `scan --all` over a synthetic database (bench/synth.py, four runs) copied into PostgreSQL with
+4. `scan --all` over a synthetic database (bench/synth.py, four runs) copied into PostgreSQL with
    `agentprobe copy`, timed as a user runs it.
 
 The server is a real one started for the phase (tests/pg_server.py), with fsync on and
@@ -93,8 +97,63 @@ async def _durability(tmp: Path, url: str, probes: int) -> dict:
         fake.stop(15)
 
 
+def _start_recorder(tmp: Path, name: str, db: str):
+    from processes import PY, ROOT, Proc, child_env
+
+    proc = Proc(name, [PY, "-m", "agentprobe", "record", "--port", "0", "--db", db, "--confdir",
+                       str(tmp / "agentprobe-pg-conf"), "--label", "bench", "--runs-by", "recorder"],
+                env=child_env(), cwd=ROOT)
+    port = int(proc.wait_for(r"recording .*? on http://127\.0\.0\.1:(\d+)").group(1))
+    return proc, port
+
+
+def _rows(db: str) -> int:
+    from agentprobe.store.db import open_db
+
+    conn = open_db(db)
+    try:
+        return conn.execute("SELECT count(*) FROM calls").fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def _proxy_rates(tmp: Path, url: str, rounds: int, duration: float, warmup: float) -> dict:
+    """req/s through a recorder writing to PostgreSQL and through one writing to SQLite, alternating."""
+    from loadgen import Scenario, Target, run_load
+    from processes import start_fake
+
+    fake, provider = start_fake()
+    stores = {"sqlite": str(tmp / "proxy-sqlite.db"), "postgres": url}
+    procs = {name: _start_recorder(tmp, f"agentprobe-{name}", db) for name, db in stores.items()}
+    try:
+        rates: dict[str, list[float]] = {name: [] for name in stores}
+        completed = dict.fromkeys(stores, 0)
+        scenario = Scenario("json small")
+        for _ in range(rounds):
+            for name, (_, port) in procs.items():
+                target = Target(f"agentprobe-{name}", ("127.0.0.1", port), provider, True)
+                r = await run_load(target, scenario, 16, duration=duration, warmup=warmup)
+                if r["errors"]:
+                    raise RuntimeError(f"{name}: {r['errors']} errors, first {r['first_error']}")
+                rates[name].append(r["rps"])
+                completed[name] += r["completed"]
+        out = {f"{name}_rps": round(max(v), 1) for name, v in rates.items()}
+        out["rounds"] = {name: [round(x) for x in v] for name, v in rates.items()}
+        out["ratio"] = round(max(rates["postgres"]) / max(rates["sqlite"]), 3)
+    finally:
+        for proc, _ in procs.values():
+            proc.stop()
+        fake.stop(15)
+    # Stopped: every call is committed or counted by now.
+    out["rows"] = {name: _rows(db) for name, db in stores.items()}
+    out["answered"] = completed
+    log(f"proxy req/s recording into PostgreSQL {out['postgres_rps']} vs SQLite {out['sqlite_rps']}"
+        f" (ratio {out['ratio']:.2f}; rounds {out['rounds']}); rows {out['rows']} of {completed} answered")
+    return out
+
+
 async def measure_postgres(tmp: Path, writer_calls: int, scan_calls: int, probes: int = 60,
-                           rounds: int = 3) -> dict:
+                           rounds: int = 3, proxy_duration: float = 3.0) -> dict:
     from pg_server import PgServer, find_bindir, new_database
 
     bindir = find_bindir()
@@ -114,6 +173,7 @@ async def measure_postgres(tmp: Path, writer_calls: int, scan_calls: int, probes
         log(f"writer: SQLite {out['sqlite_calls_per_s']} calls/s, PostgreSQL {out['postgres_calls_per_s']}"
             f" calls/s (ratio {out['writer_ratio']:.2f}; rounds {[round(x) for x in sqlite_rates]}"
             f" / {[round(x) for x in pg_rates]})")
+        out["proxy"] = await _proxy_rates(tmp, new_database(server.base_url()), rounds, proxy_duration, 0.5)
         out["durability"] = await _durability(tmp, new_database(server.base_url()), probes)
 
         from phases import _timed_cli

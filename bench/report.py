@@ -95,6 +95,13 @@ def goals(results: dict, mode: str) -> list[dict]:
         goal(f"PostgreSQL writer >= {GOAL_PG_WRITER_RATIO:.0%} of the SQLite writer's calls/s", pg["writer_ratio"]
              >= GOAL_PG_WRITER_RATIO, f"{pg['postgres_calls_per_s']:.0f} vs {pg['sqlite_calls_per_s']:.0f} calls/s"
              f" ({pg['writer_ratio']:.0%}, best of {pg['rounds']} rounds of {pg['writer_calls']:,} calls)")
+        proxy = pg.get("proxy")
+        if proxy:
+            lost = {k: proxy["answered"][k] - proxy["rows"][k] for k in proxy["rows"]}
+            goal(f"proxy req/s recording into PostgreSQL >= {GOAL_RPS_RATIO:.0%} of recording into SQLite, every"
+                 " call a row", proxy["ratio"] >= GOAL_RPS_RATIO and not any(lost.values()),
+                 f"{proxy['postgres_rps']:.0f} vs {proxy['sqlite_rps']:.0f} req/s ({proxy['ratio']:.0%}, c=16,"
+                 f" best of {len(proxy['rounds']['postgres'])}); rows short of calls answered: {lost}")
         dur = pg.get("durability") or {}
         if dur:
             worst = max(dur, key=lambda k: dur[k]["p99_ms"] or 0)
@@ -197,6 +204,10 @@ def markdown(results: dict) -> str:
     if pg:
         other.append(f"| writer calls/s, SQLite / PostgreSQL ({pg['writer_calls']:,} calls) | "
                      f"{pg['sqlite_calls_per_s']:.0f} / {pg['postgres_calls_per_s']:.0f} ({pg['writer_ratio']:.0%}) |")
+        if pg.get("proxy"):
+            other.append(f"| proxy req/s recording into SQLite / PostgreSQL (c=16, small chat calls) | "
+                         f"{pg['proxy']['sqlite_rps']:.0f} / {pg['proxy']['postgres_rps']:.0f}"
+                         f" ({pg['proxy']['ratio']:.0%}) |")
         s = pg["scan"]
         other.append(f"| `scan --all` on PostgreSQL, {s['calls']:,} calls in 4 runs"
                      f" (copied in {s['copy_seconds']:.0f} s) | "

@@ -275,10 +275,14 @@ def test_every_printed_reference_is_taken_back(world):
     assert world.run.endswith(end)
     exit_line = ap("scan", "--run", world.run, "--fail-on", "low", db=world.db).err
     cited = re.search(r" at ([0-9A-Z]{6}#\d+)", exit_line).group(1)
-    for ref in {f"{end}#{seq}", cited, f"{world.run}#{seq}", f"{world.run[:8]}#{seq}", f"latest#1"}:
+    # A prefix is a reference once it is unique: the two runs' ids may share their first 8 or more
+    # characters (a ULID starts with its millisecond timestamp).
+    shared = next(i for i, (a, b) in enumerate(zip(world.run, world.other)) if a != b)
+    prefix = world.run[:max(8, shared + 1)]
+    for ref in {f"{end}#{seq}", cited, f"{world.run}#{seq}", f"{prefix}#{seq}", f"latest#1"}:
         shown = ap("show", ref, db=world.db)
         assert shown.code == 0, (ref, shown.err)
-    for ref in {end, f"{end}#{seq}", world.run, world.run[:10], world.run.lower()[-6:]}:
+    for ref in {end, f"{end}#{seq}", world.run, prefix, world.run.lower()[-6:]}:
         calls = ap("calls", "--run", ref, "--json", db=world.db)
         assert calls.code == 0 and {c["run_id"] for c in json.loads(calls.out)} == {world.run}, (ref, calls.err)
         scanned = ap("scan", "--run", ref, "--json", db=world.db)
