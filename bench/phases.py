@@ -10,6 +10,7 @@ under the phase's name in the results.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sqlite3
@@ -176,29 +177,48 @@ class RowWatcher(threading.Thread):
 
     def run(self) -> None:
         if str(self.db).startswith("postgresql://"):  # bench/pg_phase.py: a recorder writing to PostgreSQL
-            from agentprobe.store.db import open_db
-
-            # seq is dispatch order, not commit order: look back over the calls that may still be
-            # committing (a few thousand under load) instead of only past the highest seen.
-            conn, key, back = open_db(str(self.db)).conn, "seq", 5000
-            [(run_id,)] = conn.execute("SELECT id FROM runs").fetchall()  # the recorder's one run
-            # Its probes only (the index on run and seq), a poll every 5 ms: the watcher must not be the load.
-            sql, params, self.interval = (f"SELECT {key}, path FROM calls WHERE run_id = ? AND {key} > ?"
-                                          " AND path LIKE '%bench_probe=%'", [run_id], 0.005)
-        else:
-            conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5, check_same_thread=False)
-            key, back = "rowid", 0  # rowid is commit order
-            sql, params = f"SELECT {key}, path FROM calls WHERE {key} > ?", []
-        last = conn.execute(f"SELECT coalesce(max({key}), 0) FROM calls").fetchone()[0]
+            self._run_pg()
+            return
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+        sql = "SELECT rowid, path FROM calls WHERE rowid > ?"  # rowid is commit order
+        last = conn.execute("SELECT coalesce(max(rowid), 0) FROM calls").fetchone()[0]
         while not self.stop_flag.is_set():
-            rows = conn.execute(sql, [*params, last - back]).fetchall()
+            rows = conn.execute(sql, [last]).fetchall()
             now = time.perf_counter()
             for rowid, path in rows:
                 last = max(last, rowid)
-                m = re.search(r"bench_probe=(\d+)", path or "")
-                if m:
-                    self.seen.setdefault(m.group(1), now)
+                self._note(path, now)
             time.sleep(self.interval)
+        conn.close()
+
+    def _note(self, path: str | None, now: float) -> None:
+        m = re.search(r"bench_probe=(\d+)", path or "")
+        if m:
+            self.seen.setdefault(m.group(1), now)
+
+    def _run_pg(self) -> None:
+        """seq is dispatch order, not commit order, and a poll must cost the server next to nothing (it
+        shares the CPU being measured): each poll asks for the seqs past the highest seen and for the
+        holes below it (dispatched earlier, still committing), by the index on (run_id, seq)."""
+        from agentprobe.store.db import open_db
+
+        conn = open_db(str(self.db)).conn
+        [(run_id,)] = conn.execute("SELECT id FROM runs").fetchall()  # the recorder's one run
+        top = conn.execute("SELECT coalesce(max(seq), 0) FROM calls WHERE run_id = ?", [run_id]).fetchone()[0]
+        holes: set[int] = set()
+        while not self.stop_flag.is_set():
+            wanted = sorted(holes)[-2000:]  # a call lost for good leaves a hole; keep the recent ones
+            rows = conn.execute("SELECT seq, path FROM calls WHERE run_id = ? AND (seq > ? OR seq IN"
+                                " (SELECT CAST(jsonb_array_elements_text(CAST(? AS jsonb)) AS bigint)))",
+                                [run_id, top, json.dumps(wanted)]).fetchall()
+            now = time.perf_counter()
+            got = {seq for seq, _ in rows}
+            new_top = max([top, *got])
+            holes = (set(wanted) | set(range(top + 1, new_top))) - got
+            top = new_top
+            for _, path in rows:
+                self._note(path, now)
+            time.sleep(0.002)
         conn.close()
 
 
@@ -247,7 +267,8 @@ async def measure_durability(target: Target, db: Path, probes: int) -> dict:
         stop.set()
         await asyncio.gather(*bg)
         deadline = time.perf_counter() + 10
-        while len(watcher.seen) < len(ended) and time.perf_counter() < deadline:
+        # This phase's probes: the PostgreSQL watcher looks back over earlier rows, earlier phases' probes too.
+        while any(k not in watcher.seen for k in ended) and time.perf_counter() < deadline:
             await asyncio.sleep(0.01)
         watcher.stop_flag.set()
         watcher.join()

@@ -205,6 +205,10 @@ def test_migrations_concurrent_and_newer_schema_refused(pg_url):
     db = open_db(pg_url)
     assert [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY applied_at, name")] == \
         [name for name, _ in MIGRATIONS]
+    # Large bodies and prompts are compressed with lz4 where the server has it (Debian's does).
+    compression = dict(db.execute("SELECT attname, attcompression FROM pg_attribute WHERE attrelid IN"
+                                  " ('bodies'::regclass, 'prompts'::regclass) AND attname IN ('content', 'text')"))
+    assert compression == {"content": "l", "text": "l"}
     db.execute("INSERT INTO _migrations (name, applied_at) VALUES ('m999_from_the_future', '2099-01-01')")
     done = run_cli("runs", "--db", pg_url)
     assert done.returncode == 2 and "newer than this agentprobe" in done.stderr
@@ -336,3 +340,24 @@ def test_prune_beside_a_recorder_writing(tmp_path, tls_ca_bundle, fake_provider_
         " OR (c.output_sha256 IS NOT NULL AND c.output_sha256 NOT IN (SELECT sha256 FROM prompts))").fetchone()[0]
     assert missing == 0
     assert db.execute("SELECT count(*) FROM calls").fetchone()[0] == len(fake_provider_tls.requests) - 8
+
+
+def test_a_shared_body_another_writer_stored_meanwhile_is_skipped_not_lost(pg_url, monkeypatch):
+    """Bodies go straight into their table with COPY once the writer has checked which are new; if another
+    writer stores one in between, the COPY's savepoint is undone and the rows go through the staging table."""
+    from agentprobe.store.db import connect, resolve_path
+    from agentprobe.store.pg import PgConnection
+
+    target = resolve_path(pg_url)
+    first, second = connect(target, create=True), connect(target, create=True)
+    cols = ["id", "content", "size", "content_type", "truncated"]
+    shared = ("body-shared", b"x" * 5000, 5000, "application/json", 0)
+    first.insert_rows("bodies", cols, [shared], ignore_conflicts=True)
+    monkeypatch.setattr(PgConnection, "_stored_keys", lambda self, table, key, keys: set())  # the race
+    second.execute("BEGIN")
+    second.insert_rows("bodies", cols, [shared, ("body-new", b"y" * 7, 7, "text/plain", 0)], ignore_conflicts=True)
+    second.execute("INSERT INTO prompts (sha256, kind, text) VALUES ('p1', 'system', 'in the same transaction')")
+    second.execute("COMMIT")
+    rows = open_db(pg_url).execute("SELECT id, length(content) FROM bodies ORDER BY id").fetchall()
+    assert [tuple(r) for r in rows] == [("body-new", 7), ("body-shared", 5000)]
+    assert open_db(pg_url).execute("SELECT text FROM prompts").fetchall()[0][0] == "in the same transaction"
