@@ -345,7 +345,11 @@ def test_a_writer_killed_while_sessions_are_live_loses_nothing_uncounted(start, 
     rows = sum(r["calls"] for r in rec.runs())
     assert rows + lost == 30, (rows, lost, err)
     assert all(10 <= r["calls"] <= 15 for r in sessions.values()), sessions  # before and after the restart
-    assert f"{lost} call record(s) lost with it" in err, err
+    # Said as it happens (down the dead pipe, or refused by it: a broken pipe), and in the recorder run's
+    # summary in full.
+    if lost:
+        assert re.search(r"\d+ call record\(s\) lost (with it|so far: writer process unreachable)", err), err
+        assert f"WARNING: {lost} call(s) could not be recorded" in err, err
     assert all(r["status"] == "degraded" and r["ended_at"] for r in sessions.values())  # a writer died in them
 
 
