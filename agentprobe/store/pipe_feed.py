@@ -162,6 +162,9 @@ class PipeFeed:
         self._queued_bytes += len(header) + len(body)
 
     def _write(self, *, block: bool) -> None:
+        # A timer's flush can come after finish() and the pipe's close: nothing is left to write then,
+        # and the fd number may already be another file's.
+        block = block and bool(self._out) and not self._dead
         if block:
             os.set_blocking(self.fd, True)
         try:

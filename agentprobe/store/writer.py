@@ -105,6 +105,8 @@ class Writer:
         self._beat_next = time.monotonic() + HEARTBEAT_S
         self._reserve = NoReserve() if self._pg else Reserve(path.with_name(path.name + "-reserve"))
         self._drained = threading.Event()
+        # PostgreSQL: the thread committing the last batch while the worker builds the next (see _commit_batch).
+        self._committing: threading.Thread | None = None
         # Runs begun after the first one (a recorder switching runs, e.g. one per test): id -> calls
         # lost before it began, so each run row gets the losses of its own time.
         self._segments: dict[str, int] = {}
@@ -154,6 +156,7 @@ class Writer:
         self.queue.put((time.monotonic(), _Control(kind, payload, done)))
 
     def _apply(self, step: _Control) -> None:
+        self._settle()  # a run's end, or a flush's acknowledgement, comes after the calls before it
         try:
             if step.kind == "begin":
                 self._insert_run(step.payload, ignore_existing=True)
@@ -236,6 +239,7 @@ class Writer:
         self.queue.put((time.monotonic(), _STOP))
         self._drained.wait()  # the watcher may still hand the rest to a faster worker meanwhile
         self.catch_up.stop()
+        self._settle()  # a worker that died of a bug may have left a batch in flight
         if self._broken:
             left = 0
             while True:
@@ -310,6 +314,7 @@ class Writer:
             if item is _STOP:
                 if built:
                     self._commit_batch(built)
+                self._settle()
                 self._drained.set()
                 return
             if isinstance(item, _Lost):
@@ -335,11 +340,36 @@ class Writer:
             item = None
 
     def _commit_batch(self, built: list) -> None:
-        self._commit(built)
-        if self._wal_bytes > CHECKPOINT_BYTES and not self._pg:
-            self._checkpoint()
+        if self._pg:
+            # Half of a PostgreSQL commit's time is the server's, on the other core: committing from a
+            # thread of its own lets the worker build the next batch meanwhile. One batch is in flight
+            # at a time, so calls still commit in queue order, and whatever else touches the
+            # connection settles first. The thread inherits the worker's CPU priority.
+            self._settle()
+            committer = threading.Thread(target=self._commit_in_background, args=(built,),
+                                         name="agentprobe-commit", daemon=True)
+            self._committing = committer
+            committer.start()
+        else:
+            self._commit(built)
+            if self._wal_bytes > CHECKPOINT_BYTES:
+                self._checkpoint()
         self.catch_up.committed()
         self._beat_if_due()
+
+    def _commit_in_background(self, built: list) -> None:
+        try:
+            self._commit(built)
+        except Exception as e:  # a bug, not a database error (those _commit counts): the batch is lost, loudly
+            log.exception("the commit failed")
+            self._lost(len(built), f"the commit failed: {type(e).__name__}: {e}")
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight: the connection is then this thread's."""
+        committer = self._committing
+        if committer is not None and committer is not threading.current_thread():
+            committer.join()
+            self._committing = None
 
     def _beat_if_due(self) -> None:
         """Stamp the runs this writer is recording, at most every HEARTBEAT_S."""
@@ -347,6 +377,7 @@ class Writer:
         if now < self._beat_next:
             return
         self._beat_next = now + HEARTBEAT_S
+        self._settle()
         conn = self._conn
         if conn is None or (self._pg and conn.closed):
             return  # the outage is counted elsewhere; the next beat after reconnecting stamps them
@@ -452,7 +483,14 @@ class Writer:
         self.calls_lost += n
         self.last_error = why
         log.error("agentprobe lost %d call record(s): %s", n, why)
-        if threading.current_thread() is self.catch_up.worker and not (self._pg and self._conn.closed):
+        # Only the thread that has the connection updates the run row: the worker once the batch in
+        # flight is done, or that batch's committer (the worker waits for it before it writes).
+        me = threading.current_thread()
+        if me is self.catch_up.worker:
+            self._settle()
+        elif me is not self._committing:
+            return
+        if not (self._pg and self._conn.closed):
             self._update_run()
 
     def _update_run_row(self, run_id: str, fields: dict[str, Any]) -> None:

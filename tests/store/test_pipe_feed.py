@@ -130,3 +130,18 @@ def test_after_finish_calls_are_refused():
     assert feed.error == "the recording has ended"
     conn.close()
     os.close(w)
+
+
+def test_a_timer_flush_after_finish_and_close_touches_no_fd(monkeypatch):
+    # The flush a put scheduled can fire after finish() wrote everything and the pipe was closed:
+    # it must not call set_blocking on a closed fd (EBADF, or another file's fd by then).
+    conn, feed, w = _reader_and_feed(linger_s=0.05)
+    assert feed.put({"n": 1})
+    feed.finish(("close", {}))
+    assert _drain(conn) == ([{"n": 1}], ("close", {}))
+    os.close(w)
+    touched = []
+    monkeypatch.setattr(os, "set_blocking", lambda fd, flag: touched.append(fd))
+    feed.flush()  # what the timer thread does once linger_s has passed
+    assert touched == []
+    conn.close()
