@@ -94,14 +94,16 @@ def goals(results: dict, mode: str) -> list[dict]:
     if pg:
         goal(f"PostgreSQL writer >= {GOAL_PG_WRITER_RATIO:.0%} of the SQLite writer's calls/s", pg["writer_ratio"]
              >= GOAL_PG_WRITER_RATIO, f"{pg['postgres_calls_per_s']:.0f} vs {pg['sqlite_calls_per_s']:.0f} calls/s"
-             f" ({pg['writer_ratio']:.0%}, best of {pg['rounds']} rounds of {pg['writer_calls']:,} calls)")
+             f" ({pg['writer_ratio']:.0%}{_span(pg.get('writer_ratio_rounds'))}, median of {pg['rounds']} paired"
+             f" rounds of {pg['writer_calls']:,} calls)")
         proxy = pg.get("proxy")
         if proxy:
             lost = {k: proxy["answered"][k] - proxy["rows"][k] for k in proxy["rows"]}
             goal(f"proxy req/s recording into PostgreSQL >= {GOAL_RPS_RATIO:.0%} of recording into SQLite, every"
                  " call a row", proxy["ratio"] >= GOAL_RPS_RATIO and not any(lost.values()),
                  f"{proxy['postgres_rps']:.0f} vs {proxy['sqlite_rps']:.0f} req/s ({proxy['ratio']:.0%}, c=16,"
-                 f" best of {len(proxy['rounds']['postgres'])}); rows short of calls answered: {lost}")
+                 f" median of {len(proxy['rounds']['postgres'])} paired rounds{_span(proxy.get('ratio_rounds'), ', ')});"
+                 f" rows short of calls answered: {lost}")
         dur = pg.get("durability") or {}
         if dur:
             worst = max(dur, key=lambda k: dur[k]["p99_ms"] or 0)
@@ -122,6 +124,13 @@ def goals(results: dict, mode: str) -> list[dict]:
                  f" {GOAL_SCAN_1M_S:g} s at 1,000,000)", s["scan_all_seconds"] <= 2 * s["sqlite_scan_all_seconds"],
                  f"{s['scan_all_seconds']:.1f} s (SQLite {s['sqlite_scan_all_seconds']:.1f} s)")
     return out
+
+
+def _span(ratios: list | None, sep: str = " ") -> str:
+    """' (88%-101%)' for a list of per-round ratios (benchmark results from before they were kept: '')."""
+    if not ratios or len(ratios) < 2:
+        return ""
+    return f"{sep}({min(ratios):.0%}-{max(ratios):.0%})" if sep == " " else f"{sep}{min(ratios):.0%}-{max(ratios):.0%}"
 
 
 def _range(row: dict) -> str:

@@ -289,28 +289,31 @@ class Writer:
             if item is None:
                 left = deadline - time.monotonic()
                 if built and (left <= 0 or len(built) >= self.max_batch):
-                    # Commit a batch per linger interval even with a backlog: a row is readable
-                    # only once committed, and a 500-row batch takes the writer a while to build.
-                    self._commit_batch(built)
-                    built = []
-                    continue
-                try:
-                    if built:
-                        _, item = self.queue.get(timeout=left)
-                    elif self._wal_bytes:
-                        _, item = self.queue.get(
-                            timeout=CHECKPOINT_RETRY_S if self._checkpoint_partial else CHECKPOINT_IDLE_S)
-                    else:
-                        _, item = self.queue.get(timeout=max(0.01, self._beat_next - time.monotonic()))
-                except queue.Empty:
-                    if built:
+                    item = self._more_while_committing(built)
+                    if item is None:
+                        # Commit a batch per linger interval even with a backlog: a row is readable
+                        # only once committed, and a 500-row batch takes the writer a while to build.
                         self._commit_batch(built)
                         built = []
-                    else:
-                        if self._wal_bytes:
-                            self._checkpoint()
-                        self._beat_if_due()
-                    continue
+                        continue
+                else:
+                    try:
+                        if built:
+                            _, item = self.queue.get(timeout=left)
+                        elif self._wal_bytes:
+                            _, item = self.queue.get(
+                                timeout=CHECKPOINT_RETRY_S if self._checkpoint_partial else CHECKPOINT_IDLE_S)
+                        else:
+                            _, item = self.queue.get(timeout=max(0.01, self._beat_next - time.monotonic()))
+                    except queue.Empty:
+                        if built:
+                            self._commit_batch(built)
+                            built = []
+                        else:
+                            if self._wal_bytes:
+                                self._checkpoint()
+                            self._beat_if_due()
+                        continue
             if item is _STOP:
                 if built:
                     self._commit_batch(built)
@@ -356,6 +359,18 @@ class Writer:
                 self._checkpoint()
         self.catch_up.committed()
         self._beat_if_due()
+
+    def _more_while_committing(self, built: list) -> Any:
+        """PostgreSQL: the next call in the queue, when the batch is due but the last one is still being
+        committed. Building it into this batch beats waiting: this batch could not commit sooner, and a
+        bigger batch spreads a commit's round trips over more calls."""
+        committer = self._committing
+        if committer is None or not committer.is_alive() or len(built) >= self.max_batch:
+            return None
+        try:
+            return self.queue.get_nowait()[1]
+        except queue.Empty:
+            return None
 
     def _commit_in_background(self, built: list) -> None:
         try:
@@ -435,6 +450,11 @@ class Writer:
     def _insert(self, built: list) -> None:
         conn = self._conn
         assert conn is not None
+        if self._pg:
+            bodies, prompts, calls = _pg_rows(built)
+            conn.write_batch([("bodies", list(BODY_COLUMNS), bodies), ("prompts", list(PROMPT_COLUMNS), prompts)],
+                             calls, _updates(built))
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             insert_rows(conn, built)
@@ -532,14 +552,22 @@ def count_calls(conn: sqlite3.Connection, run_ids: list[str]) -> int:
 def insert_rows(conn: sqlite3.Connection, built: list) -> None:
     """Insert RowBuilder output (calls with their bodies and prompts) inside the caller's transaction."""
     if getattr(conn, "dialect", "sqlite") == "postgresql":
-        _insert_rows_pg(conn, built)
+        bodies, prompts, calls = _pg_rows(built)
+        conn.insert_rows("bodies", list(BODY_COLUMNS), bodies, ignore_conflicts=True)
+        conn.insert_rows("prompts", list(PROMPT_COLUMNS), prompts, ignore_conflicts=True)
+        for cols, group in calls:
+            conn.insert_rows("calls", cols, group)
     else:
         _insert_rows_sqlite(conn, built)
+    for sql, params in _updates(built):
+        conn.execute(sql, params)
+
+
+def _updates(built: list) -> list[tuple[str, list]]:
     # Rows completed by a later capture (MCP answers on a session stream, tool results returned),
     # after the inserts: the row may be in this same batch.
-    for call_id, fields in (u for rows in built for u in getattr(rows, "updates", ())):
-        conn.execute(f"UPDATE calls SET {', '.join(f'{c} = ?' for c in fields)} WHERE id = ?",
-                     [*fields.values(), call_id])
+    return [(f"UPDATE calls SET {', '.join(f'{c} = ?' for c in fields)} WHERE id = ?", [*fields.values(), call_id])
+            for call_id, fields in (u for rows in built for u in getattr(rows, "updates", ()))]
 
 
 def _insert_rows_sqlite(conn: sqlite3.Connection, built: list) -> None:
@@ -561,20 +589,18 @@ BODY_COLUMNS = ("id", "content", "size", "content_type", "truncated")
 PROMPT_COLUMNS = ("sha256", "kind", "text")
 
 
-def _insert_rows_pg(conn, built: list) -> None:
-    """The same rows in a statement per table and batch (see pg.PgConnection.insert_rows)."""
-    bodies = {b["id"]: b for rows in built for b in rows.bodies}  # one batch may repeat a body
-    conn.insert_rows("bodies", list(BODY_COLUMNS), [tuple(b[c] for c in BODY_COLUMNS) for b in bodies.values()],
-                     ignore_conflicts=True)
+def _pg_rows(built: list) -> tuple[list[tuple], list[tuple], list[tuple[list[str], list[tuple]]]]:
+    """The batch's bodies and prompts (each once: a batch may repeat one) and its calls per column set,
+    as tuples in column order."""
+    bodies = {b["id"]: b for rows in built for b in rows.bodies}
     prompts = {p["sha256"]: p for rows in built for p in rows.prompts}
-    conn.insert_rows("prompts", list(PROMPT_COLUMNS),
-                     [tuple(p[c] for c in PROMPT_COLUMNS) for p in prompts.values()], ignore_conflicts=True)
     by_columns: dict[tuple[str, ...], list[tuple]] = {}
     for rows in built:
         call = rows.call
         by_columns.setdefault(tuple(call), []).append(tuple(call.values()))
-    for cols, group in by_columns.items():
-        conn.insert_rows("calls", list(cols), group)
+    return ([tuple(b[c] for c in BODY_COLUMNS) for b in bodies.values()],
+            [tuple(p[c] for c in PROMPT_COLUMNS) for p in prompts.values()],
+            [(list(cols), group) for cols, group in by_columns.items()])
 
 
 def insert_calls(conn: sqlite3.Connection, calls: list[dict]) -> None:
