@@ -228,6 +228,14 @@ UNNEST_TYPES = {"bodies": BINARY_COPY["bodies"],
                 "prompts": {"sha256": ("text", str), "kind": ("text", str), "text": ("text", str)}}
 
 
+COPY_SHARED_OVER_BYTES = 256 * 1024
+
+
+def _payload_bytes(table: str, cols: list[str], rows: list) -> int:
+    slots = [i for i, c in enumerate(cols) if (table, c) in BYTEA_COLUMNS]
+    return sum(len(r[i]) for r in rows for i in slots if r[i] is not None)
+
+
 def _binary_types(table: str, cols: list[str], rows: list, types_by_table: dict = BINARY_COPY) -> list[str] | None:
     types = types_by_table.get(table)
     if types is None or any(c not in types for c in cols):
@@ -377,7 +385,7 @@ class PgConnection:
         per shared table, pipelined; a COPY of the calls; COMMIT. insert_rows takes ten more for the
         same batch (a key check and a savepoint around each shared table's COPY), and the writer
         commits from a thread beside the one that builds rows, where each round trip also waits for
-        the GIL to come back: measured, a round trip cost it about 1 ms there."""
+        the GIL to come back."""
         psycopg = _psycopg()
         shared = [(t, c, self._bytea_encoded(t, c, r)) for t, c, r in shared if r]
         try:
@@ -402,10 +410,13 @@ class PgConnection:
             cur.execute("BEGIN")
             for table, cols, rows in shared:
                 types = _binary_types(table, cols, rows, UNNEST_TYPES)
-                if types is None:  # a value of another type (SQLite's columns take any): COPY coerces it
+                # COPY for a value of another type (SQLite's columns take any; COPY coerces it), and for
+                # large bodies, which COPY writes straight into the table, where unnest copies them on
+                # the server once more.
+                if types is None or _payload_bytes(table, cols, rows) > COPY_SHARED_OVER_BYTES:
                     by_copy.append((table, cols, rows))
                     continue
-                arrays = ", ".join(f"%s::{t}[]" for t in types)
+                arrays = ", ".join(f"%b::{t}[]" for t in types)  # binary: text would hex-encode each bytea
                 cur.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest({arrays})"
                             " ON CONFLICT DO NOTHING", [list(col) for col in zip(*rows)])
         for table, cols, rows in by_copy:

@@ -125,3 +125,17 @@ def test_a_shared_row_of_another_type_goes_by_copy(pg_url):
     assert got == [("b-int-size", 2), ("b-text-size", 3)]
     assert conn.execute("SELECT text FROM prompts WHERE sha256 = 'p1'").fetchone()[0] == "hello"
     assert not conn.in_transaction
+
+
+def test_large_bodies_in_a_batch_are_stored_whole(pg_url):
+    # Past COPY_SHARED_OVER_BYTES a batch's bodies go by COPY, beside prompts by unnest, in one transaction.
+    from agentprobe.store.pg import COPY_SHARED_OVER_BYTES
+
+    conn = connect(resolve_path(pg_url), create=True)
+    big = [(f"big-{i}", bytes([i]) * (COPY_SHARED_OVER_BYTES // 2), COPY_SHARED_OVER_BYTES // 2, "text/plain", 0)
+           for i in range(3)]
+    conn.write_batch([("bodies", ["id", "content", "size", "content_type", "truncated"], big),
+                      ("prompts", ["sha256", "kind", "text"], [("p2", "system", "x")])], [], [])
+    stored = {r[0]: bytes(r[1]) for r in conn.execute("SELECT id, content FROM bodies").fetchall()}
+    assert stored == {b[0]: b[1] for b in big}
+    assert conn.execute("SELECT count(*) FROM prompts").fetchone()[0] == 1
