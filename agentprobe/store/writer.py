@@ -161,6 +161,12 @@ class Writer:
             if step.kind == "begin":
                 self._insert_run(step.payload, ignore_existing=True)
                 self._segments.setdefault(step.payload["id"], self.calls_lost)
+            elif step.kind == "lost_in":
+                # Calls of these runs that a writer which died took with it: already in calls_lost (an
+                # earlier _Lost), and now each run's own count as well, at its end.
+                for run_id, n in step.payload.items():
+                    if run_id in self._segments:
+                        self._segments[run_id] -= n
             elif step.kind == "end":
                 fields = dict(step.payload)
                 run_id = fields.pop("id")
@@ -541,12 +547,16 @@ class Writer:
 
 def count_calls(conn: sqlite3.Connection, run_ids: list[str]) -> int:
     """The calls recorded in these runs (a recording with thousands of session runs: one parameter)."""
-    if getattr(conn, "dialect", "sqlite") == "postgresql":
-        return conn.execute("SELECT count(*) FROM calls WHERE run_id IN"
-                            " (SELECT jsonb_array_elements_text(CAST(? AS jsonb)))",
-                            [json.dumps(run_ids)]).fetchone()[0]
-    return conn.execute("SELECT count(*) FROM calls WHERE run_id IN (SELECT value FROM json_each(?))",
-                        [json.dumps(run_ids)]).fetchone()[0]
+    return sum(count_calls_by_run(conn, run_ids).values())
+
+
+def count_calls_by_run(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, int]:
+    """The calls recorded in each of these runs that has any."""
+    each = ("SELECT jsonb_array_elements_text(CAST(? AS jsonb))" if getattr(conn, "dialect", "sqlite") == "postgresql"
+            else "SELECT value FROM json_each(?)")
+    rows = conn.execute(f"SELECT run_id, count(*) FROM calls WHERE run_id IN ({each}) GROUP BY run_id",
+                        [json.dumps(run_ids)]).fetchall()
+    return {run_id: n for run_id, n in rows}
 
 
 def insert_rows(conn: sqlite3.Connection, built: list) -> None:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class _Child:
     def __init__(self, proc, send: Connection, recv: Connection, feed: PipeFeed) -> None:
         self.proc, self.send, self.recv, self.feed = proc, send, recv, feed
         self.handed = 0  # calls put on its feed (each is written by it, lost by it, or lost with it)
+        self.handed_by_run: Counter[str] = Counter()  # the same, by the run each call was for
         self.closed_cleanly = False
 
     def close_pipes(self) -> None:
@@ -119,6 +121,8 @@ class WriterProcess:
         self._lost_at_begin: dict[str, int] = {}  # the recording's loss count when each run began
         self._flushes: dict[int, threading.Event] = {}
         self._flush_ids = itertools.count(1)
+        self._handed_to_dead_by_run: Counter[str] = Counter()
+        self._lost_in_sent: Counter[str] = Counter()  # each session's share of _lost_with_dead, told its writer
 
     @property
     def _feed(self) -> PipeFeed | None:
@@ -177,6 +181,7 @@ class WriterProcess:
         wire = to_wire(item)
         if child is not None and child.feed.put(wire):
             child.handed += 1
+            child.handed_by_run[getattr(item, "run_id", None) or self.run["id"]] += 1
             return
         if self._held is not None:  # the writer is being replaced: this call waits for the new one
             with self._lock:
@@ -327,7 +332,8 @@ class WriterProcess:
         dead.close_pipes()
         # Counted before another writer adds rows, and from the database, not from the dead one's
         # last stats (sent every few hundred ms, so behind what it committed): exact.
-        rows = self._rows_in_db()
+        rows_by_run = self._rows_in_db()
+        rows = None if rows_by_run is None else sum(rows_by_run.values())
         replacement = None
         if self.deaths <= MAX_RESTARTS:
             try:
@@ -338,6 +344,13 @@ class WriterProcess:
                 self.last_error += f"; could not restart it: {e}"
         handed_to_dead = self._handed_to_dead + dead.handed
         self._handed_to_dead = handed_to_dead
+        self._handed_to_dead_by_run.update(dead.handed_by_run)
+        lost_in = {}  # each live session's share, exact: what it handed the dead writers and has no row for
+        if rows_by_run is not None:
+            for run_id in self._segments:
+                lost = max(0, self._handed_to_dead_by_run[run_id] - rows_by_run.get(run_id, 0))
+                if lost > self._lost_in_sent[run_id]:
+                    lost_in[run_id] = lost - self._lost_in_sent[run_id]
         # Every call the dead writers were handed is now a row, or lost.
         self._lost_with_dead = max(0, handed_to_dead - (self.calls_written if rows is None else rows))
         self.calls_lost = self._lost_here + self._lost_with_dead
@@ -347,6 +360,9 @@ class WriterProcess:
                 self._lost_with_dead_sent = self._lost_with_dead
                 for segment in list(self._segments.values()):  # runs in progress go on (rows kept if they exist)
                     replacement.feed.send_control(("begin", segment))
+                if lost_in:
+                    replacement.feed.send_control(("lost_in", lost_in))
+                    self._lost_in_sent.update(lost_in)
             except OSError:
                 pass
         with self._lock:
@@ -366,8 +382,9 @@ class WriterProcess:
         if replacement is None:
             warn(f"{self.last_error}; from now on calls are counted, not recorded ({self.calls_lost} lost so far)")
         else:
+            shares = ", ".join(f"{n} of run {self._segment_name(run_id)}" for run_id, n in lost_in.items())
             warn(f"{self.last_error}; restarted it ({self.deaths} of {MAX_RESTARTS} restarts);"
-                 f" {self._lost_with_dead} call record(s) lost with it")
+                 f" {self._lost_with_dead} call record(s) lost with it" + (f" ({shares})" if shares else ""))
             threading.Thread(target=self._listen, args=(replacement,), name="agentprobe-writer-stats",
                              daemon=True).start()
         if closing:
@@ -376,12 +393,16 @@ class WriterProcess:
     _handed_to_dead = 0
     _lost_with_dead_sent = 0
 
-    def _rows_in_db(self) -> int | None:
-        """The calls rows of every run this recorder wrote to; None if the database cannot say."""
+    def _segment_name(self, run_id: str) -> str:
+        session = (self._segments.get(run_id) or {}).get("session")
+        return f"{run_id[-6:]}" + (f" (session {session})" if session else "")
+
+    def _rows_in_db(self) -> dict[str, int] | None:
+        """The calls rows of each run this recorder wrote to; None if the database cannot say."""
         import sqlite3
 
         from .db import is_postgres
-        from .writer import count_calls
+        from .writer import count_calls_by_run
 
         try:
             if is_postgres(self.path):
@@ -391,7 +412,7 @@ class WriterProcess:
             else:
                 conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
             try:
-                return count_calls(conn, self._run_ids)
+                return count_calls_by_run(conn, self._run_ids)
             finally:
                 conn.close()
         except sqlite3.Error:
@@ -529,8 +550,8 @@ def _child_main(path: str, run: dict, busy_timeout_ms: int, otlp_endpoint: str |
                     writer.submit(from_wire(cap))
             elif kind == _LOST:
                 writer.add_lost(payload, "a writer process died before writing them")
-            elif kind == "begin":
-                writer.control("begin", payload)
+            elif kind in ("begin", "lost_in"):
+                writer.control(kind, payload)
             elif kind == "end":
                 writer.control("end", payload, done=lambda run_id=payload["id"]: builders.forget(run_id))
             elif kind == "flush":

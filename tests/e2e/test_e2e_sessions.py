@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -351,6 +352,49 @@ def test_a_writer_killed_while_sessions_are_live_loses_nothing_uncounted(start, 
         assert re.search(r"\d+ call record\(s\) lost (with it|so far: writer process unreachable)", err), err
         assert f"WARNING: {lost} call(s) could not be recorded" in err, err
     assert all(r["status"] == "degraded" and r["ended_at"] for r in sessions.values())  # a writer died in them
+
+
+def test_calls_a_dead_writer_took_with_it_are_counted_on_their_own_session(start, fake_provider_tls):
+    """The writer is stopped (SIGSTOP) while two sessions make calls, so they wait in its pipe, then
+    killed: each session's run row counts the calls of its own that went down with it, exactly."""
+    from e2e.test_writer_death import _writers_of
+
+    rec = start()
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(rec.proc.stderr), daemon=True)
+    reader.start()
+    clients = {name: rec.openai(fake_provider_tls, default_headers={"X-Agentprobe-Run": name})
+               for name in ("alpha", "beta")}
+
+    def call(name: str, n: int) -> None:
+        for i in range(n):
+            clients[name].chat.completions.create(model="gpt-4o-mini",
+                                                  messages=[{"role": "user", "content": f"{name} {i}"}])
+
+    call("alpha", 3)
+    call("beta", 3)
+    assert wait_until(lambda: sum(r["calls"] for r in rec.sessions()) == 6, timeout=10)
+    [writer] = _writers_of(rec.proc.pid)
+    os.kill(writer, signal.SIGSTOP)
+    call("alpha", 4)  # answered at once: the proxy never waits for its writer; these wait in the pipe
+    call("beta", 2)
+    time.sleep(0.5)  # the proxy's side lingers a few ms before it writes the pipe
+    os.kill(writer, signal.SIGKILL)
+    assert wait_until(lambda: any("restarted it" in line for line in lines), timeout=30), lines
+    call("alpha", 1)
+    call("beta", 1)
+    rec.proc.send_signal(signal.SIGINT)
+    assert rec.proc.wait(60) == 0
+    reader.join(10)
+    err = "".join(lines)
+    assert fake_provider_tls.count() == 14
+    sessions = {r["session"]: r for r in rec.sessions()}
+    assert {name: (r["calls"], r["calls_lost"]) for name, r in sessions.items()} == {"alpha": (4, 4), "beta": (4, 2)}
+    assert all(r["status"] == "degraded" for r in sessions.values())
+    [own] = [r for r in rec.runs() if r["session_key_by"] == "recorder"]
+    assert own["calls_lost"] == 6  # the recording's total, as before
+    assert re.search(r"6 call record\(s\) lost with it \(4 of run \w{6} \(session alpha\), 2 of run \w{6}"
+                     r" \(session beta\)\)", err), err
 
 
 def test_sessions_recorded_into_postgresql(start, fake_provider_tls, pg_url):
