@@ -157,7 +157,7 @@ async def _proxy_rates(tmp: Path, url: str, rounds: int, duration: float, warmup
 
 
 async def measure_postgres(tmp: Path, writer_calls: int, scan_calls: int, probes: int = 60,
-                           rounds: int = 3, proxy_duration: float = 3.0,
+                           rounds: int = 5, proxy_duration: float = 3.0,
                            writer_rounds: int = 5) -> dict:
     from pg_server import PgServer, find_bindir, new_database
 

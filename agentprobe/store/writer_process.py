@@ -440,7 +440,8 @@ class WriterProcess:
                              [fields.get("status") or "degraded", fields.get("ended_at"), fields.get("exit_code"),
                               self.calls_lost, self.run["id"]])
                 # Session runs no writer could end: ended here, degraded, each with the calls lost while it
-                # was live (which of the concurrent sessions a lost call was is unknown: each counts it).
+                # was live (past what _replace attributed, which of the concurrent sessions a lost call was
+                # is unknown here: each counts it, an upper bound).
                 ends = {**{run_id: {} for run_id in self._segments}, **self._unsettled}
                 for run_id, end in ends.items():
                     conn.execute("UPDATE runs SET status = 'degraded', ended_at = ?, calls_lost = ? WHERE id = ?"
