@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import queue
-from collections import Counter
 import sqlite3
 import threading
 import time
@@ -111,11 +110,6 @@ class Writer:
         # Runs begun after the first one (a recorder switching runs, e.g. one per test): id -> calls
         # lost before it began, so each run row gets the losses of its own time.
         self._segments: dict[str, int] = {}
-        # Calls lost whose run is known (a batch that failed, a row that could not be built, a full queue),
-        # by run: a session run's count is its own. Losses of no known run count for every run live then.
-        self._lost_by_run: Counter[str] = Counter()
-        self._unattributed = 0
-        self._loss_lock = threading.Lock()
         # With yield_cpu, the workers run at the lowest CPU priority while they keep up (catch_up.py).
         self.catch_up = CatchUp(self._spawn, self._oldest_wait, self._drained, yield_cpu=yield_cpu)
 
@@ -125,7 +119,7 @@ class Writer:
             self.queue.put_nowait((time.monotonic(), item))
         except queue.Full:
             # Never block the agent's traffic on our backlog: drop and count.
-            self._lost(1, "writer queue full", _run_of(item, self.run["id"]))
+            self._lost(1, "writer queue full")
 
     # -- lifecycle --------------------------------------------------------------------
     def start(self, *, resume: bool = False) -> int:
@@ -166,15 +160,17 @@ class Writer:
         try:
             if step.kind == "begin":
                 self._insert_run(step.payload, ignore_existing=True)
-                self._segments.setdefault(step.payload["id"], self._unattributed)
+                self._segments.setdefault(step.payload["id"], self.calls_lost)
             elif step.kind == "lost_in":
                 # Calls of these runs that a writer which died took with it: already in calls_lost (an
-                # earlier _Lost, before the runs began again here), and now each run's own count as well.
-                self._lost_by_run.update(step.payload)
+                # earlier _Lost), and now each run's own count as well, at its end.
+                for run_id, n in step.payload.items():
+                    if run_id in self._segments:
+                        self._segments[run_id] -= n
             elif step.kind == "end":
                 fields = dict(step.payload)
                 run_id = fields.pop("id")
-                lost = self._run_lost(run_id, fields.pop("lost_outside", 0))
+                lost = self.calls_lost - self._segments.pop(run_id, self.calls_lost)
                 self._update_run_row(run_id, {**fields, "calls_lost": lost})
         except sqlite3.DatabaseError as e:
             self.last_error = f"could not {step.kind} run: {e}"
@@ -207,10 +203,9 @@ class Writer:
         )
 
     def close(self, *, status: str = "completed", exit_code: int | None = None, ended_at: str,
-              drop_if_empty: bool = False, lost_outside: dict[str, int] | None = None, **run: str) -> None:
+              drop_if_empty: bool = False, **run: str) -> None:
         """drop_if_empty: the recorder's own run only stood behind its session runs; if it holds no call
-        and lost none, delete it rather than leave an empty run in every listing. lost_outside: calls of
-        runs still live that were lost before they reached this writer (already in calls_lost)."""
+        and lost none, delete it rather than leave an empty run in every listing."""
         self._stop_workers()
         if self._pg:  # a server that went away during the run gets one more chance to take the run's end
             self._reconnect_at = 0.0
@@ -220,11 +215,10 @@ class Writer:
             with suppress(sqlite3.DatabaseError):
                 self._conn.execute("DELETE FROM runs WHERE id = ? AND calls_lost = 0 AND NOT EXISTS"
                                    " (SELECT 1 FROM calls WHERE run_id = ?)", (self.run["id"], self.run["id"]))
-        outside = lost_outside or {}
-        for run_id in list(self._segments):  # begun and never ended: the recorder stopped
-            lost = self._run_lost(run_id, outside.get(run_id, 0))
+        for run_id, lost_before in list(self._segments.items()):  # begun and never ended: the recorder stopped
             with suppress(sqlite3.DatabaseError):
-                self._update_run_row(run_id, {"status": "interrupted", "ended_at": ended_at, "calls_lost": lost})
+                self._update_run_row(run_id, {"status": "interrupted", "ended_at": ended_at,
+                                              "calls_lost": self.calls_lost - lost_before})
         self._segments.clear()
         assert self._conn is not None
         try:
@@ -389,7 +383,7 @@ class Writer:
             self._commit(built)
         except Exception as e:  # a bug, not a database error (those _commit counts): the batch is lost, loudly
             log.exception("the commit failed")
-            self._lost(len(built), f"the commit failed: {type(e).__name__}: {e}", _runs_of(built))
+            self._lost(len(built), f"the commit failed: {type(e).__name__}: {e}")
 
     def _settle(self) -> None:
         """Wait for the batch in flight: the connection is then this thread's."""
@@ -423,16 +417,16 @@ class Writer:
             built.append(self.build(item))
         except Exception as e:  # a bug in row building loses one call, loudly
             log.exception("could not build a call row")
-            self._lost(1, f"row building failed: {type(e).__name__}: {e}", _run_of(item, self.run["id"]))
+            self._lost(1, f"row building failed: {type(e).__name__}: {e}")
 
     def _commit(self, built: list) -> None:
         if time.monotonic() < self._disk_full_until:
             # The disk was full a moment ago: count the batch rather than let it eat the space the
             # run row needs (and the agent's disk).
-            self._lost(len(built), self.last_error or "disk full", _runs_of(built))
+            self._lost(len(built), self.last_error or "disk full")
             return
         if self._pg and not self._connected():
-            self._lost(len(built), self.last_error or "database unreachable", _runs_of(built))
+            self._lost(len(built), self.last_error or "database unreachable")
             return
         for attempt in range(5):
             try:
@@ -457,7 +451,7 @@ class Writer:
             except sqlite3.DatabaseError as e:
                 self.last_error = str(e)
                 break
-        self._lost(len(built), self.last_error or "write failed", _runs_of(built))
+        self._lost(len(built), self.last_error or "write failed")
 
     def _insert(self, built: list) -> None:
         conn = self._conn
@@ -511,13 +505,8 @@ class Writer:
         if not self._checkpoint_partial:
             self._wal_bytes = 0
 
-    def _lost(self, n: int, why: str, runs: Counter[str] | None = None) -> None:
-        with self._loss_lock:  # the queue's overflow is counted on the submitting thread
-            self.calls_lost += n
-            if runs is None:
-                self._unattributed += n
-            else:
-                self._lost_by_run.update(runs)
+    def _lost(self, n: int, why: str) -> None:
+        self.calls_lost += n
         self.last_error = why
         log.error("agentprobe lost %d call record(s): %s", n, why)
         # Only the thread that has the connection updates the run row: the worker once the batch in
@@ -529,11 +518,6 @@ class Writer:
             return
         if not (self._pg and self._conn.closed):
             self._update_run()
-
-    def _run_lost(self, run_id: str, outside: int) -> int:
-        """A session run's calls_lost at its end: its own losses, and those of no known run while it was live."""
-        return (self._lost_by_run.pop(run_id, 0) + outside
-                + self._unattributed - self._segments.pop(run_id, self._unattributed))
 
     def _update_run_row(self, run_id: str, fields: dict[str, Any]) -> None:
         assert self._conn is not None
@@ -559,14 +543,6 @@ class Writer:
                     return False
                 released = True
         return False
-
-
-def _run_of(item: Any, default: str) -> Counter[str]:
-    return Counter({getattr(item, "run_id", None) or default: 1})
-
-
-def _runs_of(built: list) -> Counter[str]:
-    return Counter(rows.call["run_id"] for rows in built)
 
 
 def count_calls(conn: sqlite3.Connection, run_ids: list[str]) -> int:

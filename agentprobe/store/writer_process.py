@@ -123,7 +123,6 @@ class WriterProcess:
         self._flush_ids = itertools.count(1)
         self._handed_to_dead_by_run: Counter[str] = Counter()
         self._lost_in_sent: Counter[str] = Counter()  # each session's share of _lost_with_dead, told its writer
-        self._lost_here_by_run: Counter[str] = Counter()  # _lost_here by run, told the writer at the run's end
 
     @property
     def _feed(self) -> PipeFeed | None:
@@ -191,7 +190,6 @@ class WriterProcess:
                     return
         self._lost_here += 1
         self.calls_lost += 1
-        self._lost_here_by_run[getattr(item, "run_id", None) or self.run["id"]] += 1
         self.last_error = (child.feed.error if child else None) or ("writer queue full" if child else
                                                                    "no writer process")
         now = time.monotonic()
@@ -216,8 +214,7 @@ class WriterProcess:
         if run_id in self._survived and fields.get("status") == "completed":
             fields["status"] = "degraded"  # a writer died during it: calls may be missing (counted on the
             # recording's own run)
-        lost_outside = self._lost_here_by_run.pop(run_id, 0)
-        if not self._control(("end", {"id": run_id, **fields, "lost_outside": lost_outside}), block=block):
+        if not self._control(("end", {"id": run_id, **fields}), block=block):
             self._unsettled[run_id] = fields
 
     def flush(self, timeout: float = 15.0) -> bool:
@@ -276,7 +273,6 @@ class WriterProcess:
             return
         if message[0] == _CLOSE:
             message[1]["lost_before"] = self._lost_before(child)
-            message[1]["lost_outside"] = dict(self._lost_here_by_run)  # of the runs still live
         try:
             child.feed.finish(message)
         except OSError as e:
