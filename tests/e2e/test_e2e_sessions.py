@@ -307,17 +307,23 @@ def test_bad_session_options_are_one_line(tmp_path, args, needle):
     assert not (tmp_path / "ap.db").exists()
 
 
-def test_a_writer_killed_while_sessions_are_live_loses_nothing_uncounted(start, fake_provider_tls):
-    """kill -9 of the writer with two named sessions live, and calls made while it is replaced: the
-    replacement begins both runs again, every call lands in its own session's run, none is lost."""
-    from e2e.test_writer_death import _writers_of
-
+def _two_sessions(start, fake_provider_tls):
+    """A recorder whose stderr is collected as it comes, and a client for each of two named sessions."""
     rec = start()
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(rec.proc.stderr), daemon=True)
     reader.start()
     clients = {name: rec.openai(fake_provider_tls, default_headers={"X-Agentprobe-Run": name})
                for name in ("alpha", "beta")}
+    return rec, lines, reader, clients
+
+
+def test_a_writer_killed_while_sessions_are_live_loses_nothing_uncounted(start, fake_provider_tls):
+    """kill -9 of the writer with two named sessions live, and calls made while it is replaced: the
+    replacement begins both runs again, every call lands in its own session's run, none is lost."""
+    from e2e.test_writer_death import _writers_of
+
+    rec, lines, reader, clients = _two_sessions(start, fake_provider_tls)
 
     def calls(n: int) -> None:
         for i in range(n):
@@ -359,12 +365,7 @@ def test_calls_a_dead_writer_took_with_it_are_counted_on_their_own_session(start
     killed: each session's run row counts the calls of its own that went down with it, exactly."""
     from e2e.test_writer_death import _writers_of
 
-    rec = start()
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(rec.proc.stderr), daemon=True)
-    reader.start()
-    clients = {name: rec.openai(fake_provider_tls, default_headers={"X-Agentprobe-Run": name})
-               for name in ("alpha", "beta")}
+    rec, lines, reader, clients = _two_sessions(start, fake_provider_tls)
 
     def call(name: str, n: int) -> None:
         for i in range(n):
