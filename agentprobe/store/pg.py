@@ -360,9 +360,7 @@ class PgConnection:
         if not rows:
             return
         psycopg = _psycopg()
-        slots = [i for i, c in enumerate(cols) if (table, c) in BYTEA_COLUMNS]
-        if slots:
-            rows = [_encode_bytea_row(r, slots) for r in rows]
+        rows = self._bytea_encoded(table, cols, rows)
         try:
             try:
                 self._insert_rows(table, cols, rows, ignore_conflicts)
